@@ -1,0 +1,242 @@
+"""Command-line interface (typer). The one place that wires the simulator into the engine.
+
+Every command turns a ConfigError / bad argument into one readable line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsys_rl.cli_simulate import simulate
+from recsys_rl.config import ConfigError, RunConfig, load_reward, load_run
+
+app = typer.Typer(
+    help="recsys-rl: fine-tune a banner recommender with KL-constrained online RL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+app.command("simulate")(simulate)
+
+QUICKSTART_DIR = Path("recsys-rl-quickstart")
+
+
+def friendly(fn):
+    """Bad input -> one line on stderr and exit 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, FileNotFoundError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    """--set train.lr=0.001 style overrides; values parsed as YAML scalars."""
+    import yaml
+
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ConfigError(f"--set: expected key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _simulator(cfg: RunConfig):
+    from simulator import Simulator
+
+    return Simulator(cfg.sim)
+
+
+def _logs_for(cfg: RunConfig, sim, logs: Path | None, workdir: Path, progress: bool = True):
+    """Read given logs, or simulate ``baseline.logged_impressions`` with the behaviour policy."""
+    from recsys_rl.logs import read_logs
+
+    if logs is None:
+        from simulator.logged import generate_logs
+
+        logs = generate_logs(sim, cfg.baseline.logged_impressions, workdir / "logs", seed=cfg.seed, progress=progress)
+        console.print(f"simulated {cfg.baseline.logged_impressions:,} logged impressions -> {logs}")
+    return read_logs(logs)
+
+
+def print_table(table, title: str) -> None:
+    t = Table(title=title)
+    t.add_column("policy")
+    cols = list(table.columns)
+    for c in cols:
+        t.add_column(c, justify="right")
+    for name, row in table.iterrows():
+        t.add_row(str(name), *[f"{row[c]:.4g}" for c in cols])
+    console.print(t)
+
+
+def _print_result(res, uri: str) -> None:
+    show = ["ctr", "purchase_rate", "revenue_per_impression", "multi_purchase_rate", "reward_graded",
+            "kl_to_reference", "coverage", "oracle_gap_closed"]  # fmt: skip
+    print_table(res.table[[c for c in show if c in res.table.columns]], "reference vs fine-tuned vs oracle")
+    console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  (tracking URI: {uri})")
+    if res.model_uri:
+        console.print(f"model: {res.model_uri}  registered version: {res.model_version}")
+
+
+@app.command("train-baseline")
+@friendly
+def train_baseline_cmd(
+    logs: Path = typer.Option(..., "--logs", help="directory of impressions/feedback Parquet (event schema)"),
+    out: Path = typer.Option(Path("reference.pt"), "--out", help="where to save the frozen reference"),
+    config: Path = typer.Option(None, "--config", help="run config YAML (policy/baseline sections used)"),
+    set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set baseline.epochs=5"),
+) -> None:
+    """Train the baseline (reference) recommender on logged data and save it frozen."""
+    from recsys_rl.baseline import train_baseline
+    from recsys_rl.logs import read_logs
+    from recsys_rl.policy import save_policy
+
+    cfg = load_run(config, _overrides(set_))
+    batch = read_logs(logs)
+    n_products = int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max())) + 1
+    n_products = max(n_products, cfg.sim.n_products)
+    ref = train_baseline(batch, n_products, cfg.policy, cfg.baseline, cfg.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_policy(ref, out)
+    console.print(f"saved reference policy ({n_products} products) to {out}")
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    config: Path = typer.Option(None, "--config", help="run config YAML; embedded defaults if omitted"),
+    reference: Path = typer.Option(None, "--reference", help="a saved reference (train-baseline); else trained"),
+    logs: Path = typer.Option(None, "--logs", help="logs to train the baseline from; else simulated"),
+    reward: str = typer.Option(None, "--reward", help="reward scheme name or YAML (overrides the config)"),
+    set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.kl_target=0.5"),
+    workdir: Path = typer.Option(Path("recsys-rl-runs"), "--workdir", help="where simulated logs go"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Fine-tune against the simulator with the KL-constrained objective; one MLflow run."""
+    from recsys_rl import tracking
+    from recsys_rl.jobs import train_job
+    from recsys_rl.policy import load_policy
+
+    ov = _overrides(set_)
+    if reward:
+        ov["reward"] = reward
+    cfg = load_run(config, ov)
+    sim = _simulator(cfg)
+    ref = load_policy(reference) if reference else None
+    batch = None if ref else _logs_for(cfg, sim, logs, workdir, not quiet)
+    res = train_job(cfg, sim, logs=batch, reference=ref, data_source="simulator", progress=not quiet)
+    _print_result(res, tracking.tracking_uri(cfg.tracking))
+
+
+@app.command("sweep")
+@friendly
+def sweep_cmd(
+    rewards: str = typer.Option("ctr,purchase,graded,revenue", "--rewards", help="comma-separated schemes"),
+    betas: str = typer.Option(None, "--betas", help="comma-separated fixed KL coefficients to sweep too"),
+    config: Path = typer.Option(None, "--config", help="run config YAML; embedded defaults if omitted"),
+    set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.total_impressions=500000"),
+    experiment: str = typer.Option("recsys-rl-sweep", "--experiment", help="MLflow experiment for all runs"),
+    workdir: Path = typer.Option(Path("recsys-rl-runs"), "--workdir", help="where simulated logs go"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """One run per reward scheme (x beta) in one experiment, sharing one baseline: compare them in the UI."""
+    import pandas as pd
+
+    from recsys_rl.baseline import train_baseline
+    from recsys_rl.jobs import train_job
+
+    names = [r.strip() for r in rewards.split(",") if r.strip()]
+    for n in names:
+        load_reward(n)
+    beta_list = [None] if not betas else [float(b) for b in betas.split(",")]
+    cfg = load_run(config, _overrides(set_))
+    sim = _simulator(cfg)
+    batch = _logs_for(cfg, sim, None, workdir, not quiet)
+    ref = train_baseline(batch, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, not quiet)
+    rows = {}
+    for name in names:
+        for beta in beta_list:
+            ov = {"reward": name}
+            if beta is not None:
+                ov.update({"train.kl_beta": beta, "train.kl_adaptive": False})
+            run_cfg = load_run(config, {**_overrides(set_), **ov})
+            label = name if beta is None else f"{name} beta={beta:g}"
+            res = train_job(run_cfg, sim, reference=ref, data_source="simulator", run_name=label,
+                            experiment=experiment, progress=not quiet)  # fmt: skip
+            rows.setdefault("reference", res.table.loc["reference"])
+            rows[label] = res.table.loc["fine-tuned"]
+            console.print(f"{label}: run {res.run_id}")
+    table = pd.DataFrame(rows).T
+    show = ["ctr", "purchase_rate", "revenue_per_impression", "multi_purchase_rate", "reward_ctr",
+            "reward_purchase", "reward_graded", "reward_revenue", "kl_to_reference"]  # fmt: skip
+    print_table(table[show], f"sweep ({experiment}): exact expected metrics per impression")
+    table[show].to_csv(workdir / "sweep.csv")
+    console.print(f"table saved to {workdir / 'sweep.csv'}; compare runs: recsys-rl ui")
+
+
+@app.command("quickstart")
+@friendly
+def quickstart_cmd(
+    workdir: Path = typer.Option(QUICKSTART_DIR, "--workdir", help="where logs and the reference go"),
+    impressions: int = typer.Option(None, "--impressions", help="fine-tuning budget (default: config's)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Simulate logs -> train the baseline -> fine-tune with `graded` -> evaluate -> MLflow. No server needed."""
+    from recsys_rl import tracking
+    from recsys_rl.baseline import train_baseline
+    from recsys_rl.jobs import train_job
+    from recsys_rl.policy import save_policy
+
+    ov = {"reward": "graded"}
+    if impressions:
+        ov["train.total_impressions"] = impressions
+    cfg = load_run(None, ov)
+    console.rule("1/4 simulate logged traffic")
+    sim = _simulator(cfg)
+    batch = _logs_for(cfg, sim, None, workdir, not quiet)
+    console.rule("2/4 train the baseline (reference) recommender")
+    ref = train_baseline(batch, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, not quiet)
+    save_policy(ref, workdir / "reference.pt")
+    console.rule("3/4 fine-tune with the graded reward, KL-constrained to the reference")
+    res = train_job(cfg, sim, reference=ref, data_source="simulator", run_name="quickstart-graded",
+                    progress=not quiet)  # fmt: skip
+    console.rule("4/4 evaluate")
+    _print_result(res, tracking.tracking_uri(cfg.tracking))
+    console.print("open the MLflow UI: [bold]recsys-rl ui[/bold]  (then http://127.0.0.1:5000)")
+
+
+@app.command("ui")
+def ui_cmd(
+    port: int = typer.Option(5000, "--port"),
+    tracking_uri: str = typer.Option(None, "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite"),
+) -> None:
+    """Open the MLflow UI on the local store."""
+    from recsys_rl.config import TrackingConfig
+    from recsys_rl.tracking import tracking_uri as default_uri
+
+    uri = tracking_uri or default_uri(TrackingConfig())
+    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    cmd = [exe, "ui", "--backend-store-uri", uri, "--port", str(port), "--workers", "1"]
+    console.print(" ".join(cmd))
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    raise typer.Exit(subprocess.call(cmd, env=env))

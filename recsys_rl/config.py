@@ -1,0 +1,285 @@
+"""Validated configuration: one pydantic model per concern, loaded from YAML.
+
+Every field has a default and a one-line description, so the embedded defaults run with no file at
+all. Unknown keys, wrong types and out-of-range values raise ``ConfigError`` whose message is one line
+naming the file, the field and the problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recsys_rl.records import BANNER_SIZE, HISTORY_LEN
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for a person: '<file>: <field>: <problem>'."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SimConfig(_Strict):
+    """The e-commerce user simulator: catalogue, users and how they respond to banners."""
+
+    n_products: int = Field(1000, ge=10, le=2_000_000, description="catalogue size")
+    n_categories: int = Field(20, ge=1, description="product categories")
+    latent_dim: int = Field(16, ge=2, le=256, description="dimension of product/user latent vectors")
+    n_users: int = Field(20_000, ge=10, description="size of the simulated user population")
+    category_spread: float = Field(0.5, ge=0, description="spread of products around their category centre")
+    taste_spread: float = Field(0.5, ge=0, description="spread of a user's taste around their favourite category")
+    clickbait_share: float = Field(0.1, ge=0, le=1, description="share of products that are clickbait")
+    clickbait_appeal_boost: float = Field(2.0, ge=0, description="appeal added to clickbait products")
+    clickbait_quality_penalty: float = Field(3.0, ge=0, description="quality removed from clickbait products")
+    appeal_std: float = Field(0.5, ge=0, description="spread of click appeal across products")
+    quality_std: float = Field(0.5, ge=0, description="spread of purchase quality across products")
+    price_log_mean: float = Field(3.0, description="mean log-price across categories")
+    price_log_std_between: float = Field(0.7, ge=0, description="spread of categories' mean log-price")
+    price_log_std_within: float = Field(0.4, ge=0, description="spread of log-price within a category")
+    price_sensitivity_mean: float = Field(0.5, ge=0, description="mean user price sensitivity")
+    basket_mean: float = Field(0.3, ge=0, description="mean user basket propensity (extra units rate)")
+    affinity_click: float = Field(2.5, ge=0, description="weight of taste affinity on click logit")
+    affinity_purchase: float = Field(1.5, ge=0, description="weight of taste affinity on purchase logit")
+    click_bias: float = Field(-2.0, description="click logit intercept")
+    purchase_bias: float = Field(-1.0, description="purchase-given-click logit intercept")
+    consideration_size: int = Field(50, ge=HISTORY_LEN + 1, description="products a user buys/views from")
+    context_temperature: float = Field(0.3, gt=0, description="softmax temperature of context draws")
+    min_history: int = Field(3, ge=0, le=HISTORY_LEN, description="fewest past purchases in a context")
+    click_model: Literal["pbm", "cascade"] = Field("pbm", description="position-based or cascade examination")
+    position_bias: list[float] = Field(
+        default_factory=lambda: [1.0, 0.7, 0.5, 0.4, 0.3],
+        description="examination probability of each banner position (pbm), non-increasing",
+    )
+    seed: int = Field(0, description="seed of the catalogue and user population")
+
+    @field_validator("position_bias")
+    @classmethod
+    def _check_bias(cls, v: list[float]) -> list[float]:
+        if len(v) != BANNER_SIZE:
+            raise ValueError(f"needs {BANNER_SIZE} values, one per banner position, got {len(v)}")
+        if any(not (0 < x <= 1) for x in v):
+            raise ValueError("each value must be in (0, 1]")
+        if any(a < b for a, b in itertools.pairwise(v)):
+            raise ValueError("must be non-increasing from the first position")
+        return v
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> SimConfig:
+        if self.consideration_size > self.n_products:
+            raise ValueError(
+                f"consideration_size ({self.consideration_size}) exceeds n_products ({self.n_products})"
+            )
+        if self.n_categories > self.n_products:
+            raise ValueError(f"n_categories ({self.n_categories}) exceeds n_products ({self.n_products})")
+        return self
+
+
+class RewardScheme(_Strict):
+    """Outcome -> scalar reward, summed over banner positions. Schemes are data, not code.
+
+    reward = sum_k click*c_k + purchase*1[u_k>=1] + multi_purchase*1[u_k>=2] + units*u_k + revenue*r_k
+    """
+
+    name: str = Field(..., min_length=1, description="scheme name, shown in MLflow")
+    click: float = Field(0.0, description="reward per click")
+    purchase: float = Field(0.0, description="reward per purchased product")
+    multi_purchase: float = Field(0.0, description="bonus per product bought in more than one unit")
+    units: float = Field(0.0, description="reward per unit bought")
+    revenue: float = Field(0.0, description="reward per currency unit of revenue")
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> RewardScheme:
+        if not any([self.click, self.purchase, self.multi_purchase, self.units, self.revenue]):
+            raise ValueError("all weights are zero: the scheme rewards nothing")
+        return self
+
+
+class PolicyConfig(_Strict):
+    """The banner policy network (also the baseline's architecture)."""
+
+    embed_dim: int = Field(32, ge=2, le=1024, description="product embedding / query dimension")
+    hidden_dim: int = Field(128, ge=2, le=8192, description="context encoder hidden width")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature for exploration")
+
+
+class BaselineConfig(_Strict):
+    """Supervised training of the reference recommender on logged data."""
+
+    logged_impressions: int = Field(100_000, ge=100, description="impressions the behaviour policy logs")
+    epochs: int = Field(3, ge=1, description="passes over the logged data")
+    batch_size: int = Field(512, ge=1, description="examples per gradient step")
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate")
+    purchase_weight: float = Field(3.0, ge=0, description="loss weight of purchased vs clicked targets")
+    history_weight: float = Field(1.0, ge=0, description="loss weight of next-purchase-in-history targets")
+
+
+class TrainConfig(_Strict):
+    """KL-constrained policy-gradient fine-tuning."""
+
+    algorithm: Literal["ppo", "reinforce"] = Field("ppo", description="clipped PG with critic, or REINFORCE")
+    total_impressions: int = Field(1_000_000, ge=1, description="impression budget of the run")
+    contexts_per_batch: int = Field(1024, ge=1, description="contexts sampled per update batch")
+    banners_per_context: int = Field(4, ge=1, description="banners per context (leave-one-out baseline)")
+    epochs: int = Field(2, ge=1, description="optimisation passes over each batch")
+    minibatch_size: int = Field(1024, ge=1, description="banners per gradient step")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    clip_eps: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip")
+    kl_beta: float = Field(0.1, ge=0, description="initial KL penalty coefficient")
+    kl_target: float = Field(3.0, gt=0, description="KL(pi || ref) budget per banner, nats (sum of 5 positions)")
+    kl_adaptive: bool = Field(True, description="adapt beta to keep KL at or under kl_target")
+    kl_margin: float = Field(0.1, ge=0, lt=1, description="adaptive beta aims at (1 - kl_margin) * kl_target")
+    kl_horizon: int = Field(10, ge=1, description="adaptive beta horizon in updates")
+    kl_hard_limit: float = Field(5.0, gt=0, description="KL above which a model is never registered")
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight")
+    value_coef: float = Field(0.5, ge=0, description="critic loss weight")
+    candidates: int = Field(0, ge=0, description="top-M candidate set for sampling/KL (0 = full catalogue)")
+    eval_every: int = Field(20, ge=1, description="updates between evaluations")
+    eval_users: int = Field(4096, ge=1, description="contexts in each exact evaluation")
+
+
+class TrackingConfig(_Strict):
+    """Where runs and models go. The embedded default needs no server."""
+
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
+    experiment: str = Field("recsys-rl", min_length=1, description="MLflow experiment name")
+    registered_model: str = Field("banner-policy", min_length=1, description="registry name of the policy")
+    log_model: bool = Field(True, description="log and register the fine-tuned policy")
+
+
+class RunConfig(_Strict):
+    """A whole training job: simulator, reward, networks, training and tracking."""
+
+    seed: int = Field(0, description="seed of everything stochastic in the run")
+    reward: str | RewardScheme = Field("graded", description="scheme name under configs/rewards, or inline")
+    sim: SimConfig = Field(default_factory=SimConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
+        msg = f"{msg} (got {first['input']!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def validate(model: type[M], data: object, source: str = "<config>") -> M:
+    """Validate a mapping into ``model``; raise a one-line ConfigError on failure."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(source, e)) from None
+
+
+def load_yaml(path: str | os.PathLike) -> object:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: file not found")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(parse)"
+        raise ConfigError(f"{p}: {where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+
+
+def load(model: type[M], path: str | os.PathLike) -> M:
+    """Load and validate a YAML file into ``model``."""
+    return validate(model, load_yaml(path), str(path))
+
+
+def configs_dir() -> Path:
+    """The directory holding presets: $RECSYS_RL_CONFIGS, ./configs, or the repository's configs/."""
+    env = os.environ.get("RECSYS_RL_CONFIGS")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "configs"
+    if (here / "rewards").is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_reward(name_or_path: str | RewardScheme) -> RewardScheme:
+    """A reward scheme by name (configs/rewards/<name>.yaml), by YAML path, or passed through."""
+    if isinstance(name_or_path, RewardScheme):
+        return name_or_path
+    p = Path(name_or_path)
+    if p.suffix not in (".yaml", ".yml"):
+        p = configs_dir() / "rewards" / f"{name_or_path}.yaml"
+        if not p.is_file():
+            known = sorted(x.stem for x in (configs_dir() / "rewards").glob("*.yaml"))
+            raise ConfigError(f"reward: unknown scheme {name_or_path!r} (known: {', '.join(known)})")
+    return load(RewardScheme, p)
+
+
+def load_run(path: str | os.PathLike | None = None, overrides: dict | None = None) -> RunConfig:
+    """A RunConfig from YAML (or the embedded defaults), with dotted-key overrides applied on top."""
+    data = load_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping of keys, got {type(data).__name__}")
+    sim = data.get("sim")
+    if isinstance(sim, str):  # a preset path/name, e.g. "small" -> configs/sim/small.yaml
+        sp = Path(sim) if sim.endswith((".yaml", ".yml")) else configs_dir() / "sim" / f"{sim}.yaml"
+        data = {**data, "sim": validate(SimConfig, load_yaml(sp), str(sp)).model_dump()}
+    for key, value in (overrides or {}).items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {key}: cannot override inside a non-mapping")
+        node[parts[-1]] = value
+    cfg = validate(RunConfig, data, source)
+    if isinstance(cfg.reward, str):
+        load_reward(cfg.reward)  # fail early on an unknown scheme name
+    return cfg
+
+
+def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, object]:
+    """Dotted-key view of a config, e.g. {'train.lr': 0.001}, for MLflow params."""
+    out: dict[str, object] = {}
+    for k, v in cfg.model_dump().items():
+        _flatten_into(out, f"{prefix}{k}", v)
+    return out
+
+
+def _flatten_into(out: dict, key: str, v: object) -> None:
+    if isinstance(v, dict):
+        for k2, v2 in v.items():
+            _flatten_into(out, f"{key}.{k2}", v2)
+    else:
+        out[key] = v
+
+
+def builtin_rewards() -> dict[str, RewardScheme]:
+    """Every scheme under configs/rewards/, by name: what evaluation reports for any run."""
+    out = {}
+    for p in sorted((configs_dir() / "rewards").glob("*.yaml")):
+        s = load(RewardScheme, p)
+        out[s.name] = s
+    return out

@@ -1,0 +1,20 @@
+"""Event store of the live path: impressions and feedback in, ready joined batches out.
+
+``open_store(uri)`` picks the backend: SQLite (embedded default) or Redis Streams (distributed).
+"""
+
+from recsys_rl.events.base import EventStore, Feedback, Impression, Offset, ReadBatch
+from recsys_rl.events.redis_store import RedisEventStore
+from recsys_rl.events.sqlite_store import SqliteEventStore
+from recsys_rl.events.uri import open_store
+
+__all__ = [
+    "EventStore",
+    "Feedback",
+    "Impression",
+    "Offset",
+    "ReadBatch",
+    "RedisEventStore",
+    "SqliteEventStore",
+    "open_store",
+]

@@ -1,0 +1,261 @@
+"""Redis Streams event store: the distributed backend (several servers, one trainer per consumer).
+
+Keys, all under ``<prefix>:``:
+
+- ``impressions``: stream in append order, one entry ``{id, ts}`` per impression; the entry id
+  (``ms-seq``, assigned by Redis, increasing) is the consumer offset;
+- ``imp``: hash impression_id -> JSON record (lookup, and the idempotency check: HSETNX);
+- ``events``: hash event_id -> impression_id (idempotency of feedback);
+- ``fb:<impression_id>``: hash event_id -> JSON record, all feedback of one impression;
+- ``offsets``: hash consumer -> committed stream id.
+
+Check-and-write is one Lua script per append call, so concurrent repeats (even from different
+servers) are stored and counted once; a batch of concurrent calls goes to Redis as one pipeline (one
+round trip) from a single writer thread. An append returns once Redis has executed it; whether that
+survives a Redis restart is the server's persistence setting (``appendonly yes`` with
+``appendfsync always`` for the same guarantee as the SQLite backend).
+
+Each consumer is a consumer group on the stream, read by one group member (``trainer``). ``read_ready``
+first re-reads the member's pending entries (delivered, not yet committed: a restarted trainer gets
+them again), then takes new ones with ``XREADGROUP >``, and returns the ready prefix; entries that are
+not ready stay pending until a later read. ``commit`` XACKs everything up to the offset and stores the
+offset, atomically, in one script.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import redis
+
+from recsys_rl.events.base import EventStore, Feedback, Impression, ReadBatch
+from recsys_rl.events.group_commit import GroupCommitter
+
+GROUP_MEMBER = "trainer"
+START = "0-0"
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+
+# KEYS: imp hash, stream. ARGV: (impression_id, json, timestamp) triples. Returns 1 per new impression,
+# 0 per repeat.
+_APPEND_IMPRESSIONS = """
+local new = {}
+for i = 1, #ARGV, 3 do
+  new[#new + 1] = redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  if new[#new] == 1 then
+    redis.call('XADD', KEYS[2], '*', 'id', ARGV[i], 'ts', ARGV[i + 2])
+  end
+end
+return new
+"""
+
+# KEYS: events hash, then the fb hash of each event. ARGV: (event_id, impression_id, json) triples.
+# Returns 1 per new event, 0 per repeat.
+_APPEND_FEEDBACK = """
+local new = {}
+for k = 1, #KEYS - 1 do
+  local a = 3 * k - 2
+  new[k] = redis.call('HSETNX', KEYS[1], ARGV[a], ARGV[a + 1])
+  if new[k] == 1 then
+    redis.call('HSET', KEYS[k + 1], ARGV[a], ARGV[a + 2])
+  end
+end
+return new
+"""
+
+# KEYS: stream, offsets hash. ARGV: group (= consumer), offset.
+_COMMIT = """
+local function before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+local group, offset = ARGV[1], ARGV[2]
+local current = redis.call('HGET', KEYS[2], group)
+if current and before(offset, current) then
+  return redis.error_reply('commit.offset: ' .. offset .. ' is before the committed offset ' .. current ..
+    " of consumer '" .. group .. "'")
+end
+while true do
+  local pending = redis.call('XPENDING', KEYS[1], group, '-', offset, 1000)
+  if #pending == 0 then break end
+  local ids = {}
+  for i, p in ipairs(pending) do ids[i] = p[1] end
+  redis.call('XACK', KEYS[1], group, unpack(ids))
+end
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == group and before(info['last-delivered-id'], offset) then
+    redis.call('XGROUP', 'SETID', KEYS[1], group, offset)
+  end
+end
+redis.call('HSET', KEYS[2], group, offset)
+return 1
+"""
+
+
+_impression_fields = attrgetter(*Impression.__slots__)  # record -> tuple of its fields, in order
+_feedback_fields = attrgetter(*Feedback.__slots__)
+
+
+def _check_offset(offset: object) -> str:
+    if not isinstance(offset, str) or not _STREAM_ID.match(offset):
+        raise ValueError(f"commit.offset: must be a Redis event-store offset ('<ms>-<seq>'), got {offset!r}")
+    return offset
+
+
+class RedisEventStore(EventStore):
+    """Event store in Redis under ``prefix``; many store objects (processes) may append concurrently."""
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "recsys_rl") -> None:
+        if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
+            raise ValueError(f"prefix: must be a non-empty string without spaces, got {prefix!r}")
+        self.url, self.prefix = url, prefix
+        self._r = redis.Redis.from_url(url, decode_responses=True)
+        try:
+            self._r.ping()
+        except redis.RedisError as exc:
+            self._r.close()
+            raise ConnectionError(f"event store {url}: cannot reach Redis: {exc}") from exc
+        self._k_stream = f"{prefix}:impressions"
+        self._k_imp = f"{prefix}:imp"
+        self._k_events = f"{prefix}:events"
+        self._k_offsets = f"{prefix}:offsets"
+        self._append_imp = self._r.register_script(_APPEND_IMPRESSIONS)
+        self._append_fb = self._r.register_script(_APPEND_FEEDBACK)
+        self._commit_script = self._r.register_script(_COMMIT)
+        self._groups: set[str] = set()
+        self._groups_lock = threading.Lock()
+        self._writer = GroupCommitter(self._flush, name=f"redis-writer:{prefix}")
+
+    def _fb_key(self, impression_id: str) -> str:
+        return f"{self.prefix}:fb:{impression_id}"
+
+    def _flush(self, ops: Sequence[tuple[str, Any]]) -> list[Any]:
+        """The whole batch in one round trip: one atomic script call per kind of record (each op's
+        payload is ``(extra keys, argument triples)``); the scripts report per record whether it was
+        new, which is split back into one count per op."""
+        base = {
+            "impressions": (self._append_imp, [self._k_imp, self._k_stream]),
+            "feedback": (self._append_fb, [self._k_events]),
+        }
+        kinds = [kind for kind in base if any(k == kind for k, _ in ops)]
+        calls = []
+        for kind in kinds:
+            script, keys = base[kind]
+            payloads = [p for k, p in ops if k == kind]
+            calls.append(
+                (script, keys + [x for p in payloads for x in p[0]], [x for p in payloads for x in p[1]])
+            )
+        flags = dict(zip(kinds, self._eval_all(calls)))
+        at = dict.fromkeys(kinds, 0)
+        counts = []
+        for kind, (_, args) in ops:
+            n = len(args) // 3
+            counts.append(sum(flags[kind][at[kind] : at[kind] + n]))
+            at[kind] += n
+        return counts
+
+    def _eval_all(self, calls: list[tuple[Any, list[str], list[str]]]) -> list[list[int]]:
+        """EVALSHA each call in one pipeline; a script missing from the server's cache (restart, SCRIPT
+        FLUSH) is loaded and only that call is run again."""
+        pipe = self._r.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        for k, (reply, (script, keys, args)) in enumerate(zip(replies, calls)):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                replies[k] = script(keys=keys, args=args)
+            elif isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _append_impressions(self, items: Sequence[Impression]) -> int:
+        args: list[Any] = []
+        for i in items:
+            args += (i.impression_id, json.dumps(_impression_fields(i)), repr(i.timestamp))
+        return self._writer.submit("impressions", ((), args), len(items))
+
+    def _append_feedback(self, events: Sequence[Feedback]) -> int:
+        keys, args = [], []
+        for f in events:
+            keys.append(self._fb_key(f.impression_id))
+            args += (f.event_id, f.impression_id, json.dumps(_feedback_fields(f)))
+        return self._writer.submit("feedback", (keys, args), len(events))
+
+    def _get_impression(self, impression_id: str) -> Impression | None:
+        raw = self._r.hget(self._k_imp, impression_id)
+        return None if raw is None else Impression(*json.loads(raw))
+
+    def _ensure_group(self, consumer: str) -> None:
+        with self._groups_lock:
+            if consumer in self._groups:
+                return
+            try:
+                self._r.xgroup_create(self._k_stream, consumer, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(consumer)
+
+    def _xread(self, consumer: str, start: str, count: int) -> list[tuple[str, dict]]:
+        res = self._r.xreadgroup(consumer, GROUP_MEMBER, {self._k_stream: start}, count=count)
+        return list(res[0][1]) if res else []
+
+    def _read_ready(self, consumer: str, until_ts: float, limit: int) -> ReadBatch:
+        self._ensure_group(consumer)
+        committed = self._r.hget(self._k_offsets, consumer) or START
+        entries = self._xread(consumer, "0", limit)  # pending: read before, not committed
+        if len(entries) < limit:
+            entries += self._xread(consumer, ">", limit - len(entries))
+        ts = np.fromiter((float(fields["ts"]) for _, fields in entries), np.float64, len(entries))
+        late = ts > until_ts
+        entries = entries[: int(late.argmax()) if late.any() else len(entries)]
+        if not entries:
+            return ReadBatch([], [], committed)
+        ids = [fields["id"] for _, fields in entries]
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hmget(self._k_imp, ids)
+        for iid in ids:
+            pipe.hvals(self._fb_key(iid))
+        raw_imps, *raw_fbs = pipe.execute()
+        impressions = [Impression(*json.loads(raw)) for raw in raw_imps]
+        feedback: list[Feedback] = []
+        for group in raw_fbs:  # per impression; same order as SQLite: by time, then event id
+            feedback += sorted(
+                (Feedback(*json.loads(r)) for r in group), key=lambda f: (f.timestamp, f.event_id)
+            )
+        return ReadBatch(impressions, feedback, entries[-1][0])
+
+    def _commit(self, consumer: str, offset: object) -> None:
+        offset = _check_offset(offset)
+        self._ensure_group(consumer)
+        try:
+            self._commit_script(keys=[self._k_stream, self._k_offsets], args=[consumer, offset])
+        except redis.ResponseError as exc:
+            if str(exc).startswith("commit.offset:"):
+                raise ValueError(str(exc)) from None
+            raise
+
+    def _committed(self, consumer: str) -> str | None:
+        return self._r.hget(self._k_offsets, consumer)
+
+    def _count_impressions(self) -> int:
+        return self._r.hlen(self._k_imp)
+
+    def _count_feedback(self) -> int:
+        return self._r.hlen(self._k_events)
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._r.close()
+
+    def __repr__(self) -> str:
+        return f"RedisEventStore({self.url!r}, prefix={self.prefix!r})"

@@ -1,0 +1,133 @@
+"""Plackett–Luce distributions over ordered banners, from per-product logits.
+
+A banner a_1..a_K is drawn without replacement: P(a) = prod_k softmax(s over products not yet placed)[a_k].
+Sampling uses Gumbel-top-k (exact for Plackett–Luce). Shapes: logits (B, N), items (B, K).
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def gumbel_topk(
+    logits: torch.Tensor, k: int, generator: torch.Generator | None = None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Sample (B, k) ordered banners from PL(logits / temperature) by perturb-and-sort."""
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
+    return (logits / temperature + gumbel).topk(k, dim=-1).indices
+
+
+def greedy(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, k) the k highest-scoring products in order: the PL mode."""
+    return logits.topk(k, dim=-1).indices
+
+
+def placed_mask(items: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, K, N) bool: True for the products already placed before each position."""
+    b, k = items.shape
+    onehot = torch.zeros(b, k, n, dtype=torch.int8, device=items.device)
+    onehot.scatter_(2, items.unsqueeze(-1), 1)  # (B, K, N): the item at each position
+    return (onehot.cumsum(1, dtype=torch.int8) - onehot).bool()
+
+
+def position_logits(logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(B, K, N) logits at each position with the products already placed masked to -inf."""
+    return logits.unsqueeze(1).masked_fill(placed_mask(items, logits.shape[-1]), NEG_INF)
+
+
+def position_log_probs(logits: torch.Tensor, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, K) log-prob of each placed item given the ones before it."""
+    s = logits / temperature
+    chosen = s.gather(1, items)  # (B, K)
+    # logsumexp over the remaining set = log(sum_all - sum_placed_before), done stably via position_logits
+    lse = torch.logsumexp(position_logits(s, items), dim=-1)  # (B, K)
+    return chosen - lse
+
+
+def log_prob(logits: torch.Tensor, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B,) exact log-probability of each ordered banner, in O(B*N) (see ``banner_terms``)."""
+    s = (logits / temperature).double()
+    m = s.detach().amax(-1, keepdim=True)
+    e = (s - m).exp()
+    z = e.sum(-1, keepdim=True)
+    e_i = e.gather(1, items)
+    zk = (z - _before(e_i)).clamp_min(1e-300)  # (B, K) mass left at each position
+    lp = (s.gather(1, items) - zk.log() - m).sum(-1)
+    fragile = (zk / z).amin(-1) < 1e-9
+    if fragile.any():
+        idx = fragile.nonzero().squeeze(-1)
+        lp = lp.index_put((idx,), position_log_probs(s[idx], items[idx]).sum(-1))
+    return lp.to(logits.dtype)
+
+
+def per_position_kl(logits_p: torch.Tensor, logits_q: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(B, K) exact KL(p_k || q_k) between the two next-item softmaxes at each position of ``items``.
+
+    Summed over positions and averaged over banners drawn from p, this is an unbiased estimate of the
+    whole-banner KL(P || Q) (chain rule of KL), with far lower variance than log P(a) - log Q(a).
+    """
+    lp = torch.log_softmax(position_logits(logits_p, items), dim=-1)
+    lq = torch.log_softmax(position_logits(logits_q, items), dim=-1)
+    p = lp.exp()
+    diff = torch.where(p > 0, lp - lq, torch.zeros_like(lp))
+    return (p * diff).sum(-1)
+
+
+def per_position_entropy(logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(B, K) entropy of the next-item softmax at each position of ``items``."""
+    lp = torch.log_softmax(position_logits(logits, items), dim=-1)
+    p = lp.exp()
+    return -(p * torch.where(p > 0, lp, torch.zeros_like(lp))).sum(-1)
+
+
+def _before(x: torch.Tensor) -> torch.Tensor:
+    """(B, K) sum over the positions strictly before each position."""
+    return x.cumsum(1) - x
+
+
+def banner_terms(
+    logits: torch.Tensor, ref_logits: torch.Tensor, items: torch.Tensor, rows: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log-prob (B,), KL to ref (B,), entropy (B,)) of banners, in O(B*N) instead of O(B*K*N).
+
+    logits, ref_logits: (C, N) per context; items: (B, K); rows: (B,) context row of each banner
+    (default: banner b uses row b), so several banners of one context share one softmax.
+
+    Closed form: with e_j = exp(s_j) and Z_k = Z - sum of e over items placed before position k,
+      log p_k(a_k) = s_{a_k} - log Z_k,
+      KL_k = (sum_{j not placed} e_j (s_j - r_j)) / Z_k - log Z_k + log Z^ref_k,
+      H_k  = log Z_k - (sum_{j not placed} e_j s_j) / Z_k,
+    each full-catalogue sum computed once per context and corrected by the K placed items. Equal to
+    ``log_prob``, ``per_position_kl(...).sum(-1)``, ``per_position_entropy(...).sum(-1)``. float64
+    inside; banners whose placed items hold all but < 1e-9 of the mass (where subtracting it would
+    lose digits) are recomputed with the masked softmax instead.
+    """
+    s, r = logits.double(), ref_logits.double()
+    ms, mr = s.detach().amax(-1, keepdim=True), r.amax(-1, keepdim=True)
+    e, er = (s - ms).exp(), (r - mr).exp()  # (C, N), shifted for stability
+    d = s - r
+    z, zr = e.sum(-1, keepdim=True), er.sum(-1, keepdim=True)  # (C, 1)
+    t, u = (e * d).sum(-1, keepdim=True), (e * s).sum(-1, keepdim=True)
+    if rows is not None:
+        s, r, e, er, d = s[rows], r[rows], e[rows], er[rows], d[rows]
+        ms, mr, z, zr, t, u = ms[rows], mr[rows], z[rows], zr[rows], t[rows], u[rows]
+    s_i, e_i, er_i, d_i = s.gather(1, items), e.gather(1, items), er.gather(1, items), d.gather(1, items)
+    zk = (z - _before(e_i)).clamp_min(1e-300)  # (B, K)
+    log_zk = zk.log() + ms
+    log_zrk = (zr - _before(er_i)).clamp_min(1e-300).log() + mr
+    logp = (s_i - log_zk).sum(-1)
+    kl = ((t - _before(e_i * d_i)) / zk - log_zk + log_zrk).sum(-1)
+    entropy = (log_zk - (u - _before(e_i * s_i)) / zk).sum(-1)
+    fragile = (zk / z).amin(-1) < 1e-9  # (B,)
+    if fragile.any():
+        idx = fragile.nonzero().squeeze(-1)
+        src = idx if rows is None else rows[idx]
+        lp64, lq64, it = logits[src].double(), ref_logits[src].double(), items[idx]
+        logp = logp.index_put((idx,), position_log_probs(lp64, it).sum(-1))
+        kl = kl.index_put((idx,), per_position_kl(lp64, lq64, it).sum(-1))
+        entropy = entropy.index_put((idx,), per_position_entropy(lp64, it).sum(-1))
+    dtype = logits.dtype
+    return logp.to(dtype), kl.to(dtype), entropy.to(dtype)

@@ -1,0 +1,164 @@
+"""MLflow tracking: one run per training job, plots and the policy as a registered pt2 model.
+
+The embedded default store is SQLite on local disk (MLflow 3 refuses a bare ./mlruns file store);
+``MLFLOW_TRACKING_URI`` in the environment wins over the config so a team can point at its server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+import recsys_rl
+from recsys_rl.config import RunConfig, TrackingConfig, flatten
+from recsys_rl.policy import BannerPolicy
+from recsys_rl.records import HISTORY_LEN, PAD
+
+PIP_REQUIREMENTS = ["torch==2.13.0", f"mlflow=={mlflow.__version__}"]
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+
+
+def setup(cfg: TrackingConfig, experiment: str | None = None) -> str:
+    """Point MLflow at the configured store and experiment; returns the URI in use."""
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment or cfg.experiment)
+    return uri
+
+
+def start_run(cfg: RunConfig, scheme_name: str, data_source: str, run_name: str | None = None):
+    """Open a run with the flattened config as params and the tags people filter on."""
+    run = mlflow.start_run(run_name=run_name or f"{scheme_name}-seed{cfg.seed}")
+    params = {k: str(v) for k, v in flatten(cfg).items()}
+    params["reward"] = scheme_name
+    mlflow.log_params(params)
+    mlflow.set_tags(
+        {
+            "reward_scheme": scheme_name,
+            "seed": str(cfg.seed),
+            "data_source": data_source,
+            "recsys_rl_version": recsys_rl.__version__,
+        }
+    )
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "config.yaml"
+        p.write_text(_yaml(cfg))
+        mlflow.log_artifact(str(p))
+    return run
+
+
+def _yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def log_metrics(metrics: dict[str, float], step: int) -> None:
+    mlflow.log_metrics({k.replace("/", "_"): float(v) for k, v in metrics.items()}, step=step)
+
+
+def learning_curves(history: list[dict[str, float]], reference: dict, oracle: dict, scheme: str):
+    """A figure of reward, gap closed, KL and beta against impressions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.DataFrame(history)
+    x = df["impressions"]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7))
+    key = f"reward_{scheme}"
+    ax[0, 0].plot(x, df[key], label="policy")
+    ax[0, 0].axhline(reference[key], color="gray", ls="--", label="reference")
+    ax[0, 0].axhline(oracle[key], color="green", ls="--", label="oracle")
+    ax[0, 0].set_title(f"expected {scheme} reward per impression")
+    ax[0, 0].legend()
+    ax[0, 1].plot(x, df["oracle_gap_closed"])
+    ax[0, 1].set_title("fraction of reference→oracle gap closed")
+    ax[1, 0].plot(x, df["kl_to_reference"], label="KL(π‖ref)")
+    ax[1, 0].set_title("KL to reference (nats per banner)")
+    if "beta" in df:
+        tw = ax[1, 0].twinx()
+        tw.plot(x, df["beta"], color="orange", label="β")
+        tw.set_ylabel("β")
+    for m in ("ctr", "purchase_rate", "multi_purchase_rate"):
+        ax[1, 1].plot(x, df[m] / max(reference[m], 1e-9), label=m)
+    ax[1, 1].set_title("outcome rates relative to reference")
+    ax[1, 1].legend()
+    for a in ax.flat:
+        a.set_xlabel("impressions")
+    fig.tight_layout()
+    return fig
+
+
+def log_figure(fig, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(fig, name)
+    plt.close(fig)
+
+
+def log_table(table: pd.DataFrame, name: str) -> None:
+    """The table as CSV (readable anywhere) and as an MLflow table (comparable in the UI)."""
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / f"{name}.csv"
+        table.to_csv(p)
+        mlflow.log_artifact(str(p))
+    mlflow.log_table(table.reset_index(), artifact_file=f"{name}.json")
+
+
+def _signature(n_products: int) -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema(
+            [
+                TensorSpec(np.dtype(np.int64), (-1,), "viewed"),
+                TensorSpec(np.dtype(np.int64), (-1, HISTORY_LEN), "history"),
+            ]
+        ),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_products), "logits")]),
+    )
+
+
+def input_example(n_products: int) -> list[np.ndarray]:
+    """Two contexts (a batch of 1 would freeze the exported batch size at 1)."""
+    viewed = np.array([0, min(1, n_products - 1)], dtype=np.int64)
+    history = np.full((2, HISTORY_LEN), PAD, dtype=np.int64)
+    history[:, 0] = min(2, n_products - 1)
+    return [viewed, history]
+
+
+def log_policy(policy: BannerPolicy, registered_name: str | None, alias: str | None = None):
+    """Log the policy (logits = f(viewed, history)) in MLflow's pytorch flavour, pt2 format; register it.
+
+    pt2 is a traced graph: loading it runs no pickled code, and it needs no recsys_rl import to serve.
+    Returns (model_uri, registered version or None).
+    """
+    policy = policy.eval()
+    info = mlflow.pytorch.log_model(
+        policy,
+        name="policy",
+        input_example=input_example(policy.n_products),
+        signature=_signature(policy.n_products),
+        pip_requirements=PIP_REQUIREMENTS,
+        serialization_format="pt2",
+        registered_model_name=registered_name,
+    )
+    version = info.registered_model_version
+    if registered_name and alias and version is not None:
+        mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, str(version))
+    return info.model_uri, version
+
+
+def load_logits_model(uri: str):
+    """A callable (viewed (B,), history (B, H)) -> logits (B, N) from a model URI."""
+    return mlflow.pytorch.load_model(uri)

@@ -1,0 +1,105 @@
+"""The user population: taste, price sensitivity, basket propensity and consideration sets.
+
+A user's consideration set (their top-M products by affinity) is what their viewed product and past
+purchases are drawn from, so a context reveals the taste only partly. It is precomputed once, in chunks
+of users, so that a 100k-product catalogue never needs an (n_users, N) matrix in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from recsys_rl.config import SimConfig
+from simulator.catalogue import Catalogue
+
+SENSITIVITY_LOG_SIGMA = 0.5
+POPULARITY_SMOOTHING = 0.01
+"""Share of popularity mass spread uniformly, so that no product has probability zero."""
+AFFINITY_CHUNK_ELEMENTS = 1 << 22
+"""(users x products) block of the oracle, which holds ~10 such float32 tensors: ~16 MB each."""
+CONSIDERATION_CHUNK_ELEMENTS = 1 << 24
+"""(users x products) block of the consideration-set top-k: one 64 MB affinity matrix at a time."""
+
+
+@dataclass
+class Population:
+    """U users. taste: (U, d) unit vectors; favourite: (U,) long category; sensitivity: (U,) >= 0;
+    basket: (U,) >= 0 extra-units rate; consider_items: (U, M) long, by descending affinity;
+    consider_logits: (U, M) context logits (affinity / temperature); popularity: (N,) sums to 1."""
+
+    taste: torch.Tensor
+    favourite: torch.Tensor
+    sensitivity: torch.Tensor
+    basket: torch.Tensor
+    consider_items: torch.Tensor
+    consider_logits: torch.Tensor
+    popularity: torch.Tensor
+
+    @property
+    def n_users(self) -> int:
+        return self.taste.shape[0]
+
+
+def user_chunk_size(n_products: int, elements: int = AFFINITY_CHUNK_ELEMENTS) -> int:
+    """Users per block when scoring the whole catalogue, so one block holds ~``elements`` affinities."""
+    return max(1, elements // n_products)
+
+
+def build_population(cfg: SimConfig, catalogue: Catalogue, generator: torch.Generator) -> Population:
+    """Draw the users from ``generator`` (continuing the stream after the catalogue)."""
+    u, d = cfg.n_users, cfg.latent_dim
+    favourite = torch.multinomial(catalogue.category_weights, u, replacement=True, generator=generator)
+    noise = torch.randn(u, d, generator=generator) / math.sqrt(d)
+    taste = F.normalize(catalogue.centres[favourite] + cfg.taste_spread * noise, dim=-1)
+
+    # log-normal with mean price_sensitivity_mean: exp(sigma*Z - sigma^2/2) has mean 1.
+    z = torch.randn(u, generator=generator)
+    sensitivity = cfg.price_sensitivity_mean * torch.exp(
+        SENSITIVITY_LOG_SIGMA * z - SENSITIVITY_LOG_SIGMA**2 / 2
+    )
+    basket = cfg.basket_mean * torch.empty(u).exponential_(1.0, generator=generator)
+
+    items, logits = consideration_sets(
+        taste, catalogue.vectors, cfg.consideration_size, cfg.context_temperature
+    )
+    return Population(
+        taste=taste,
+        favourite=favourite,
+        sensitivity=sensitivity,
+        basket=basket,
+        consider_items=items,
+        consider_logits=logits,
+        popularity=consideration_popularity(items, catalogue.n_products),
+    )
+
+
+def consideration_sets(
+    taste: torch.Tensor, vectors: torch.Tensor, size: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's top-``size`` products by affinity <t_u, v_j>, scored in blocks of users.
+
+    taste: (U, d); vectors: (N, d) -> items (U, M) long (descending affinity), logits (U, M) = A / T.
+    """
+    n_users, n_products = taste.shape[0], vectors.shape[0]
+    step = user_chunk_size(n_products, CONSIDERATION_CHUNK_ELEMENTS)
+    items = torch.empty(n_users, size, dtype=torch.long)
+    logits = torch.empty(n_users, size)
+    vt = vectors.T.contiguous()
+    for start in range(0, n_users, step):
+        stop = min(start + step, n_users)
+        top = torch.topk(taste[start:stop] @ vt, size, dim=1, sorted=True)
+        items[start:stop] = top.indices
+        logits[start:stop] = top.values / temperature
+    return items, logits
+
+
+def consideration_popularity(items: torch.Tensor, n_products: int) -> torch.Tensor:
+    """(N,) share of users whose consideration set holds each product, smoothed and summing to 1."""
+    share = torch.bincount(items.reshape(-1), minlength=n_products).to(torch.float64) / items.shape[0]
+    share = share / share.sum()
+    pop = (1 - POPULARITY_SMOOTHING) * share + POPULARITY_SMOOTHING / n_products
+    return (pop / pop.sum()).to(torch.float32)
