@@ -2,7 +2,9 @@
 
 The work per impression, for both: draw a user, draw their context (Gumbel-top-11 over 50 candidates),
 draw a banner of 5 distinct random products, sample the response. Initialisation is not timed.
-Each figure is the best of several timed repeats (least disturbed by other work on a shared machine).
+Each figure is the best of several timed repeats (least disturbed by other work on a shared machine);
+load1 (the 1-minute load average) says how busy the machine was: on 2 cores, anything above ~1 means
+other processes competed, which slows the 2-thread vectorised path far more than the 1-thread loop.
 
     python benchmarks/simulator_throughput.py            # small and large presets
 Last line: simulator: impressions_per_s=<n> loop_impressions_per_s=<n> speedup=<x>   (small catalogue)
@@ -11,6 +13,7 @@ Last line: simulator: impressions_per_s=<n> loop_impressions_per_s=<n> speedup=<
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -58,7 +61,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timed vectorised batches (best is reported)")
     ap.add_argument("--loop-impressions", type=int, default=2_000, help="impressions per timed loop run")
     ap.add_argument("--loop-repeats", type=int, default=3, help="timed loop runs (best is reported)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     results = {}
     for preset in ("large", "small"):
@@ -72,7 +78,7 @@ def main() -> None:
         print(
             f"{preset}: n_products={cfg.n_products} n_users={cfg.n_users} init_s={init_s:.2f} "
             f"impressions_per_s={vec:.0f} loop_impressions_per_s={loop:.0f} speedup={vec / loop:.1f} "
-            f"torch_threads={torch.get_num_threads()}",
+            f"torch_threads={torch.get_num_threads()} load1={os.getloadavg()[0]:.2f}",
             flush=True,
         )
     vec, loop = results["small"]

@@ -7,6 +7,7 @@ does so inside the command so ``import recsys_rl`` never pulls the simulator in.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,14 +15,17 @@ from recsys_rl.config import ConfigError, SimConfig, load
 
 
 def simulate(
-    config: Path = typer.Option(
-        None, "--config", help="simulator YAML (e.g. configs/sim/small.yaml); defaults if omitted"
-    ),
-    impressions: int = typer.Option(100_000, "--impressions", min=1, help="impressions to log"),
-    out: Path = typer.Option(..., "--out", help="directory for impressions.parquet and feedback.parquet"),
-    seed: int = typer.Option(
-        0, "--seed", help="seed of the logged traffic (the world's seed is in the config)"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="directory for impressions.parquet and feedback.parquet")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="simulator YAML, e.g. configs/sim/small.yaml (defaults if omitted)"),
+    ] = None,
+    impressions: Annotated[int, typer.Option("--impressions", min=1, help="impressions to log")] = 100_000,
+    seed: Annotated[
+        int, typer.Option("--seed", help="seed of the logged traffic (the world's seed is in the config)")
+    ] = 0,
 ) -> None:
     """Log behaviour-policy banners served to simulated users, as impression and feedback Parquet."""
     from simulator import Simulator
@@ -32,8 +36,7 @@ def simulate(
     except ConfigError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    sim = Simulator(cfg)
-    where = generate_logs(sim, impressions, out, seed=seed)
+    where = generate_logs(Simulator(cfg), impressions, out, seed=seed)
     typer.echo(
         f"wrote {impressions} impressions to {where / 'impressions.parquet'} and {where / 'feedback.parquet'}"
     )

@@ -130,6 +130,7 @@ class TrainConfig(_Strict):
     epochs: int = Field(2, ge=1, description="optimisation passes over each batch")
     minibatch_size: int = Field(1024, ge=1, description="banners per gradient step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr_anneal: bool = Field(True, description="decay the learning rate linearly to 0 over the run")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     clip_eps: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip")
     kl_beta: float = Field(0.1, ge=0, description="initial KL penalty coefficient")
@@ -234,6 +235,15 @@ def load_reward(name_or_path: str | RewardScheme) -> RewardScheme:
     return load(RewardScheme, p)
 
 
+def _resolve_sim(data: dict) -> dict:
+    """``sim: small`` (a preset under configs/sim/) or ``sim: path.yaml`` -> the preset's mapping."""
+    sim = data.get("sim")
+    if not isinstance(sim, str):
+        return data
+    sp = Path(sim) if sim.endswith((".yaml", ".yml")) else configs_dir() / "sim" / f"{sim}.yaml"
+    return {**data, "sim": validate(SimConfig, load_yaml(sp), str(sp)).model_dump()}
+
+
 def load_run(path: str | os.PathLike | None = None, overrides: dict | None = None) -> RunConfig:
     """A RunConfig from YAML (or the embedded defaults), with dotted-key overrides applied on top."""
     data = load_yaml(path) if path is not None else {}
@@ -242,10 +252,7 @@ def load_run(path: str | os.PathLike | None = None, overrides: dict | None = Non
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: (top level): expected a mapping of keys, got {type(data).__name__}")
-    sim = data.get("sim")
-    if isinstance(sim, str):  # a preset path/name, e.g. "small" -> configs/sim/small.yaml
-        sp = Path(sim) if sim.endswith((".yaml", ".yml")) else configs_dir() / "sim" / f"{sim}.yaml"
-        data = {**data, "sim": validate(SimConfig, load_yaml(sp), str(sp)).model_dump()}
+    data = _resolve_sim(data)
     for key, value in (overrides or {}).items():
         node = data
         parts = key.split(".")
@@ -254,7 +261,7 @@ def load_run(path: str | os.PathLike | None = None, overrides: dict | None = Non
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: {key}: cannot override inside a non-mapping")
         node[parts[-1]] = value
-    cfg = validate(RunConfig, data, source)
+    cfg = validate(RunConfig, _resolve_sim(data), source)
     if isinstance(cfg.reward, str):
         load_reward(cfg.reward)  # fail early on an unknown scheme name
     return cfg

@@ -31,6 +31,12 @@ class Learner:
         adv = rloo_advantages(rewards.view(-1, group)).view(-1) if group > 1 else rewards - values
         return adv / (adv.std() + 1e-8) if adv.numel() > 1 else adv
 
+    def set_progress(self, fraction: float) -> None:
+        """Linear learning-rate annealing (CleanRL-style): lr * (1 - fraction done)."""
+        if self.cfg.lr_anneal:
+            for group in self.opt.param_groups:
+                group["lr"] = self.cfg.lr * max(1.0 - fraction, 0.0)
+
     def update(self, batch: LoggedBatch, group_size: int = 1) -> dict[str, float]:
         """Optimise on one batch for ``cfg.epochs`` passes; returns the mean of each loss term."""
         cfg, n_ctx = self.cfg, len(batch) // group_size

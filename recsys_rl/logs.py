@@ -12,6 +12,7 @@ when complete, so a failure never leaves a half-written log behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Self
@@ -203,10 +204,8 @@ class LogWriter:
     def abort(self) -> None:
         """Drop everything written so far."""
         for w in self._writers.values():
-            try:
+            with contextlib.suppress(OSError, pa.ArrowException):  # the file is deleted next anyway
                 w.close()
-            except Exception:  # the file is deleted next; a close error changes nothing
-                pass
         for tmp, _ in self._paths.values():
             tmp.unlink(missing_ok=True)
 

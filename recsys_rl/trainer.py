@@ -80,6 +80,7 @@ def finetune(
     last = evaluate({"beta": learner.kl_ctl.beta})
     with progress_bar(f"fine-tune ({scheme.name})", n_updates * per_update, progress) as advance:
         for u in range(1, n_updates + 1):
+            learner.set_progress((u - 1) / n_updates)
             batch = collect(policy, env, cfg.contexts_per_batch, cfg.banners_per_context, g)
             stats = learner.update(batch, cfg.banners_per_context)
             seen += per_update

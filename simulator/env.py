@@ -114,8 +114,11 @@ class Simulator:
             )
         if len(banners) and (banners.min() < 0 or banners.max() >= self.n_products):
             raise ValueError(
-                f"banners: product ids must be in [0, {self.n_products}), got {banners.min()}..{banners.max()}"
+                f"banners: product ids must be in [0, {self.n_products}), "
+                f"got {banners.min()}..{banners.max()}"
             )
+        if (banners.sort(dim=1).values.diff(dim=1) == 0).any():
+            raise ValueError("banners: a banner shows the same product twice; products must be distinct")
         if len(users) and (users.min() < 0 or users.max() >= self.n_users):
             raise ValueError(f"users: ids must be in [0, {self.n_users}), got {users.min()}..{users.max()}")
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from rich.progress import Progress
 
 from recsys_rl.logs import LogWriter
@@ -44,7 +45,7 @@ def generate_logs(
     generator = torch.Generator().manual_seed(seed)
     with (
         LogWriter(out_dir, policy_version=policy.version, id_prefix=str(seed)) as writer,
-        Progress(disable=not progress, transient=True) as bar,
+        Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar,
     ):
         task = bar.add_task("simulating impressions", total=n_impressions)
         for start in range(0, n_impressions, chunk):

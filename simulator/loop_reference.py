@@ -46,7 +46,7 @@ class LoopSimulator:
     def context(self, user: int) -> tuple[int, list[int]]:
         rng = self.rng
         keyed = []
-        for item, logit in zip(self.consider_items[user], self.consider_logits[user]):
+        for item, logit in zip(self.consider_items[user], self.consider_logits[user], strict=True):
             u = min(max(rng.random(), 1e-12), 1 - 1e-7)
             keyed.append((logit - math.log(-math.log(u)), item))
         keyed.sort(reverse=True)
@@ -62,7 +62,7 @@ class LoopSimulator:
         clicked_before = False
         reached = True
         for k, item in enumerate(banner):
-            affinity = sum(t * v for t, v in zip(taste, self.vectors[item]))
+            affinity = sum(t * v for t, v in zip(taste, self.vectors[item], strict=True))
             gap = self.log_price[item] - cfg.price_log_mean
             c = 1 / (1 + math.exp(-(cfg.affinity_click * affinity + self.appeal[item] + cfg.click_bias)))
             logit = cfg.affinity_purchase * affinity + self.quality[item] - s * gap + cfg.purchase_bias

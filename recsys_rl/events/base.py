@@ -112,7 +112,7 @@ class Impression:
         s(self, "log_propensity", _float(obj, "log_propensity", self.log_propensity))
         if self.log_propensity > 1e-9:
             raise ValueError(f"{obj}.log_propensity: must be <= 0, got {self.log_propensity}")
-        if not math.isclose(math.exp(self.log_propensity), self.propensity, rel_tol=1e-6, abs_tol=1e-12):
+        if not math.isclose(math.exp(self.log_propensity), self.propensity, rel_tol=1e-4, abs_tol=1e-12):
             raise ValueError(
                 f"{obj}.log_propensity: exp({self.log_propensity}) does not match "
                 f"propensity {self.propensity}"

@@ -119,7 +119,7 @@ class GroupCommitter:
                 op.future.set_exception(exc)
             return
         self.batches += 1
-        for op, res in zip(batch, results):
+        for op, res in zip(batch, results, strict=True):
             if isinstance(res, BaseException):
                 op.future.set_exception(res)
             else:

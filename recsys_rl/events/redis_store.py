@@ -154,7 +154,7 @@ class RedisEventStore(EventStore):
             calls.append(
                 (script, keys + [x for p in payloads for x in p[0]], [x for p in payloads for x in p[1]])
             )
-        flags = dict(zip(kinds, self._eval_all(calls)))
+        flags = dict(zip(kinds, self._eval_all(calls), strict=True))
         at = dict.fromkeys(kinds, 0)
         counts = []
         for kind, (_, args) in ops:
@@ -170,7 +170,7 @@ class RedisEventStore(EventStore):
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         replies = pipe.execute(raise_on_error=False)
-        for k, (reply, (script, keys, args)) in enumerate(zip(replies, calls)):
+        for k, (reply, (script, keys, args)) in enumerate(zip(replies, calls, strict=True)):
             if isinstance(reply, redis.exceptions.NoScriptError):
                 replies[k] = script(keys=keys, args=args)
             elif isinstance(reply, Exception):

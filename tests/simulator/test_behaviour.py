@@ -1,6 +1,7 @@
 """The popularity behaviour policy: exact ordered-banner propensities that match its sampling."""
 
 import itertools
+
 import pytest
 import torch
 

@@ -26,7 +26,7 @@ def test_loop_reference_matches_exact_expectations(model):
 def test_loop_reference_contexts_are_well_formed(sim):
     loop = LoopSimulator(sim, seed=1)
     for _ in range(200):
-        user, viewed, history, banner, outcome = loop.impression()
+        _, viewed, history, banner, outcome = loop.impression()
         real = [h for h in history if h != -1]
         assert history[: len(real)] == real and len(set(real)) == len(real) and viewed not in real
         assert sim.cfg.min_history <= len(real) <= 10

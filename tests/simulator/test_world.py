@@ -104,3 +104,5 @@ def test_respond_rejects_bad_banner_shape_and_ids(sim):
         sim.respond(users, torch.zeros(3, 4, dtype=torch.long), g)
     with pytest.raises(ValueError, match="product ids"):
         sim.expected(users, torch.full((3, 5), sim.n_products))
+    with pytest.raises(ValueError, match="same product twice"):
+        sim.respond(users, torch.tensor([[1, 2, 3, 4, 1]] * 3), g)

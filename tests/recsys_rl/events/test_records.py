@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from recsys_rl.events import Feedback, Impression, ReadBatch
+from recsys_rl.records import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA
 from tests.recsys_rl.events.factories import buy, click, imp
 
 
@@ -90,3 +91,8 @@ def test_to_logged_sums_repeat_purchases_and_keeps_rows_apart():
     assert out.clicks.tolist() == [[0, 0, 0, 1, 0], [1, 0, 0, 1, 0]]
     assert out.units.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 3, 0]]
     assert out.revenue.tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 3.75, 0]]
+
+
+def test_records_have_the_fields_of_the_event_schema_in_order():
+    assert list(Impression.__slots__) == IMPRESSION_SCHEMA.names
+    assert list(Feedback.__slots__) == FEEDBACK_SCHEMA.names

@@ -1,0 +1,3 @@
+from recsys_rl.cli import app
+
+app(prog_name="recsys-rl")

@@ -1,0 +1,70 @@
+"""Checking feedback against the impressions it refers to, and storing it.
+
+A batch is all or nothing: if any event is wrong, nothing is stored and the response lists every
+wrong event by its path (``events[3].product_id``), so the client can fix and resend the whole batch
+(resending is safe: events are idempotent by ``event_id``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from recsys_rl.events import EventStore, Feedback, Impression
+from serving.errors import ApiError
+from serving.models import FeedbackEvent
+
+
+class FeedbackRejected(ApiError):
+    def __init__(self, problems: list[dict], reasons: Counter) -> None:
+        super().__init__(422, problems)
+        self.reasons = reasons
+
+
+def ingest(
+    store: EventStore, events: Sequence[FeedbackEvent], attribution_window_s: float, prefix: str = "events"
+) -> tuple[int, int]:
+    """Validate ``events`` against their impressions and append them durably (blocking: call from a
+    worker thread). Returns (new events stored, duplicates acknowledged). Raises ``FeedbackRejected``
+    (422) naming every bad event, with the count of each reason."""
+    now = time.time()
+    impressions: dict[str, Impression | None] = {}
+    for e in events:
+        if e.impression_id not in impressions:
+            impressions[e.impression_id] = store.get_impression(e.impression_id)
+    records, problems, reasons = [], [], Counter()
+    for i, e in enumerate(events):
+        where = f"{prefix}[{i}]." if prefix else ""
+        imp = impressions[e.impression_id]
+        if imp is None:
+            reasons["unknown_impression"] += 1
+            problems.append({"field": f"{where}impression_id", "message": f"unknown impression {e.impression_id!r}"})
+            continue
+        if now - imp.timestamp > attribution_window_s:
+            reasons["too_late"] += 1
+            problems.append(
+                {
+                    "field": f"{where}impression_id",
+                    "message": f"impression {e.impression_id!r} was served {now - imp.timestamp:.0f} s ago, "
+                    f"past the attribution window of {attribution_window_s:g} s",
+                }
+            )
+            continue
+        try:
+            position = imp.items.index(e.product_id)
+        except ValueError:
+            reasons["not_in_banner"] += 1
+            problems.append(
+                {
+                    "field": f"{where}product_id",
+                    "message": f"product {e.product_id} is not in the banner of impression "
+                    f"{e.impression_id!r} ({list(imp.items)})",
+                }
+            )
+            continue
+        records.append(Feedback(e.event_id, e.impression_id, now, e.type, e.product_id, position, e.units, e.price))
+    if problems:
+        raise FeedbackRejected(problems, reasons)
+    new = store.append_feedback(records)
+    return new, len(records) - new

@@ -1,0 +1,91 @@
+"""Pure ASGI middleware (no per-request task or stream wrapping): body size limit and request metrics.
+
+The body is read here, up to ``max_body_bytes``: a declared Content-Length over the limit is refused
+before reading anything, a body that turns out longer (chunked, or lying) is refused as soon as it
+passes the limit; either way the app never sees it and the client gets 413. An accepted body is
+handed to the app as one message.
+"""
+
+from __future__ import annotations
+
+import time
+
+from serving.errors import error_response
+from serving.metrics import ServingMetrics
+
+_BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH", "POST", "PUT", "PATCH"))
+
+
+class ServingMiddleware:
+    def __init__(self, app, *, metrics: ServingMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if scope["method"] in _BODY_METHODS:
+                body = await self._read_body(scope, receive)
+                if body is None:
+                    status = 413
+                    limit = self.max_body_bytes
+                    await error_response(413, [{"field": "body", "message": f"request body over {limit} bytes"}])(
+                        scope, receive, send
+                    )
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(endpoint, scope["method"], status, time.perf_counter() - start)
+
+    async def _read_body(self, scope, receive) -> bytes | None:
+        """The whole body, or None if it is over the limit."""
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    if int(value) > limit:
+                        return None
+                except ValueError:
+                    pass
+                break
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # client went away; the app sees an empty body and its own disconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,218 @@
+"""Request and response bodies of the HTTP API (pydantic; their examples appear in the OpenAPI schema).
+
+Catalogue bounds are not known statically (they come with the served model), so product ids are
+checked against the model in the endpoints; everything else is checked here. ``field_errors`` turns a
+pydantic ValidationError into the API's error items, one per problem, each naming its field as a
+path such as ``history[3]`` or ``events[2].units``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recsys_rl.records import BANNER_SIZE, HISTORY_LEN
+
+MAX_USER_FEATURES = 1024
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class BannerRequest(_Body):
+    """A banner request: who is looking at what, and their recent purchases (most recent first)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"user_id": 42, "viewed": 17, "history": [3, 981, 45], "mode": "explore"}]}
+    )
+
+    user_id: int = Field(ge=0, description="the shopper")
+    viewed: int = Field(ge=0, description="product being viewed")
+    history: list[int] = Field(
+        default_factory=list, max_length=HISTORY_LEN, description="last purchases, most recent first, distinct"
+    )
+    user_features: list[float] | None = Field(
+        None, max_length=MAX_USER_FEATURES, description="optional features, used by models trained with them"
+    )
+    k: Literal[5] = Field(BANNER_SIZE, description="banner size (banners have exactly 5 products)")
+    mode: Literal["explore", "deterministic"] = Field(
+        "explore", description="explore: sampled banner (logged for learning); deterministic: the top 5"
+    )
+
+    @field_validator("history")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            seen: set[int] = set()
+            for i, x in enumerate(v):
+                if x in seen:
+                    raise ValueError(f"history[{i}]: product {x} appears twice; purchases must be distinct")
+                seen.add(x)
+        if any(x < 0 for x in v):
+            i = next(i for i, x in enumerate(v) if x < 0)
+            raise ValueError(f"history[{i}]: product ids are >= 0, got {v[i]}")
+        return v
+
+    @field_validator("user_features")
+    @classmethod
+    def _finite(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(x) for x in v):
+            i = next(i for i, x in enumerate(v) if not math.isfinite(x))
+            raise ValueError(f"user_features[{i}]: must be finite, got {v[i]}")
+        return v
+
+
+class BannerResponse(BaseModel):
+    """The banner to show, and what the learner needs to use its feedback later."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
+                    "model_version": "banner-policy/3",
+                    "items": [17, 250, 3, 981, 640],
+                    "propensity": 2.1e-06,
+                    "log_propensity": -13.07,
+                    "mode": "explore",
+                }
+            ]
+        }
+    )
+
+    impression_id: str = Field(description="unguessable id to quote in feedback")
+    model_version: str = Field(description="the policy version that chose the banner")
+    items: list[int] = Field(description="5 distinct product ids in display order")
+    propensity: float = Field(description="probability the policy gave this exact ordered banner")
+    log_propensity: float = Field(description="its log (exact; propensity may underflow to 0)")
+    mode: Literal["explore", "deterministic"]
+
+
+class FeedbackEvent(_Body):
+    """A click on, or purchase of, a product shown in a banner."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "c-7f3e",
+                    "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
+                    "type": "purchase",
+                    "product_id": 250,
+                    "units": 2,
+                    "price": 19.99,
+                }
+            ]
+        }
+    )
+
+    event_id: str = Field(min_length=1, max_length=128, description="client-chosen id; resending is harmless")
+    impression_id: str = Field(min_length=1, max_length=128, description="from the banner response")
+    type: Literal["click", "purchase"]
+    product_id: int = Field(ge=0, description="a product of that banner")
+    units: int = Field(0, ge=0, description="units bought (>= 1 for a purchase, 0 or absent for a click)")
+    price: float = Field(0.0, ge=0, allow_inf_nan=False, description="unit price paid")
+
+    @model_validator(mode="after")
+    def _units_match_type(self) -> Self:
+        if self.type == "purchase" and self.units < 1:
+            raise _FieldError("units", f"a purchase needs units >= 1, got {self.units}")
+        if self.type == "click" and self.units != 0:
+            raise _FieldError("units", f"a click has no units (0 or absent), got {self.units}")
+        return self
+
+
+class FeedbackRequest(_Body):
+    """A batch of feedback events (a single event object is accepted too)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {"event_id": "c-7f3e", "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
+                         "type": "click", "product_id": 250},
+                    ]
+                }
+            ]
+        }  # fmt: skip
+    )
+
+    events: list[FeedbackEvent] = Field(min_length=1, description="events, at most max_batch_events")
+
+
+class FeedbackResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"accepted": 9, "duplicates": 1}]})
+
+    accepted: int = Field(description="events stored by this request")
+    duplicates: int = Field(description="events whose event_id was already stored (acknowledged, not stored again)")
+
+
+class PinRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"version": "3"}]})
+
+    version: str = Field(min_length=1, description="registry version to serve, e.g. '3' or 'banner-policy/3'")
+
+
+class ErrorItem(BaseModel):
+    field: str | None = Field(description="where the problem is, e.g. 'history[3]'; null when not about a field")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"detail": [{"field": "history[3]", "message": "product 1200 is outside the catalogue [0, 1000)"}]}]}
+    )
+
+    detail: list[ErrorItem]
+
+
+class _FieldError(ValueError):
+    """A model-level check that blames one field (pydantic would otherwise report the whole object)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def field_path(loc: tuple) -> str | None:
+    """('events', 2, 'units') -> 'events[2].units'; a leading 'body' is dropped."""
+    if loc and loc[0] == "body":
+        loc = loc[1:]
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None
+
+
+def field_errors(err: ValidationError, prefix: tuple = ()) -> list[dict]:
+    """The API's error items for a pydantic error: [{'field': 'history[3]', 'message': ...}, ...]."""
+    items = []
+    for e in err.errors(include_url=False):
+        loc = prefix + tuple(e["loc"])
+        if e["type"] == "json_invalid":
+            items.append({"field": "body", "message": f"invalid JSON: {e['msg'].removeprefix('Invalid JSON: ')}"})
+            continue
+        ctx_err = (e.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _FieldError):
+            items.append({"field": field_path(loc + (ctx_err.field,)), "message": ctx_err.message})
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        if ": " in msg and msg.split(": ", 1)[0].startswith(str(loc[-1]) if loc else "\0"):
+            # a validator that names the element itself, e.g. "history[2]: product 5 appears twice"
+            head, msg = msg.split(": ", 1)
+            loc = loc[:-1] + (head,)
+            items.append({"field": field_path(loc), "message": msg})
+            continue
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in e and not isinstance(e["input"], dict | list) and e["type"] != "json_invalid":
+            shown = repr(e["input"])
+            msg = f"{msg} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+        items.append({"field": field_path(loc), "message": msg})
+    return items
