@@ -240,3 +240,51 @@ def ui_cmd(
     console.print(" ".join(cmd))
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command("train-online")
+@friendly
+def train_online_cmd(
+    events: str = typer.Option(..., "--events", help="event store URI: sqlite:///events.db or redis://host:port/0"),
+    reference: Path = typer.Option(..., "--reference", help="the frozen reference (train-baseline output)"),
+    config: Path = typer.Option(None, "--config", help="run config YAML (train/online/tracking sections)"),
+    set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set online.register_every=5"),
+    sim_config: Path = typer.Option(None, "--sim-config", help="judge guard rails exactly on this simulator"),
+    max_updates: int = typer.Option(None, "--max-updates", help="stop after this many updates"),
+    idle_exit: float = typer.Option(None, "--idle-exit", help="stop after this many idle seconds"),
+) -> None:
+    """Learn from the live event stream: KL-PG updates, checkpointed offsets, guard-railed registrations."""
+    import mlflow
+
+    from recsys_rl import tracking
+    from recsys_rl.events import open_store
+    from recsys_rl.online import OnlineTrainer
+    from recsys_rl.policy import load_policy
+
+    cfg = load_run(config, _overrides(set_))
+    ref = load_policy(reference).frozen_copy()
+    value_fn = _sim_value_fn(sim_config, cfg) if sim_config else None
+    store = open_store(events)
+    tracking.setup(cfg.tracking)
+    with store, mlflow.start_run(run_name=f"online-{cfg.online.consumer}"):
+        mlflow.set_tags({"data_source": f"events:{events.split('?')[0]}", "reward_scheme": str(cfg.reward)})
+        trainer = OnlineTrainer(cfg, store, ref, value_fn=value_fn, log=lambda s: console.print(s))
+        trainer.run(max_updates=max_updates, idle_exit_s=idle_exit)
+    console.print(f"stopped after {trainer.updates} updates; registered versions: {trainer.registered or 'none'}")
+
+
+def _sim_value_fn(sim_config: Path, cfg: RunConfig):
+    """Guard-rail value = exact expected reward of the greedy banners on a fixed simulated user set."""
+    from recsys_rl.config import SimConfig, load
+    from recsys_rl.evaluation import greedy_banners, make_eval_set
+    from recsys_rl.rewards import expected_reward
+    from simulator import Simulator
+
+    sim = Simulator(load(SimConfig, sim_config))
+    es = make_eval_set(sim, cfg.train.eval_users, cfg.seed + 1000)
+    scheme = load_reward(cfg.reward)
+
+    def value(policy) -> float:
+        return expected_reward(scheme, sim.expected(es.users, greedy_banners(policy.logits, es.contexts))).mean().item()
+
+    return lambda logged: value

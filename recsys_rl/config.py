@@ -155,6 +155,20 @@ class TrackingConfig(_Strict):
     log_model: bool = Field(True, description="log and register the fine-tuned policy")
 
 
+class OnlineConfig(_Strict):
+    """Learning from the live event stream (``recsys-rl train-online``)."""
+
+    consumer: str = Field("online-trainer", min_length=1, description="consumer name; its offset is committed")
+    attribution_window_s: float = Field(30.0, ge=0, description="seconds feedback may arrive after an impression")
+    batch_size: int = Field(1024, ge=1, description="most impressions per update")
+    min_batch: int = Field(256, ge=1, description="fewest ready impressions worth an update")
+    register_every: int = Field(10, ge=1, description="updates between guard-railed registrations")
+    value_tolerance: float = Field(0.02, ge=0, description="relative value drop that blocks a registration")
+    poll_s: float = Field(1.0, gt=0, description="sleep when too few impressions are ready")
+    checkpoint_dir: str = Field("online-checkpoint", min_length=1, description="trainer state + offset")
+    alias: str = Field("champion", min_length=1, description="registry alias that serving follows")
+
+
 class RunConfig(_Strict):
     """A whole training job: simulator, reward, networks, training and tracking."""
 
@@ -165,6 +179,7 @@ class RunConfig(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
 
 
 M = TypeVar("M", bound=BaseModel)

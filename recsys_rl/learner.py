@@ -19,9 +19,17 @@ from recsys_rl.rewards import reward
 
 class Learner:
     def __init__(
-        self, policy: BannerPolicy, reference: BannerPolicy, scheme: RewardScheme, cfg: TrainConfig, seed: int
+        self,
+        policy: BannerPolicy,
+        reference: BannerPolicy,
+        scheme: RewardScheme,
+        cfg: TrainConfig,
+        seed: int,
+        temperature: float = 1.0,
     ):
+        """``temperature``: the one banners are served at, so ratios compare like with like."""
         self.policy, self.reference, self.scheme, self.cfg = policy, reference, scheme, cfg
+        self.temperature = temperature
         self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
         self.kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive)
         self.generator = torch.Generator().manual_seed(seed)
@@ -57,7 +65,7 @@ class Learner:
                 logits, v = self.policy.logits_and_value(ctx[c])  # (c, N), (c,)
                 share = torch.arange(len(c)).repeat_interleave(group_size)  # banner -> its context row
                 v, it = v[share], items[rows]
-                logp, kl, ent = slate.banner_terms(logits, ref_logits[c], it, share)
+                logp, kl, ent = slate.banner_terms(logits / self.temperature, ref_logits[c], it, share)
                 if cfg.algorithm == "ppo":
                     terms = ppo_kl_loss(
                         logp, logp_b[rows], advantages[rows], kl, ent, v, rewards[rows],

@@ -1,0 +1,80 @@
+"""Guard rails between a trained candidate and the registry: a separate, swappable part (Pearl-style).
+
+A candidate is registered only if its parameters are finite, its KL to the reference on recent
+contexts is within the hard budget, and its estimated value is not below the current version's by more
+than a tolerance. The value estimate is pluggable: exact on the simulator, or off-policy (SNIPS) on
+recent logs when the live path has no simulator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from recsys_rl import slate
+from recsys_rl.config import RewardScheme
+from recsys_rl.evaluation import divergence
+from recsys_rl.ope.estimators import snips
+from recsys_rl.policy import BannerPolicy
+from recsys_rl.records import LoggedBatch
+from recsys_rl.rewards import reward
+
+ValueFn = Callable[[BannerPolicy], float]
+
+
+@dataclass
+class GuardReport:
+    passed: bool
+    kl: float
+    value: float
+    current_value: float
+    reasons: list[str] = field(default_factory=list)
+
+
+def finite(policy: BannerPolicy) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in policy.parameters())
+
+
+@dataclass
+class GuardRails:
+    kl_hard_limit: float
+    tolerance: float = 0.02  # relative drop of the value allowed before refusing
+
+    def check(
+        self,
+        candidate: BannerPolicy,
+        current: BannerPolicy,
+        reference: BannerPolicy,
+        logged: LoggedBatch,
+        value_fn: ValueFn,
+        seed: int = 0,
+    ) -> GuardReport:
+        reasons = []
+        if not finite(candidate):
+            return GuardReport(False, math.nan, math.nan, math.nan, ["non-finite parameters"])
+        kl, _ = divergence(candidate.logits, reference, logged.contexts, torch.Generator().manual_seed(seed))
+        if not math.isfinite(kl) or kl > self.kl_hard_limit:
+            reasons.append(f"KL to reference {kl:.3f} above hard limit {self.kl_hard_limit}")
+        value, current_value = value_fn(candidate), value_fn(current)
+        if not math.isfinite(value):
+            reasons.append("value estimate is not finite")
+        elif value < current_value - self.tolerance * abs(current_value):
+            reasons.append(f"value {value:.4f} below current {current_value:.4f} by more than {self.tolerance:.0%}")
+        return GuardReport(not reasons, kl, value, current_value, reasons)
+
+
+def snips_value(logged: LoggedBatch, scheme: RewardScheme, temperature: float = 1.0) -> ValueFn:
+    """Off-policy value of a policy on logged banners: self-normalised IPS on whole-banner propensities."""
+    rewards = reward(scheme, logged.outcomes).numpy()
+    behaviour = logged.banners.log_prob.double().exp().numpy()
+
+    @torch.no_grad()
+    def value(policy: BannerPolicy) -> float:
+        logp = slate.log_prob(policy.logits(logged.contexts).double(), logged.banners.items, temperature)
+        return snips(rewards, np.exp(logp.numpy()), behaviour).value
+
+    return value
