@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--no-bandits", action="store_true")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(2)
 
     cfg = load_run(None, {"seed": args.seed, "sim": "small", "train.total_impressions": args.impressions})
+    torch.set_num_threads(cfg.torch_threads)
     sim = Simulator(cfg.sim)
     scheme = load_reward("graded")
     import tempfile

@@ -28,6 +28,7 @@ console = Console()
 app.command("simulate")(simulate)
 
 QUICKSTART_DIR = Path("recsys-rl-quickstart")
+QUICKSTART_IMPRESSIONS = 500_000  # about a minute of fine-tuning on 2 cores; closes ~2/3 of the oracle gap
 
 
 def friendly(fn):
@@ -60,9 +61,16 @@ def _overrides(pairs: list[str] | None) -> dict:
     return out
 
 
+def _threads(cfg: RunConfig) -> None:
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
+
+
 def _simulator(cfg: RunConfig):
     from simulator import Simulator
 
+    _threads(cfg)
     return Simulator(cfg.sim)
 
 
@@ -112,6 +120,7 @@ def train_baseline_cmd(
     from recsys_rl.policy import save_policy
 
     cfg = load_run(config, _overrides(set_))
+    _threads(cfg)
     batch = read_logs(logs)
     n_products = int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max())) + 1
     n_products = max(n_products, cfg.sim.n_products)
@@ -198,7 +207,7 @@ def sweep_cmd(
 @friendly
 def quickstart_cmd(
     workdir: Path = typer.Option(QUICKSTART_DIR, "--workdir", help="where logs and the reference go"),
-    impressions: int = typer.Option(None, "--impressions", help="fine-tuning budget (default: config's)"),
+    impressions: int = typer.Option(None, "--impressions", min=1024, help="fine-tuning budget (default 500,000)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Simulate logs -> train the baseline -> fine-tune with `graded` -> evaluate -> MLflow. No server needed."""
@@ -207,9 +216,7 @@ def quickstart_cmd(
     from recsys_rl.jobs import train_job
     from recsys_rl.policy import save_policy
 
-    ov = {"reward": "graded"}
-    if impressions:
-        ov["train.total_impressions"] = impressions
+    ov = {"reward": "graded", "train.total_impressions": impressions or QUICKSTART_IMPRESSIONS}
     cfg = load_run(None, ov)
     console.rule("1/4 simulate logged traffic")
     sim = _simulator(cfg)
@@ -262,6 +269,7 @@ def train_online_cmd(
     from recsys_rl.policy import load_policy
 
     cfg = load_run(config, _overrides(set_))
+    _threads(cfg)
     ref = load_policy(reference).frozen_copy()
     value_fn = _sim_value_fn(sim_config, cfg) if sim_config else None
     store = open_store(events)

@@ -173,6 +173,7 @@ class RunConfig(_Strict):
     """A whole training job: simulator, reward, networks, training and tracking."""
 
     seed: int = Field(0, description="seed of everything stochastic in the run")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads (1 is fastest for these sizes)")
     reward: str | RewardScheme = Field("graded", description="scheme name under configs/rewards, or inline")
     sim: SimConfig = Field(default_factory=SimConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

@@ -1,0 +1,56 @@
+"""The CLI as a user runs it: a subprocess, real files, real MLflow store."""
+
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+
+CLI = [sys.executable, "-m", "recsys_rl"]
+
+
+def run(args, cwd, timeout=600):
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_the_commands(tmp_path):
+    r = run(["--help"], tmp_path)
+    assert r.returncode == 0
+    for cmd in ("simulate", "train-baseline", "train", "sweep", "quickstart", "ui", "train-online"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_leaves_a_run_with_metrics_plots_and_a_loadable_model(tmp_path):
+    r = run(["quickstart", "--impressions", "20480", "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "reference" in r.stdout and "oracle" in r.stdout and "MLflow run id" in r.stdout
+    run_id = r.stdout.split("MLflow run id:")[1].split()[0]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    data = client.get_run(run_id).data
+    assert "oracle_gap_closed" in data.metrics and data.tags["reward_scheme"] == "graded"
+    assert {"learning_curves.png", "evaluation.csv", "config.yaml"} <= {a.path for a in client.list_artifacts(run_id)}
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model("models:/banner-policy/1")
+    logits = model(torch.tensor([1, 2, 3]), torch.full((3, 10), -1))
+    assert logits.shape == (3, 1000) and torch.isfinite(logits).all()
+    assert (tmp_path / "recsys-rl-quickstart" / "reference.pt").exists()
+
+
+def test_simulate_then_train_baseline_from_the_files(tmp_path):
+    r = run(["simulate", "--config", "configs/sim/small.yaml", "--impressions", "5000", "--out", str(tmp_path / "logs")],
+            cwd=".")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run(["train-baseline", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "ref.pt"),
+             "--set", "baseline.epochs=1"], cwd=".")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "ref.pt").exists()
+
+
+def test_bad_arguments_exit_2_with_one_line(tmp_path):
+    r = run(["train", "--reward", "nonexistent", "--quiet"], tmp_path)
+    assert r.returncode == 2 and "unknown scheme 'nonexistent'" in r.stderr
+    r = run(["train-baseline", "--logs", str(tmp_path / "missing")], tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
