@@ -135,24 +135,42 @@ def train_baseline_cmd(
 def train_cmd(
     config: Path = typer.Option(None, "--config", help="run config YAML; embedded defaults if omitted"),
     reference: Path = typer.Option(None, "--reference", help="a saved reference (train-baseline); else trained"),
-    logs: Path = typer.Option(None, "--logs", help="logs to train the baseline from; else simulated"),
+    logs: Path = typer.Option(None, "--logs", help="fine-tune from these logs alone (no simulator in the loop)"),
+    sim_config: Path = typer.Option(None, "--sim-config", help="with --logs: also judge exactly on this simulator"),
     reward: str = typer.Option(None, "--reward", help="reward scheme name or YAML (overrides the config)"),
-    set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.kl_target=0.5"),
+    set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.kl_target=2"),
     workdir: Path = typer.Option(Path("recsys-rl-runs"), "--workdir", help="where simulated logs go"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
-    """Fine-tune against the simulator with the KL-constrained objective; one MLflow run."""
+    """Fine-tune with the KL-constrained objective: online against the simulator, or from --logs alone."""
     from recsys_rl import tracking
-    from recsys_rl.jobs import train_job
+    from recsys_rl.jobs import offline_job, train_job
     from recsys_rl.policy import load_policy
 
     ov = _overrides(set_)
     if reward:
         ov["reward"] = reward
     cfg = load_run(config, ov)
+    ref = load_policy(reference).frozen_copy() if reference else None
+    if logs is not None:
+        from recsys_rl.logs import read_logs
+
+        _threads(cfg)
+        env = None
+        if sim_config is not None:
+            from recsys_rl.config import SimConfig, load
+            from simulator import Simulator
+
+            env = Simulator(load(SimConfig, sim_config))
+        batch = read_logs(logs)
+        res = offline_job(cfg, batch, reference=ref, env=env, data_source=f"logs:{logs}", progress=not quiet)
+        print_table(res.table[[c for c in res.table.columns if c in (
+            "snips_value", "reward_graded", "revenue_per_impression", "kl_to_reference", "oracle_gap_closed")]],
+            "offline fine-tuning: reference vs fine-tuned")  # fmt: skip
+        console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}")
+        return
     sim = _simulator(cfg)
-    ref = load_policy(reference) if reference else None
-    batch = None if ref else _logs_for(cfg, sim, logs, workdir, not quiet)
+    batch = None if ref else _logs_for(cfg, sim, None, workdir, not quiet)
     res = train_job(cfg, sim, logs=batch, reference=ref, data_source="simulator", progress=not quiet)
     _print_result(res, tracking.tracking_uri(cfg.tracking))
 

@@ -102,3 +102,31 @@ class AdaptiveKL:
             error = min(max(kl / self.target - 1.0, -0.2), 0.2)
             self.beta = max(self.beta * (1.0 + error * n_steps / self.horizon), 1e-6)
         return self.beta
+
+
+def topk_offpolicy_loss(
+    logp_item: torch.Tensor,
+    behaviour_item_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    kl: torch.Tensor,
+    *,
+    k: int,
+    beta: float,
+    weight_clip: float,
+) -> LossTerms:
+    """Off-policy slate gradient from logs (top-K off-policy correction, Chen et al. 2019) + beta*KL.
+
+    logp_item (B, K): log softmax of the current policy at each logged item; behaviour_item_prob (B, K):
+    probability the logging policy showed that item; advantages (B, K): per-position reward minus a
+    baseline; kl (B,): exact KL to the reference along banners the current policy would draw.
+    Item-level weights p/mu (clipped) replace the banner-level ratio, whose variance is unusable when the
+    logging policy is far from the learner; lambda = K (1 - p)^(K-1) is d P(item in top-K) / d p.
+    """
+    p = logp_item.detach().exp()
+    weight = (p / behaviour_item_prob).clamp(max=weight_clip)
+    lam = k * (1 - p).pow(k - 1)
+    policy_loss = -(weight * lam * advantages * logp_item).sum(-1).mean()
+    kl_mean = kl.mean()
+    zero = torch.zeros((), dtype=logp_item.dtype)
+    clip_frac = (p / behaviour_item_prob > weight_clip).float().mean()
+    return LossTerms(policy_loss + beta * kl_mean, policy_loss, kl_mean, zero, zero, clip_frac, weight.max())
