@@ -1,7 +1,8 @@
 """MLflow tracking: one run per training job, plots and the policy as a registered pt2 model.
 
 The embedded default store is SQLite on local disk (MLflow 3 refuses a bare ./mlruns file store);
-``MLFLOW_TRACKING_URI`` in the environment wins over the config so a team can point at its server.
+A team points runs at its server with ``MLFLOW_TRACKING_URI`` or an explicit ``tracking.tracking_uri``
+(the config wins when it names one: MLflow itself exports the env var on ``set_tracking_uri``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ PIP_REQUIREMENTS = ["torch==2.13.0", f"mlflow=={mlflow.__version__}"]
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    """An explicit ``tracking_uri`` in the config, else $MLFLOW_TRACKING_URI, else the embedded SQLite store."""
+    default = TrackingConfig.model_fields["tracking_uri"].default
+    if cfg.tracking_uri != default:
+        return cfg.tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or default
 
 
 def setup(cfg: TrackingConfig, experiment: str | None = None) -> str:
