@@ -6,6 +6,7 @@ import mlflow
 import pytest
 import torch
 
+from recsys_rl import tracking
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import OnlineConfig, RunConfig, TrackingConfig
 from recsys_rl.events import Feedback, Impression, open_store
@@ -92,7 +93,7 @@ def test_registers_a_version_that_passes_guards_and_refuses_a_nan_model(tmp_path
     store = open_store(f"sqlite:///{tmp_path}/events.db")
     serve_traffic(store, reference, 1000, seed=3)
     cfg = config(tmp_path, register_every=1, value_tolerance=10.0)
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    tracking.setup(cfg.tracking)
     t = OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=lambda s: None)
     stats = t.step()
     assert stats["registered"] == 1.0
