@@ -80,7 +80,13 @@ class LinearThompson:
 
 
 def run_bandit(
-    agent, env: Environment, scheme: RewardScheme, impressions: int, batch: int, seed: int, progress: bool = True
+    agent,
+    env: Environment,
+    scheme: RewardScheme,
+    impressions: int,
+    batch: int,
+    seed: int,
+    progress: bool = True,
 ):
     """Let ``agent`` act and learn for ``impressions`` impressions, ``batch`` at a time."""
     g = torch.Generator().manual_seed(seed)

@@ -17,7 +17,9 @@ from recsys_rl.progress import progress_bar
 from recsys_rl.records import PAD, ContextBatch, LoggedBatch
 
 
-def supervised_examples(logs: LoggedBatch, cfg: BaselineConfig) -> tuple[ContextBatch, torch.Tensor, torch.Tensor]:
+def supervised_examples(
+    logs: LoggedBatch, cfg: BaselineConfig
+) -> tuple[ContextBatch, torch.Tensor, torch.Tensor]:
     """(contexts, targets (M,), weights (M,)) built with array ops from the logs."""
     ctx, out, items = logs.contexts, logs.outcomes, logs.banners.items
     row, pos = (out.clicks > 0).nonzero(as_tuple=True)  # one example per click
@@ -29,7 +31,7 @@ def supervised_examples(logs: LoggedBatch, cfg: BaselineConfig) -> tuple[Context
         h = ctx.history[has]
         older = torch.cat([h[:, 1:], torch.full((len(h), 1), PAD, dtype=h.dtype)], dim=1)
         parts.append((ctx.viewed[has], older, h[:, 0], torch.full((len(h),), cfg.history_weight)))
-    viewed, history, targets, weights = (torch.cat(x) for x in zip(*parts))
+    viewed, history, targets, weights = (torch.cat(x) for x in zip(*parts, strict=False))
     return ContextBatch(viewed, history), targets, weights
 
 
@@ -57,9 +59,9 @@ def train_baseline(
             for i in range(0, m, cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
                 logits = policy.logits(ctx[idx])
-                loss = (F.cross_entropy(logits, targets[idx], reduction="none") * weights[idx]).sum() / weights[
-                    idx
-                ].sum()
+                loss = (
+                    F.cross_entropy(logits, targets[idx], reduction="none") * weights[idx]
+                ).sum() / weights[idx].sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -81,7 +81,9 @@ def _logs_for(cfg: RunConfig, sim, logs: Path | None, workdir: Path, progress: b
     if logs is None:
         from simulator.logged import generate_logs
 
-        logs = generate_logs(sim, cfg.baseline.logged_impressions, workdir / "logs", seed=cfg.seed, progress=progress)
+        logs = generate_logs(
+            sim, cfg.baseline.logged_impressions, workdir / "logs", seed=cfg.seed, progress=progress
+        )
         console.print(f"simulated {cfg.baseline.logged_impressions:,} logged impressions -> {logs}")
     return read_logs(logs)
 
@@ -122,7 +124,9 @@ def train_baseline_cmd(
     cfg = load_run(config, _overrides(set_))
     _threads(cfg)
     batch = read_logs(logs)
-    n_products = int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max())) + 1
+    n_products = (
+        int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max())) + 1
+    )
     n_products = max(n_products, cfg.sim.n_products)
     ref = train_baseline(batch, n_products, cfg.policy, cfg.baseline, cfg.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,9 +138,15 @@ def train_baseline_cmd(
 @friendly
 def train_cmd(
     config: Path = typer.Option(None, "--config", help="run config YAML; embedded defaults if omitted"),
-    reference: Path = typer.Option(None, "--reference", help="a saved reference (train-baseline); else trained"),
-    logs: Path = typer.Option(None, "--logs", help="fine-tune from these logs alone (no simulator in the loop)"),
-    sim_config: Path = typer.Option(None, "--sim-config", help="with --logs: also judge exactly on this simulator"),
+    reference: Path = typer.Option(
+        None, "--reference", help="a saved reference (train-baseline); else trained"
+    ),
+    logs: Path = typer.Option(
+        None, "--logs", help="fine-tune from these logs alone (no simulator in the loop)"
+    ),
+    sim_config: Path = typer.Option(
+        None, "--sim-config", help="with --logs: also judge exactly on this simulator"
+    ),
     reward: str = typer.Option(None, "--reward", help="reward scheme name or YAML (overrides the config)"),
     set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.kl_target=2"),
     workdir: Path = typer.Option(Path("recsys-rl-runs"), "--workdir", help="where simulated logs go"),
@@ -225,7 +235,9 @@ def sweep_cmd(
 @friendly
 def quickstart_cmd(
     workdir: Path = typer.Option(QUICKSTART_DIR, "--workdir", help="where logs and the reference go"),
-    impressions: int = typer.Option(None, "--impressions", min=1024, help="fine-tuning budget (default 500,000)"),
+    impressions: int = typer.Option(
+        None, "--impressions", min=1024, help="fine-tuning budget (default 500,000)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
 ) -> None:
     """Simulate logs -> train the baseline -> fine-tune with `graded` -> evaluate -> MLflow. No server needed."""
@@ -270,7 +282,9 @@ def ui_cmd(
 @app.command("train-online")
 @friendly
 def train_online_cmd(
-    events: str = typer.Option(..., "--events", help="event store URI: sqlite:///events.db or redis://host:port/0"),
+    events: str = typer.Option(
+        ..., "--events", help="event store URI: sqlite:///events.db or redis://host:port/0"
+    ),
     reference: Path = typer.Option(..., "--reference", help="the frozen reference (train-baseline output)"),
     config: Path = typer.Option(None, "--config", help="run config YAML (train/online/tracking sections)"),
     set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set online.register_every=5"),
@@ -296,7 +310,9 @@ def train_online_cmd(
         mlflow.set_tags({"data_source": f"events:{events.split('?')[0]}", "reward_scheme": str(cfg.reward)})
         trainer = OnlineTrainer(cfg, store, ref, value_fn=value_fn, log=lambda s: console.print(s))
         trainer.run(max_updates=max_updates, idle_exit_s=idle_exit)
-    console.print(f"stopped after {trainer.updates} updates; registered versions: {trainer.registered or 'none'}")
+    console.print(
+        f"stopped after {trainer.updates} updates; registered versions: {trainer.registered or 'none'}"
+    )
 
 
 def _sim_value_fn(sim_config: Path, cfg: RunConfig):
@@ -311,6 +327,10 @@ def _sim_value_fn(sim_config: Path, cfg: RunConfig):
     scheme = load_reward(cfg.reward)
 
     def value(policy) -> float:
-        return expected_reward(scheme, sim.expected(es.users, greedy_banners(policy.logits, es.contexts))).mean().item()
+        return (
+            expected_reward(scheme, sim.expected(es.users, greedy_banners(policy.logits, es.contexts)))
+            .mean()
+            .item()
+        )
 
     return lambda logged: value

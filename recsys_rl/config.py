@@ -34,7 +34,9 @@ class SimConfig(_Strict):
     latent_dim: int = Field(16, ge=2, le=256, description="dimension of product/user latent vectors")
     n_users: int = Field(20_000, ge=10, description="size of the simulated user population")
     category_spread: float = Field(0.5, ge=0, description="spread of products around their category centre")
-    taste_spread: float = Field(0.5, ge=0, description="spread of a user's taste around their favourite category")
+    taste_spread: float = Field(
+        0.5, ge=0, description="spread of a user's taste around their favourite category"
+    )
     clickbait_share: float = Field(0.1, ge=0, le=1, description="share of products that are clickbait")
     clickbait_appeal_boost: float = Field(2.0, ge=0, description="appeal added to clickbait products")
     clickbait_quality_penalty: float = Field(3.0, ge=0, description="quality removed from clickbait products")
@@ -134,7 +136,9 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     clip_eps: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip")
     kl_beta: float = Field(0.1, ge=0, description="initial KL penalty coefficient")
-    kl_target: float = Field(3.0, gt=0, description="KL(pi || ref) budget per banner, nats (sum of 5 positions)")
+    kl_target: float = Field(
+        3.0, gt=0, description="KL(pi || ref) budget per banner, nats (sum of 5 positions)"
+    )
     kl_adaptive: bool = Field(True, description="adapt beta to keep KL at or under kl_target")
     kl_margin: float = Field(0.1, ge=0, lt=1, description="adaptive beta aims at (1 - kl_margin) * kl_target")
     kl_horizon: int = Field(10, ge=1, description="adaptive beta horizon in updates")
@@ -158,8 +162,12 @@ class TrackingConfig(_Strict):
 class OnlineConfig(_Strict):
     """Learning from the live event stream (``recsys-rl train-online``)."""
 
-    consumer: str = Field("online-trainer", min_length=1, description="consumer name; its offset is committed")
-    attribution_window_s: float = Field(30.0, ge=0, description="seconds feedback may arrive after an impression")
+    consumer: str = Field(
+        "online-trainer", min_length=1, description="consumer name; its offset is committed"
+    )
+    attribution_window_s: float = Field(
+        30.0, ge=0, description="seconds feedback may arrive after an impression"
+    )
     batch_size: int = Field(1024, ge=1, description="most impressions per update")
     min_batch: int = Field(256, ge=1, description="fewest ready impressions worth an update")
     register_every: int = Field(10, ge=1, description="updates between guard-railed registrations")
@@ -173,7 +181,9 @@ class RunConfig(_Strict):
     """A whole training job: simulator, reward, networks, training and tracking."""
 
     seed: int = Field(0, description="seed of everything stochastic in the run")
-    torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads (1 is fastest for these sizes)")
+    torch_threads: int = Field(
+        1, ge=1, le=256, description="torch intra-op threads (1 is fastest for these sizes)"
+    )
     reward: str | RewardScheme = Field("graded", description="scheme name under configs/rewards, or inline")
     sim: SimConfig = Field(default_factory=SimConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

@@ -71,7 +71,10 @@ def divergence(
 @torch.no_grad()
 def greedy_banners(logits_fn, contexts: ContextBatch) -> torch.Tensor:
     return torch.cat(
-        [slate.greedy(logits_fn(contexts[i : i + CHUNK]), BANNER_SIZE) for i in range(0, len(contexts), CHUNK)]
+        [
+            slate.greedy(logits_fn(contexts[i : i + CHUNK]), BANNER_SIZE)
+            for i in range(0, len(contexts), CHUNK)
+        ]
     )
 
 
@@ -110,6 +113,8 @@ class Evaluator:
         """All metrics of a policy with a ``logits(ContextBatch)`` method (greedy banners)."""
         m = self.score_banners(greedy_banners(policy.logits, self.eval_set.contexts))
         g = torch.Generator().manual_seed(self.seed + 1)
-        m["kl_to_reference"], m["entropy"] = divergence(policy.logits, self.reference, self.eval_set.contexts, g)
+        m["kl_to_reference"], m["entropy"] = divergence(
+            policy.logits, self.reference, self.eval_set.contexts, g
+        )
         m["oracle_gap_closed"] = self.gap_closed(m[f"reward_{self.scheme.name}"])
         return m

@@ -63,7 +63,9 @@ class GuardRails:
         if not math.isfinite(value):
             reasons.append("value estimate is not finite")
         elif value < current_value - self.tolerance * abs(current_value):
-            reasons.append(f"value {value:.4f} below current {current_value:.4f} by more than {self.tolerance:.0%}")
+            reasons.append(
+                f"value {value:.4f} below current {current_value:.4f} by more than {self.tolerance:.0%}"
+            )
         return GuardReport(not reasons, kl, value, current_value, reasons)
 
 

@@ -51,8 +51,10 @@ def comparison_table(evaluator: Evaluator, final: dict[str, float]) -> pd.DataFr
     orc = {**evaluator.oracle_metrics, "oracle_gap_closed": 1.0}
     rows = {"reference": ref, "fine-tuned": final, "oracle": orc}
     df = pd.DataFrame.from_dict(rows, orient="index")
-    return df[[c for c in TABLE_COLUMNS if c in df.columns] + [c for c in df.columns if c.startswith("reward_")
-                                                               and c not in TABLE_COLUMNS]]
+    return df[
+        [c for c in TABLE_COLUMNS if c in df.columns]
+        + [c for c in df.columns if c.startswith("reward_") and c not in TABLE_COLUMNS]
+    ]
 
 
 def train_job(
@@ -138,7 +140,9 @@ def offline_job(
         if env is not None:
             ev = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
             final = ev(policy.eval())
-            rows["reference"].update({**ev.reference_metrics, "kl_to_reference": 0.0, "oracle_gap_closed": 0.0})
+            rows["reference"].update(
+                {**ev.reference_metrics, "kl_to_reference": 0.0, "oracle_gap_closed": 0.0}
+            )
             rows["fine-tuned"].update(final)
             rows["oracle"] = {**ev.oracle_metrics, "oracle_gap_closed": 1.0}
         table = pd.DataFrame.from_dict(rows, orient="index")

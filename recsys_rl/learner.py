@@ -31,7 +31,9 @@ class Learner:
         self.policy, self.reference, self.scheme, self.cfg = policy, reference, scheme, cfg
         self.temperature = temperature
         self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-        self.kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive)
+        self.kl_ctl = AdaptiveKL(
+            cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive
+        )
         self.generator = torch.Generator().manual_seed(seed)
         self.updates = 0
 

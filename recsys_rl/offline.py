@@ -42,7 +42,11 @@ def offline_finetune(
     kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive)
     g = torch.Generator().manual_seed(seed)
     n, items = len(logs), logs.banners.items
-    mu = behaviour_item_prob if behaviour_item_prob is not None else show_rates(logs, reference.n_products)[items]
+    mu = (
+        behaviour_item_prob
+        if behaviour_item_prob is not None
+        else show_rates(logs, reference.n_products)[items]
+    )
     r = position_rewards(scheme, logs.outcomes)  # (n, K)
     adv = r - r.mean(0, keepdim=True)  # per-position baseline
     steps = max(1, cfg.total_impressions // cfg.minibatch_size)
@@ -66,7 +70,12 @@ def offline_finetune(
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             opt.step()
             kl_ctl.update(terms.kl.item())
-            row = {"loss": terms.total.item(), "kl": terms.kl.item(), "beta": kl_ctl.beta, "clip_frac": terms.clip_frac.item()}
+            row = {
+                "loss": terms.total.item(),
+                "kl": terms.kl.item(),
+                "beta": kl_ctl.beta,
+                "clip_frac": terms.clip_frac.item(),
+            }
             history.append(row)
             advance(1, kl=row["kl"], beta=row["beta"])
     return policy, history

@@ -42,7 +42,9 @@ class OnlineTrainer:
         self.cfg, self.store, self.reference, self.clock, self.log = cfg, store, reference, clock, log
         self.scheme = load_reward(cfg.reward)
         self.policy = trainable_copy(reference)
-        self.learner = Learner(self.policy, reference, self.scheme, cfg.train, cfg.seed, cfg.policy.temperature)
+        self.learner = Learner(
+            self.policy, reference, self.scheme, cfg.train, cfg.seed, cfg.policy.temperature
+        )
         self.current = reference  # the last registered version: what guard rails compare against
         self.value_fn = value_fn or (lambda logged: snips_value(logged, self.scheme, cfg.policy.temperature))
         self.guards = GuardRails(cfg.train.kl_hard_limit, cfg.online.value_tolerance)
@@ -116,7 +118,9 @@ class OnlineTrainer:
 
     def _maybe_register(self, logged: LoggedBatch) -> dict[str, float]:
         candidate = self.policy.frozen_copy()
-        rep = self.guards.check(candidate, self.current, self.reference, logged, self.value_fn(logged), self.cfg.seed)
+        rep = self.guards.check(
+            candidate, self.current, self.reference, logged, self.value_fn(logged), self.cfg.seed
+        )
         out = {"guard_kl": rep.kl, "guard_value": rep.value, "guard_current_value": rep.current_value}
         if not rep.passed:
             self.log(f"update {self.updates}: not registered: {'; '.join(rep.reasons)}")
@@ -126,7 +130,9 @@ class OnlineTrainer:
         self.current = candidate
         self.registered.append(str(version))
         self._save(self.store.committed(self.cfg.online.consumer))
-        self.log(f"update {self.updates}: registered version {version} (kl={rep.kl:.3f}, value={rep.value:.4f})")
+        self.log(
+            f"update {self.updates}: registered version {version} (kl={rep.kl:.3f}, value={rep.value:.4f})"
+        )
         out["registered"] = 1.0
         return out
 

@@ -32,7 +32,9 @@ def progress_bar(description: str, total: int, enabled: bool = True):
         task = bar.add_task(description, total=total, figures="")
 
         def advance(n: int = 1, **figures) -> None:
-            text = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+            text = " ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+            )
             bar.update(task, advance=n, **({"figures": text} if figures else {}))
 
         yield advance

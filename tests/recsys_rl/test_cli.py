@@ -31,7 +31,9 @@ def test_quickstart_leaves_a_run_with_metrics_plots_and_a_loadable_model(tmp_pat
     client = mlflow.MlflowClient(uri)
     data = client.get_run(run_id).data
     assert "oracle_gap_closed" in data.metrics and data.tags["reward_scheme"] == "graded"
-    assert {"learning_curves.png", "evaluation.csv", "config.yaml"} <= {a.path for a in client.list_artifacts(run_id)}
+    assert {"learning_curves.png", "evaluation.csv", "config.yaml"} <= {
+        a.path for a in client.list_artifacts(run_id)
+    }
     mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model("models:/banner-policy/1")
     logits = model(torch.tensor([1, 2, 3]), torch.full((3, 10), -1))

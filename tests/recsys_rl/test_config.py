@@ -77,7 +77,9 @@ def test_cli_bad_config_exits_nonzero_with_one_readable_line(tmp_path):
     p = write(tmp_path, "train:\n  lr: -1\n")
     r = subprocess.run(
         [sys.executable, "-m", "recsys_rl", "train", "--config", str(p), "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 2
     lines = [x for x in r.stderr.strip().splitlines() if x.strip()]

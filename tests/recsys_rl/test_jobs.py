@@ -35,7 +35,9 @@ def test_run_has_params_tags_metrics_and_artifacts(job):
     for m in ("oracle_gap_closed", "kl_to_reference", "ctr", "revenue_per_impression", "reward_ctr",
               "multi_purchase_rate", "coverage", "entropy", "final_oracle_gap_closed"):  # fmt: skip
         assert m in run.data.metrics, m
-    history = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_metric_history(res.run_id, "oracle_gap_closed")
+    history = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_metric_history(
+        res.run_id, "oracle_gap_closed"
+    )
     assert len(history) >= 3  # evaluated along the way, not only at the end
     arts = {a.path for a in mlflow.MlflowClient(cfg.tracking.tracking_uri).list_artifacts(res.run_id)}
     assert {"config.yaml", "learning_curves.png", "evaluation.csv"} <= arts
@@ -45,7 +47,11 @@ def test_evaluation_table_compares_reference_finetuned_oracle(job):
     _, res = job
     t = res.table
     assert list(t.index) == ["reference", "fine-tuned", "oracle"]
-    assert t.loc["oracle", "reward_graded"] >= t.loc["fine-tuned", "reward_graded"] > t.loc["reference", "reward_graded"]
+    assert (
+        t.loc["oracle", "reward_graded"]
+        >= t.loc["fine-tuned", "reward_graded"]
+        > t.loc["reference", "reward_graded"]
+    )
 
 
 def test_registered_model_loads_back_and_gives_the_same_banners(job):

@@ -46,7 +46,9 @@ def test_kl_and_value_and_entropy_terms_enter_with_their_coefficients():
     z = torch.zeros(4)
     kl, ent = torch.full((4,), 2.0), torch.full((4,), 3.0)
     values, returns = torch.ones(4), torch.full((4,), 3.0)
-    t = ppo_kl_loss(z, z, z, kl, ent, values, returns, beta=0.5, clip_eps=0.2, value_coef=0.25, entropy_coef=0.1)
+    t = ppo_kl_loss(
+        z, z, z, kl, ent, values, returns, beta=0.5, clip_eps=0.2, value_coef=0.25, entropy_coef=0.1
+    )
     assert abs(t.total.item() - (0.5 * 2.0 + 0.25 * 4.0 - 0.1 * 3.0)) < 1e-6
 
 
@@ -57,8 +59,17 @@ def test_rloo_advantages_leave_one_out():
 
 def test_reinforce_folds_kl_into_reward():
     logp = torch.tensor([-1.0], requires_grad=True)
-    t = reinforce_kl_loss(logp, torch.tensor([2.0]), torch.tensor([-3.0]), torch.tensor([0.0]), _zeros(1),
-                          torch.tensor([2.0]), beta=0.5, value_coef=0.5, entropy_coef=0.0)
+    t = reinforce_kl_loss(
+        logp,
+        torch.tensor([2.0]),
+        torch.tensor([-3.0]),
+        torch.tensor([0.0]),
+        _zeros(1),
+        torch.tensor([2.0]),
+        beta=0.5,
+        value_coef=0.5,
+        entropy_coef=0.0,
+    )
     t.total.backward()
     assert abs(logp.grad.item() - (-(2.0 - 0.5 * 2.0))) < 1e-6  # shaped reward 1.0, loss = -logp * 1.0
     assert abs(t.kl.item() - 2.0) < 1e-6

@@ -15,7 +15,9 @@ from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, sma
 def test_item_weights_are_clipped_and_gradient_follows_advantage():
     logp = torch.log(torch.tensor([[0.5, 0.01]])).requires_grad_()
     mu = torch.tensor([[0.01, 0.01]])
-    t = topk_offpolicy_loss(logp, mu, torch.tensor([[1.0, 1.0]]), torch.zeros(1), k=5, beta=0.0, weight_clip=10.0)
+    t = topk_offpolicy_loss(
+        logp, mu, torch.tensor([[1.0, 1.0]]), torch.zeros(1), k=5, beta=0.0, weight_clip=10.0
+    )
     assert t.ratio_max.item() == 10.0 and t.clip_frac.item() == 0.5
     t.total.backward()
     assert (logp.grad < 0).all()  # raising either log-prob lowers the loss when the advantage is positive

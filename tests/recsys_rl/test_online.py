@@ -67,7 +67,9 @@ def test_restart_after_a_crash_between_checkpoint_and_commit_trains_each_event_o
     assert a.step() is not None and a.impressions == 500
 
     real_commit = store.commit
-    store.commit = lambda *a_: (_ for _ in ()).throw(RuntimeError("killed"))  # dies right after the checkpoint
+    store.commit = lambda *a_: (_ for _ in ()).throw(
+        RuntimeError("killed")
+    )  # dies right after the checkpoint
     with pytest.raises(RuntimeError):
         a.step()
     store.commit = real_commit

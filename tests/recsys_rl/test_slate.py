@@ -50,7 +50,10 @@ def test_sampled_banners_have_no_repeats():
 
 def test_per_position_kl_is_exact_and_chains_to_banner_kl():
     g = torch.Generator().manual_seed(3)
-    lp, lq = torch.randn(1, 5, generator=g, dtype=torch.float64), torch.randn(1, 5, generator=g, dtype=torch.float64)
+    lp, lq = (
+        torch.randn(1, 5, generator=g, dtype=torch.float64),
+        torch.randn(1, 5, generator=g, dtype=torch.float64),
+    )
     P, Q = brute_force_banners(lp[0], 3), brute_force_banners(lq[0], 3)
     banner_kl = sum(p * math.log(p / Q[a]) for a, p in P.items())
     items = torch.tensor(list(P.keys()))
@@ -106,7 +109,7 @@ def test_banner_terms_share_context_rows():
     items = slate.gumbel_topk(lp[rows], 5, g)
     shared = slate.banner_terms(lp, lq, items, rows)
     expanded = slate.banner_terms(lp[rows], lq[rows], items)
-    for a, b in zip(shared, expanded):
+    for a, b in zip(shared, expanded, strict=False):
         assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -116,8 +119,12 @@ def test_banner_terms_stay_exact_for_a_peaked_policy():
     lq = torch.zeros(1, 6)
     items = torch.tensor([[0, 1, 2]])
     _logp, kl, ent = slate.banner_terms(lp, lq, items)
-    assert torch.allclose(kl, slate.per_position_kl(lp.double(), lq.double(), items).sum(-1).float(), rtol=1e-4)
-    assert torch.allclose(ent, slate.per_position_entropy(lp.double(), items).sum(-1).float(), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(
+        kl, slate.per_position_kl(lp.double(), lq.double(), items).sum(-1).float(), rtol=1e-4
+    )
+    assert torch.allclose(
+        ent, slate.per_position_entropy(lp.double(), items).sum(-1).float(), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_log_prob_matches_masked_softmax_even_when_peaked():

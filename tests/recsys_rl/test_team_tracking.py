@@ -64,7 +64,9 @@ def test_training_job_tracks_to_the_team_server(team_server, tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)  # the env wins over the config's sqlite default
     cfg = RunConfig(sim=SMALL, policy=POLICY, baseline=BASELINE, train=small_train(total_impressions=10_240),
                     tracking=TrackingConfig(experiment="team"))  # fmt: skip
-    ref = train_baseline(read_logs(small_logs_dir(str(tmp_path))), SMALL.n_products, POLICY, BASELINE, 0, False)
+    ref = train_baseline(
+        read_logs(small_logs_dir(str(tmp_path))), SMALL.n_products, POLICY, BASELINE, 0, False
+    )
     res = train_job(cfg, small_sim(), reference=ref, progress=False)
     client = mlflow.MlflowClient(team_server)
     run = client.get_run(res.run_id)
