@@ -37,25 +37,35 @@ class ServeConfig(BaseModel):
     tracking_uri: str | None = Field(
         None, min_length=1, description="MLflow tracking/registry URI; default $MLFLOW_TRACKING_URI or sqlite"
     )
-    events: str = Field("sqlite:///events.db", min_length=1, description="event store URI (sqlite:/// or redis://)")
+    events: str = Field(
+        "sqlite:///events.db", min_length=1, description="event store URI (sqlite:/// or redis://)"
+    )
     temperature: float = Field(1.0, gt=0, le=100, description="exploration temperature of banner sampling")
     seed: int | None = Field(None, description="seed of the exploration noise; None draws one at start")
     attribution_window_s: float = Field(
-        3600.0, gt=0, description="feedback older than this after its impression is refused (the trainer has moved on)"
+        3600.0,
+        gt=0,
+        description="feedback older than this after its impression is refused (the trainer has moved on)",
     )
     reload_interval_s: float = Field(
         30.0, ge=0, description="how often to poll the registry / policy file for a new version; 0 = never"
     )
     keep_versions: int = Field(3, ge=1, le=50, description="previous models kept in memory for rollback")
     admin_token: str | None = Field(
-        None, min_length=8, description=f"token of the /admin endpoints; default ${ADMIN_TOKEN_ENV}; unset = disabled"
+        None,
+        min_length=8,
+        description=f"token of the /admin endpoints; default ${ADMIN_TOKEN_ENV}; unset = disabled",
     )
     max_batch_events: int = Field(1000, ge=1, description="most feedback events in one request (more -> 413)")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (more -> 413)")
-    max_scoring_batch: int = Field(256, ge=1, description="most concurrent banner requests scored in one forward")
+    max_scoring_batch: int = Field(
+        256, ge=1, description="most concurrent banner requests scored in one forward"
+    )
     host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
-    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads (1 is fastest per request)")
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="torch intra-op threads (1 is fastest per request)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -63,7 +73,9 @@ class ServeConfig(BaseModel):
         if len(given) > 1:
             raise ValueError(f"give one model source, not {' and '.join(given)}")
         if self.model_uri is not None and not self.model_uri.startswith("models:/"):
-            raise ValueError(f"model_uri: expected 'models:/<name>@<alias>' or 'models:/<name>/<version>', got {self.model_uri!r}")
+            raise ValueError(
+                f"model_uri: expected 'models:/<name>@<alias>' or 'models:/<name>/<version>', got {self.model_uri!r}"
+            )
         return self
 
     @property

@@ -39,7 +39,9 @@ def ingest(
         imp = impressions[e.impression_id]
         if imp is None:
             reasons["unknown_impression"] += 1
-            problems.append({"field": f"{where}impression_id", "message": f"unknown impression {e.impression_id!r}"})
+            problems.append(
+                {"field": f"{where}impression_id", "message": f"unknown impression {e.impression_id!r}"}
+            )
             continue
         if now - imp.timestamp > attribution_window_s:
             reasons["too_late"] += 1
@@ -63,7 +65,9 @@ def ingest(
                 }
             )
             continue
-        records.append(Feedback(e.event_id, e.impression_id, now, e.type, e.product_id, position, e.units, e.price))
+        records.append(
+            Feedback(e.event_id, e.impression_id, now, e.type, e.product_id, position, e.units, e.price)
+        )
     if problems:
         raise FeedbackRejected(problems, reasons)
     new = store.append_feedback(records)

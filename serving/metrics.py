@@ -25,11 +25,19 @@ class _HolderCollector(Collector):
         cur = h.current
         info = InfoMetricFamily("recsys_model", "the model being served")
         if cur is not None:
-            info.add_metric([], {"version": cur.version, "n_products": str(cur.n_products), "source": cur.source})
+            info.add_metric(
+                [], {"version": cur.version, "n_products": str(cur.n_products), "source": cur.source}
+            )
         yield info
-        yield GaugeMetricFamily("recsys_model_loaded", "1 once a model is being served", value=int(cur is not None))
-        yield GaugeMetricFamily("recsys_model_pinned", "1 while pinned (not following the registry)", value=int(h.pinned))
-        yield CounterMetricFamily("recsys_model_swaps", "models swapped in (reloads, pins, rollbacks)", value=h.swaps)
+        yield GaugeMetricFamily(
+            "recsys_model_loaded", "1 once a model is being served", value=int(cur is not None)
+        )
+        yield GaugeMetricFamily(
+            "recsys_model_pinned", "1 while pinned (not following the registry)", value=int(h.pinned)
+        )
+        yield CounterMetricFamily(
+            "recsys_model_swaps", "models swapped in (reloads, pins, rollbacks)", value=h.swaps
+        )
         yield CounterMetricFamily(
             "recsys_model_reload_failures", "failed polls/loads of the model source", value=h.reload_failures
         )
@@ -41,7 +49,10 @@ class ServingMetrics:
     def __init__(self, holder: ModelHolder, temperature: float) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
-            "recsys_http_requests", "HTTP requests by endpoint and status", ["endpoint", "method", "status"], registry=r
+            "recsys_http_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "method", "status"],
+            registry=r,
         )
         self.latency = Histogram(
             "recsys_http_request_duration_seconds", "request latency by endpoint", ["endpoint"],
@@ -49,7 +60,9 @@ class ServingMetrics:
         )  # fmt: skip
         self.banners = Counter("recsys_banners_served", "banners served by mode", ["mode"], registry=r)
         self.impressions = Counter("recsys_impressions_written", "impressions durably written", registry=r)
-        self.feedback = Counter("recsys_feedback_events_written", "new feedback events durably written", registry=r)
+        self.feedback = Counter(
+            "recsys_feedback_events_written", "new feedback events durably written", registry=r
+        )
         self.duplicates = Counter(
             "recsys_feedback_duplicates", "feedback events acknowledged as already stored", registry=r
         )
@@ -60,7 +73,9 @@ class ServingMetrics:
             "recsys_scoring_batch_size", "banner requests scored together in one forward",
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
-        self.temperature = Gauge("recsys_exploration_temperature", "temperature of explore-mode sampling", registry=r)
+        self.temperature = Gauge(
+            "recsys_exploration_temperature", "temperature of explore-mode sampling", registry=r
+        )
         self.temperature.set(temperature)
         r.register(_HolderCollector(holder))
         self._children: dict = {}

@@ -41,9 +41,9 @@ class ServingMiddleware:
                 if body is None:
                     status = 413
                     limit = self.max_body_bytes
-                    await error_response(413, [{"field": "body", "message": f"request body over {limit} bytes"}])(
-                        scope, receive, send
-                    )
+                    await error_response(
+                        413, [{"field": "body", "message": f"request body over {limit} bytes"}]
+                    )(scope, receive, send)
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_status)

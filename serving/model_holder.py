@@ -115,12 +115,21 @@ class RegistrySource:
     """A registered MLflow model, followed at ``alias`` or fixed at ``version``."""
 
     def __init__(self, name: str, *, alias: str | None = None, version: str | None = None, tracking_uri: str):
-        import mlflow
-
         if (alias is None) == (version is None):
             raise ValueError("RegistrySource: give exactly one of alias and version")
         self.name, self.alias, self.fixed, self.tracking_uri = name, alias, version, tracking_uri
-        self._client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._client_ = None
+
+    @property
+    def _client(self):
+        """Made on first use (on the poller thread): building the app touches no registry."""
+        if self._client_ is None:
+            import mlflow
+
+            self._client_ = mlflow.MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
+        return self._client_
 
     @classmethod
     def from_uri(cls, uri: str, tracking_uri: str) -> RegistrySource:
@@ -134,7 +143,9 @@ class RegistrySource:
             name, version = rest.split("/")
             if name and version.isdigit():
                 return cls(name, version=version, tracking_uri=tracking_uri)
-        raise ValueError(f"model_uri: expected 'models:/<name>@<alias>' or 'models:/<name>/<version>', got {uri!r}")
+        raise ValueError(
+            f"model_uri: expected 'models:/<name>@<alias>' or 'models:/<name>/<version>', got {uri!r}"
+        )
 
     def _tag(self, version: str) -> str:
         return f"{self.name}/{version}"
@@ -161,13 +172,15 @@ class RegistrySource:
         tag = self.normalise(version)
         number = tag.rsplit("/", 1)[1]
         try:
-            self._client.get_model_version(self.name, number)
+            where = self._client.get_model_version_download_uri(self.name, number)
         except MlflowException as exc:
             raise UnknownVersion(f"version: {self.name!r} has no version {number}") from exc
         uri = f"models:/{self.name}/{number}"
+        # Download by the version's storage location with our tracking URI: a models:/ URI would be
+        # resolved against the process-wide registry URI, not this source's.
         with tempfile.TemporaryDirectory(prefix="recsys-serve-") as tmp:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+                artifact_uri=where, dst_path=tmp, tracking_uri=self.tracking_uri
             )
             module = mlflow.pytorch.load_model(local)
         return from_logits_module(module, tag, uri)

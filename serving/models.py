@@ -26,13 +26,17 @@ class BannerRequest(_Body):
     """A banner request: who is looking at what, and their recent purchases (most recent first)."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"user_id": 42, "viewed": 17, "history": [3, 981, 45], "mode": "explore"}]}
+        json_schema_extra={
+            "examples": [{"user_id": 42, "viewed": 17, "history": [3, 981, 45], "mode": "explore"}]
+        }
     )
 
     user_id: int = Field(ge=0, description="the shopper")
     viewed: int = Field(ge=0, description="product being viewed")
     history: list[int] = Field(
-        default_factory=list, max_length=HISTORY_LEN, description="last purchases, most recent first, distinct"
+        default_factory=list,
+        max_length=HISTORY_LEN,
+        description="last purchases, most recent first, distinct",
     )
     user_features: list[float] | None = Field(
         None, max_length=MAX_USER_FEATURES, description="optional features, used by models trained with them"
@@ -133,8 +137,12 @@ class FeedbackRequest(_Body):
             "examples": [
                 {
                     "events": [
-                        {"event_id": "c-7f3e", "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
-                         "type": "click", "product_id": 250},
+                        {
+                            "event_id": "c-7f3e",
+                            "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
+                            "type": "click",
+                            "product_id": 250,
+                        },
                     ]
                 }
             ]
@@ -148,7 +156,9 @@ class FeedbackResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"accepted": 9, "duplicates": 1}]})
 
     accepted: int = Field(description="events stored by this request")
-    duplicates: int = Field(description="events whose event_id was already stored (acknowledged, not stored again)")
+    duplicates: int = Field(
+        description="events whose event_id was already stored (acknowledged, not stored again)"
+    )
 
 
 class PinRequest(_Body):
@@ -158,13 +168,23 @@ class PinRequest(_Body):
 
 
 class ErrorItem(BaseModel):
-    field: str | None = Field(description="where the problem is, e.g. 'history[3]'; null when not about a field")
+    field: str | None = Field(
+        description="where the problem is, e.g. 'history[3]'; null when not about a field"
+    )
     message: str
 
 
 class ErrorResponse(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"detail": [{"field": "history[3]", "message": "product 1200 is outside the catalogue [0, 1000)"}]}]}
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {"field": "history[3]", "message": "product 1200 is outside the catalogue [0, 1000)"}
+                    ]
+                }
+            ]
+        }
     )
 
     detail: list[ErrorItem]
@@ -194,7 +214,9 @@ def field_errors(err: ValidationError, prefix: tuple = ()) -> list[dict]:
     for e in err.errors(include_url=False):
         loc = prefix + tuple(e["loc"])
         if e["type"] == "json_invalid":
-            items.append({"field": "body", "message": f"invalid JSON: {e['msg'].removeprefix('Invalid JSON: ')}"})
+            items.append(
+                {"field": "body", "message": f"invalid JSON: {e['msg'].removeprefix('Invalid JSON: ')}"}
+            )
             continue
         ctx_err = (e.get("ctx") or {}).get("error")
         if isinstance(ctx_err, _FieldError):

@@ -1,0 +1,106 @@
+"""The banner service, built by ``create_app(cfg, store, holder)``.
+
+Tests and embedders pass their own event store and model holder; otherwise the app opens the store
+named by ``cfg.events`` and follows the model source named by the config. Whatever the app opens or
+starts itself it also closes or stops at shutdown (after the impressions already scored are stored).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+import recsys_rl
+from recsys_rl.events import EventStore, open_store
+from serving.banner_batcher import BannerBatcher
+from serving.config import ServeConfig
+from serving.errors import install_error_handlers
+from serving.metrics import ServingMetrics
+from serving.middleware import ServingMiddleware
+from serving.model_holder import FileSource, ModelHolder, ModelSource, RegistrySource
+from serving.models import BannerRequest, FeedbackEvent, FeedbackRequest
+from serving.routers import admin_router, banners_router, feedback_router, ops_router
+from serving.routers.openapi import add_schemas
+from serving.services import Services
+
+log = logging.getLogger("serving")
+
+
+def model_source(cfg: ServeConfig) -> ModelSource | None:
+    """The source the config names (None if it names none)."""
+    if cfg.model_uri is not None:
+        return RegistrySource.from_uri(cfg.model_uri, cfg.resolved_tracking_uri())
+    if cfg.registered_model is not None:
+        return RegistrySource(cfg.registered_model, alias=cfg.alias, tracking_uri=cfg.resolved_tracking_uri())
+    if cfg.policy_path is not None:
+        return FileSource(Path(cfg.policy_path))
+    return None
+
+
+def create_app(
+    cfg: ServeConfig, store: EventStore | None = None, holder: ModelHolder | None = None
+) -> FastAPI:
+    """The FastAPI app serving banners from ``holder`` (default: one following the config's model
+    source) and logging events to ``store`` (default: opened from ``cfg.events`` at startup)."""
+    torch.set_num_threads(cfg.torch_threads)
+    if holder is None:
+        holder = ModelHolder(
+            model_source(cfg), reload_interval_s=cfg.reload_interval_s, keep=cfg.keep_versions
+        )
+    metrics = ServingMetrics(holder, cfg.temperature)
+    services = Services(cfg, holder, metrics, cfg.resolved_admin_token(), store)
+    seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        opened = None
+        if services.store is None:
+            opened = services.store = await run_in_threadpool(open_store, cfg.events)
+        services.batcher = BannerBatcher(
+            services.store,
+            metrics,
+            temperature=cfg.temperature,
+            generator=torch.Generator().manual_seed(seed),
+            max_batch=cfg.max_scoring_batch,
+        )
+        started = holder.source is not None and not holder.running
+        if started:
+            holder.start()
+        try:
+            yield
+        finally:
+            batcher, services.batcher = services.batcher, None
+            await batcher.drain()
+            if started:
+                holder.stop()
+            if opened is not None:
+                services.store = None
+                opened.close()
+
+    app = FastAPI(
+        title="recsys-rl banner service",
+        version=recsys_rl.__version__,
+        description="Banners from the served policy, with exact propensities; feedback in; hot model reload.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.add_middleware(ServingMiddleware, metrics=metrics, max_body_bytes=cfg.max_body_bytes)
+    for router in (banners_router, feedback_router, ops_router, admin_router):
+        app.include_router(router(services))
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_schemas(default_openapi(), BannerRequest, FeedbackRequest, FeedbackEvent)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

@@ -1,0 +1,85 @@
+"""``POST /v1/banners``: a banner for a context, logged as an impression before it is returned."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from serving.errors import ApiError
+from serving.models import BannerRequest, BannerResponse, ErrorResponse, field_errors
+from serving.routers.openapi import json_body
+from serving.services import Services
+
+ERRORS = {
+    413: {"model": ErrorResponse, "description": "body too large"},
+    422: {"model": ErrorResponse, "description": "invalid request; each problem names its field"},
+    503: {"model": ErrorResponse, "description": "no model loaded yet, or the event store is unavailable"},
+}
+
+
+def check_catalogue(req: BannerRequest, n_products: int, n_user_features: int) -> None:
+    """Product ids must be in the served model's catalogue [0, n_products)."""
+    problems = []
+    if req.viewed >= n_products:
+        problems.append(("viewed", req.viewed))
+    problems += [(f"history[{i}]", x) for i, x in enumerate(req.history) if x >= n_products]
+    items = [
+        {"field": f, "message": f"product {x} is outside the catalogue [0, {n_products}) of the served model"}
+        for f, x in problems
+    ]
+    if n_user_features and (req.user_features is None or len(req.user_features) != n_user_features):
+        got = "none" if req.user_features is None else str(len(req.user_features))
+        items.append(
+            {
+                "field": "user_features",
+                "message": f"the served model needs {n_user_features} values, got {got}",
+            }
+        )
+    if items:
+        raise ApiError(422, items)
+
+
+def banners_router(services: Services) -> APIRouter:
+    router = APIRouter(tags=["banners"])
+
+    @router.post(
+        "/v1/banners",
+        summary="Choose a banner for a context",
+        responses={200: {"model": BannerResponse, "description": "the banner, logged"}, **ERRORS},
+        openapi_extra=json_body(BannerRequest),
+    )
+    async def banners(request: Request) -> Response:
+        """Scores the context, samples (explore) or takes the top (deterministic) 5 products, stores the
+        impression and returns it with its exact propensity and a fresh impression id."""
+        try:
+            req = BannerRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise ApiError(422, field_errors(exc)) from None
+        model = services.holder.current
+        if model is None:
+            raise ApiError(503, "no model loaded yet; see /readyz")
+        check_catalogue(req, model.n_products, model.n_user_features)
+        if services.batcher is None:
+            raise ApiError(503, "the event store is not open yet (server starting or stopping)")
+        explore = req.mode == "explore"
+        try:
+            imp = await services.batcher.serve(
+                model, req.user_id, req.viewed, req.history, req.user_features, explore
+            )
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise ApiError(503, f"could not log the impression: {type(exc).__name__}: {exc}") from exc
+        body = {
+            "impression_id": imp.impression_id,
+            "model_version": imp.policy_version,
+            "items": imp.items,
+            "propensity": imp.propensity,
+            "log_propensity": imp.log_propensity,
+            "mode": req.mode,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    return router

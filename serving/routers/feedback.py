@@ -1,0 +1,79 @@
+"""``POST /v1/feedback``: clicks and purchases on served banners, stored durably and idempotently."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from serving.errors import ApiError
+from serving.feedback import FeedbackRejected, ingest
+from serving.models import ErrorResponse, FeedbackEvent, FeedbackRequest, FeedbackResponse, field_errors
+from serving.routers.openapi import json_body
+from serving.services import Services
+
+
+def feedback_router(services: Services) -> APIRouter:
+    router = APIRouter(tags=["feedback"])
+    cfg, metrics = services.cfg, services.metrics
+
+    def parse(body: bytes) -> tuple[list[FeedbackEvent], str]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(422, f"invalid JSON: {exc}", "body") from None
+        if not isinstance(data, dict):
+            raise ApiError(422, 'expected a feedback event object or {"events": [...]}', "body")
+        if "events" not in data:
+            try:
+                return [FeedbackEvent.model_validate(data)], ""
+            except ValidationError as exc:
+                raise ApiError(422, field_errors(exc)) from None
+        events = data["events"]
+        if isinstance(events, list) and len(events) > cfg.max_batch_events:
+            metrics.rejected.labels("too_many").inc(len(events))
+            raise ApiError(
+                413, f"{len(events)} events in one request; at most {cfg.max_batch_events}", "events"
+            )
+        try:
+            return FeedbackRequest.model_validate(data).events, "events"
+        except ValidationError as exc:
+            raise ApiError(422, field_errors(exc)) from None
+
+    @router.post(
+        "/v1/feedback",
+        summary="Record clicks and purchases",
+        responses={
+            200: {"model": FeedbackResponse, "description": "stored (or already stored) durably"},
+            413: {"model": ErrorResponse, "description": "body or batch too large"},
+            422: {"model": ErrorResponse, "description": "invalid events; nothing of the batch was stored"},
+            503: {"model": ErrorResponse, "description": "the event store is unavailable"},
+        },
+        openapi_extra=json_body(FeedbackRequest, FeedbackEvent),
+    )
+    async def feedback(request: Request) -> Response:
+        """Checks every event against its impression (it exists, is within the attribution window, the
+        product is in its banner; the slot position is taken from the banner) and stores the batch,
+        all or nothing. Events already stored (same event_id) are acknowledged as duplicates."""
+        try:
+            events, prefix = parse(await request.body())
+        except ApiError as exc:
+            if exc.status == 422:
+                metrics.rejected.labels("invalid").inc()
+            raise
+        store = services.ready_store()
+        try:
+            new, dup = await run_in_threadpool(ingest, store, events, cfg.attribution_window_s, prefix)
+        except FeedbackRejected as exc:
+            for reason, n in exc.reasons.items():
+                metrics.rejected.labels(reason).inc(n)
+            raise
+        except Exception as exc:
+            raise ApiError(503, f"could not store the feedback: {type(exc).__name__}: {exc}") from exc
+        metrics.feedback.inc(new)
+        metrics.duplicates.inc(dup)
+        return Response(orjson.dumps({"accepted": new, "duplicates": dup}), media_type="application/json")
+
+    return router

@@ -1,0 +1,59 @@
+"""Fixtures for the banner service: tiny policies, real stores (SQLite; Redis where marked), a real
+MLflow registry in a temporary SQLite file, and the app in-process or behind a real uvicorn server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys_rl.events import open_store
+from recsys_rl.policy import save_policy
+from serving.app import create_app
+from tests.serving.helpers import config, tiny_holder, tiny_policy
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    path = tmp_path / "policy.pt"
+    save_policy(tiny_policy(), path)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path}/events.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(tmp_path, store) -> Iterator[TestClient]:
+    """The app on the SQLite store with a fixed tiny model, in-process."""
+    app = create_app(config(tmp_path), store=store, holder=tiny_holder())
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A real MLflow registry (SQLite) holding two versions of 'banner-policy'; alias champion -> 1.
+
+    Returns (tracking_uri, name). Built once per session: the first model logged costs seconds."""
+    import mlflow
+
+    from recsys_rl.tracking import log_policy
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.set_experiment("serving-tests")
+        with mlflow.start_run():
+            log_policy(tiny_policy(1), "banner-policy", "champion")
+        with mlflow.start_run():
+            log_policy(tiny_policy(2), "banner-policy", None)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return uri, "banner-policy"
