@@ -92,13 +92,16 @@ def _logs_for(cfg: RunConfig, sim, logs: Path | None, workdir: Path, progress: b
 
 
 def print_table(table, title: str) -> None:
+    """Metrics as rows, policies as columns: readable in a narrow terminal."""
+    import math
+
     t = Table(title=title)
-    t.add_column("policy")
-    cols = list(table.columns)
-    for c in cols:
-        t.add_column(c, justify="right")
-    for name, row in table.iterrows():
-        t.add_row(str(name), *[f"{row[c]:.4g}" for c in cols])
+    t.add_column("metric")
+    for name in table.index:
+        t.add_column(str(name), justify="right")
+    for col in table.columns:
+        cells = [table.loc[name, col] for name in table.index]
+        t.add_row(col, *["–" if isinstance(v, float) and math.isnan(v) else f"{v:.4g}" for v in cells])
     console.print(t)
 
 

@@ -90,7 +90,11 @@ def train_job(
         mlflow.log_metric("train_seconds", result.seconds)
         tracking.log_table(table, "evaluation")
         fig = tracking.learning_curves(
-            result.history, evaluator.reference_metrics, evaluator.oracle_metrics, scheme.name
+            result.history,
+            evaluator.reference_metrics,
+            evaluator.oracle_metrics,
+            scheme.name,
+            cfg.train.kl_target,
         )
         tracking.log_figure(fig, "learning_curves.png")
         uri = version = None

@@ -72,7 +72,13 @@ def log_metrics(metrics: dict[str, float], step: int) -> None:
     mlflow.log_metrics({k.replace("/", "_"): float(v) for k, v in metrics.items()}, step=step)
 
 
-def learning_curves(history: list[dict[str, float]], reference: dict, oracle: dict, scheme: str):
+def learning_curves(
+    history: list[dict[str, float]],
+    reference: dict,
+    oracle: dict,
+    scheme: str,
+    kl_target: float | None = None,
+):
     """A figure of reward, gap closed, KL and beta against impressions."""
     import matplotlib
 
@@ -91,11 +97,14 @@ def learning_curves(history: list[dict[str, float]], reference: dict, oracle: di
     ax[0, 1].plot(x, df["oracle_gap_closed"])
     ax[0, 1].set_title("fraction of reference→oracle gap closed")
     ax[1, 0].plot(x, df["kl_to_reference"], label="KL(π‖ref)")
-    ax[1, 0].set_title("KL to reference (nats per banner)")
+    if kl_target is not None:
+        ax[1, 0].axhline(kl_target, color="red", ls=":", label="KL budget")
+    ax[1, 0].set_title("KL to reference (nats per banner) and β")
+    ax[1, 0].legend(loc="upper left")
     if "beta" in df:
         tw = ax[1, 0].twinx()
         tw.plot(x, df["beta"], color="orange", label="β")
-        tw.set_ylabel("β")
+        tw.set_ylabel("β", color="orange")
     for m in ("ctr", "purchase_rate", "multi_purchase_rate"):
         ax[1, 1].plot(x, df[m] / max(reference[m], 1e-9), label=m)
     ax[1, 1].set_title("outcome rates relative to reference")
