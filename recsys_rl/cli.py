@@ -340,3 +340,25 @@ def _sim_value_fn(sim_config: Path, cfg: RunConfig):
         )
 
     return lambda logged: value
+
+
+@app.command("register")
+@friendly
+def register_cmd(
+    policy: Path = typer.Option(..., "--policy", help="a saved policy (e.g. the reference from train-baseline)"),
+    alias: str = typer.Option("champion", "--alias", help="registry alias to point at it (serving follows it)"),
+    config: Path = typer.Option(None, "--config", help="run config YAML (tracking section used)"),
+) -> None:
+    """Register a saved policy in the MLflow model registry and point an alias at it."""
+    import mlflow
+
+    from recsys_rl import tracking
+    from recsys_rl.policy import load_policy
+
+    if not policy.is_file():
+        raise FileNotFoundError(f"--policy: {policy}: file not found")
+    cfg = load_run(config)
+    tracking.setup(cfg.tracking)
+    with mlflow.start_run(run_name=f"register-{policy.stem}"):
+        uri, version = tracking.log_policy(load_policy(policy), cfg.tracking.registered_model, alias)
+    console.print(f"registered {policy} as {cfg.tracking.registered_model} version {version} (@{alias})")

@@ -56,3 +56,13 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path):
     assert r.returncode == 2 and "unknown scheme 'nonexistent'" in r.stderr
     r = run(["train-baseline", "--logs", str(tmp_path / "missing")], tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_register_puts_a_saved_policy_under_an_alias(tmp_path):
+    from recsys_rl.policy import BannerPolicy, save_policy
+
+    save_policy(BannerPolicy(30, 4, 8), tmp_path / "p.pt")
+    r = run(["register", "--policy", str(tmp_path / "p.pt"), "--alias", "champion"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    v = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias("banner-policy", "champion")
+    assert str(v.version) == "1"
