@@ -145,7 +145,6 @@ class TrainConfig(_Strict):
     kl_hard_limit: float = Field(5.0, gt=0, description="KL above which a model is never registered")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight")
     value_coef: float = Field(0.5, ge=0, description="critic loss weight")
-    candidates: int = Field(0, ge=0, description="top-M candidate set for sampling/KL (0 = full catalogue)")
     eval_every: int = Field(20, ge=1, description="updates between evaluations")
     eval_users: int = Field(4096, ge=1, description="contexts in each exact evaluation")
 
