@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recsys_rl.cli_evaluate import evaluate
 from recsys_rl.cli_serve import drive, serve
 from recsys_rl.cli_simulate import simulate
 from recsys_rl.config import ConfigError, RunConfig, load_reward, load_run
@@ -29,6 +30,7 @@ console = Console()
 app.command("simulate")(simulate)
 app.command("serve")(serve)
 app.command("drive")(drive)
+app.command("evaluate")(evaluate)
 
 QUICKSTART_DIR = Path("recsys-rl-quickstart")
 QUICKSTART_IMPRESSIONS = 500_000  # about a minute of fine-tuning on 2 cores; closes ~2/3 of the oracle gap
