@@ -21,6 +21,7 @@ from recsys_rl.events import EventStore, open_store
 from serving.banner_batcher import BannerBatcher
 from serving.config import ServeConfig
 from serving.errors import install_error_handlers
+from serving.impression_ids import ImpressionIds
 from serving.metrics import ServingMetrics
 from serving.middleware import ServingMiddleware
 from serving.model_holder import FileSource, ModelHolder, ModelSource, RegistrySource
@@ -54,7 +55,8 @@ def create_app(
             model_source(cfg), reload_interval_s=cfg.reload_interval_s, keep=cfg.keep_versions
         )
     metrics = ServingMetrics(holder, cfg.temperature)
-    services = Services(cfg, holder, metrics, cfg.resolved_admin_token(), store)
+    ids = ImpressionIds.resolve(cfg.secret)
+    services = Services(cfg, holder, metrics, cfg.resolved_admin_token(), ids, store)
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
 
     @asynccontextmanager
@@ -68,6 +70,8 @@ def create_app(
             temperature=cfg.temperature,
             generator=torch.Generator().manual_seed(seed),
             max_batch=cfg.max_scoring_batch,
+            ids=ids,
+            fallbacks=holder.previous,
         )
         started = holder.source is not None and not holder.running
         if started:

@@ -17,16 +17,28 @@ thread to overlap them gained throughput but gave p99 spikes of ~100 ms from GIL
 non-blocking append in the store would give the overlap without the extra thread. Torch's per-op
 overhead dominates at small catalogues (a forward is ~15 ops), so a batch of B costs little more than
 one; at 100k products batching also turns B matrix-vector products into one matrix product.
+
+Inference failures: if the model raises, or gives NaN / +inf logits (or a row all -inf) or the wrong
+shape, the group is scored again with a fallback model of the same catalogue (the last model that
+scored successfully, then the holder's previous versions, most recent first). The banner then carries the fallback's
+version and its exact propensity (the logged data stays correct for off-policy learning), the
+``recsys_banner_fallbacks`` counter records which version failed and which served, and the client
+gets a banner, not a 5xx. Only when no fallback scores either does the request fail (503).
+
+Impression ids are signed (``serving.impression_ids``) so that feedback can be checked without a
+store lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import queue
+import secrets
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,8 +46,11 @@ import torch
 from recsys_rl import slate
 from recsys_rl.events import EventStore, Impression
 from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
+from serving.impression_ids import ImpressionIds
 from serving.metrics import ServingMetrics
 from serving.model_holder import LoadedModel
+
+log = logging.getLogger("serving.banners")
 
 _PADS = [[PAD] * n for n in range(HISTORY_LEN + 1)]
 
@@ -53,7 +68,14 @@ class BannerJob:
     future: asyncio.Future
 
 
+class InferenceError(RuntimeError):
+    """The model raised, or its logits are unusable (NaN, +inf, a row all -inf, wrong shape)."""
+
+
 class BannerBatcher:
+    """``ids`` signs impression ids (default: a random secret, for tests); ``fallbacks`` lists the
+    models to try, most preferred first, when a model fails at inference (default: none)."""
+
     def __init__(
         self,
         store: EventStore,
@@ -62,12 +84,17 @@ class BannerBatcher:
         temperature: float,
         generator: torch.Generator,
         max_batch: int = 256,
+        ids: ImpressionIds | None = None,
+        fallbacks: Callable[[], list[LoadedModel]] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.temperature = temperature
         self.generator = generator
         self.max_batch = max_batch
+        self.ids = ids if ids is not None else ImpressionIds(secrets.token_bytes(32))
+        self.fallbacks = fallbacks
+        self._last_good: LoadedModel | None = None
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker = threading.Thread(target=self._work_forever, name="banner-worker", daemon=True)
@@ -113,7 +140,7 @@ class BannerBatcher:
         impressions: list[Impression] = []
         for group in by_model.values():
             try:
-                imps = self._score(group)
+                imps = self._score_or_fall_back(group)
             except Exception as exc:  # noqa: BLE001 - fail these requests, keep serving
                 done.append((group, None, exc))
                 continue
@@ -126,9 +153,41 @@ class BannerBatcher:
                 done = [(g, None, exc if e is None else e) for g, _, e in done]
         self._loop.call_soon_threadsafe(self._answer, done)
 
-    def _score(self, jobs: list[BannerJob]) -> list[Impression]:
-        """One forward for the group (all on one model); returns one impression per job."""
+    def _candidates(self, failed: LoadedModel) -> list[LoadedModel]:
+        """Models that can stand in for ``failed``: same catalogue and features, another version."""
+        pool = [self._last_good] + (self.fallbacks() if self.fallbacks is not None else [])
+        out, seen = [], {failed.version}
+        for m in pool:
+            if m is None or m.version in seen:
+                continue
+            if m.n_products == failed.n_products and m.n_user_features == failed.n_user_features:
+                out.append(m)
+                seen.add(m.version)
+        return out
+
+    def _score_or_fall_back(self, jobs: list[BannerJob]) -> list[Impression]:
         model = jobs[0].model
+        try:
+            imps = self._score(jobs, model)
+        except Exception as first:  # noqa: BLE001 - any failure of the model: try the fallbacks
+            log.warning("model %s failed at inference: %s: %s", model.version, type(first).__name__, first)
+            for other in self._candidates(model):
+                try:
+                    imps = self._score(jobs, other)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning(
+                        "fallback model %s failed too: %s: %s", other.version, type(exc).__name__, exc
+                    )
+                    continue
+                self.metrics.fallbacks.labels(model.version, other.version).inc(len(jobs))
+                self._last_good = other
+                return imps
+            raise
+        self._last_good = model
+        return imps
+
+    def _score(self, jobs: list[BannerJob], model: LoadedModel) -> list[Impression]:
+        """One forward of ``model`` for the group; returns one impression per job."""
         viewed = torch.tensor([j.viewed for j in jobs], dtype=torch.long)  # (B,)
         history = torch.tensor(
             [j.history + _PADS[HISTORY_LEN - len(j.history)] for j in jobs], dtype=torch.long
@@ -139,6 +198,13 @@ class BannerBatcher:
         explore = [j.explore for j in jobs]
         with torch.inference_mode():
             logits = model.logits(viewed, history, features)  # (B, N)
+            if not isinstance(logits, torch.Tensor) or logits.shape != (len(jobs), model.n_products):
+                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise InferenceError(f"expected logits of shape ({len(jobs)}, {model.n_products}), got {got}")
+            # one pass over (B, N): a row's max is NaN if any entry is, +inf if any entry is, and -inf
+            # if every entry is (nothing to sample from)
+            if not bool(torch.isfinite(logits.amax(dim=1)).all()):
+                raise InferenceError("NaN or infinite logits (or a row with every product at -inf)")
             if all(explore):  # the usual case: no row selection, no copies of (B, N)
                 items = slate.gumbel_topk(logits, BANNER_SIZE, self.generator, self.temperature)
                 logp = slate.log_prob(logits.double(), items, self.temperature)  # (B,) float64
@@ -152,10 +218,11 @@ class BannerBatcher:
                     logp[rows] = slate.log_prob(sub.double(), items[rows], self.temperature)
         now = time.time()
         out = []
-        for j, banner, lp in zip(jobs, items.tolist(), logp.tolist(), strict=True):
+        ids = self.ids.new_many(len(jobs))
+        for j, banner, lp, impression_id in zip(jobs, items.tolist(), logp.tolist(), ids, strict=True):
             out.append(
                 Impression(
-                    uuid.uuid4().hex,
+                    impression_id,
                     now,
                     j.user_id,
                     j.viewed,

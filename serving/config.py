@@ -56,6 +56,13 @@ class ServeConfig(BaseModel):
         min_length=8,
         description=f"token of the /admin endpoints; default ${ADMIN_TOKEN_ENV}; unset = disabled",
     )
+    secret: str | None = Field(
+        None,
+        min_length=16,
+        repr=False,
+        description="key signing impression ids; default $RECSYS_RL_SECRET; unset = random per start "
+        "(ids then do not verify after a restart: set it in production)",
+    )
     max_batch_events: int = Field(1000, ge=1, description="most feedback events in one request (more -> 413)")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (more -> 413)")
     max_scoring_batch: int = Field(

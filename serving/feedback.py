@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from recsys_rl.events import EventStore, Feedback, Impression
 from serving.errors import ApiError
@@ -22,12 +22,41 @@ class FeedbackRejected(ApiError):
         self.reasons = reasons
 
 
+def check_signatures(
+    events: Sequence[FeedbackEvent], verify: Callable[[str], bool], prefix: str = "events"
+) -> None:
+    """Refuse the batch if any event quotes an impression id the server did not issue (forged or
+    tampered, or signed under another secret). Runs before any store lookup, so forged ids cost no
+    store reads and reveal nothing about which ids exist."""
+    valid = {i: verify(i) for i in {e.impression_id for e in events}}  # each distinct id once
+    problems = []
+    for i, e in enumerate(events):
+        if not valid[e.impression_id]:
+            where = f"{prefix}[{i}]." if prefix else ""
+            problems.append(
+                {
+                    "field": f"{where}impression_id",
+                    "message": f"impression id {e.impression_id!r} was not issued by this service "
+                    "(bad signature)",
+                }
+            )
+    if problems:
+        raise FeedbackRejected(problems, Counter(forged=len(problems)))
+
+
 def ingest(
-    store: EventStore, events: Sequence[FeedbackEvent], attribution_window_s: float, prefix: str = "events"
+    store: EventStore,
+    events: Sequence[FeedbackEvent],
+    attribution_window_s: float,
+    prefix: str = "events",
+    verify: Callable[[str], bool] | None = None,
 ) -> tuple[int, int]:
     """Validate ``events`` against their impressions and append them durably (blocking: call from a
-    worker thread). Returns (new events stored, duplicates acknowledged). Raises ``FeedbackRejected``
-    (422) naming every bad event, with the count of each reason."""
+    worker thread). With ``verify``, impression ids are first checked by signature (``check_signatures``).
+    Returns (new events stored, duplicates acknowledged). Raises ``FeedbackRejected`` (422) naming
+    every bad event, with the count of each reason (forged, unknown, too_late, not_in_banner)."""
+    if verify is not None:
+        check_signatures(events, verify, prefix)
     now = time.time()
     impressions: dict[str, Impression | None] = {}
     for e in events:
@@ -38,7 +67,7 @@ def ingest(
         where = f"{prefix}[{i}]." if prefix else ""
         imp = impressions[e.impression_id]
         if imp is None:
-            reasons["unknown_impression"] += 1
+            reasons["unknown"] += 1
             problems.append(
                 {"field": f"{where}impression_id", "message": f"unknown impression {e.impression_id!r}"}
             )

@@ -69,6 +69,12 @@ class ServingMetrics:
         self.rejected = Counter(
             "recsys_feedback_rejected", "feedback events refused, by reason", ["reason"], registry=r
         )
+        self.fallbacks = Counter(
+            "recsys_banner_fallbacks",
+            "banners scored by a fallback model because the served one failed at inference",
+            ["failed_version", "served_version"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "recsys_scoring_batch_size", "banner requests scored together in one forward",
             buckets=BATCH_BUCKETS, registry=r,

@@ -276,6 +276,10 @@ class ModelHolder:
         for m in [m for m in self._history if m.version == version]:
             self._history.remove(m)
 
+    def previous(self) -> list[LoadedModel]:
+        """The models kept for rollback, most recent first (the fallbacks of a failing model)."""
+        return list(reversed(self._history))
+
     def history(self) -> list[str]:
         """Versions available for rollback, most recent first."""
         return [m.version for m in reversed(self._history)]

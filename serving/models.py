@@ -198,14 +198,20 @@ class _FieldError(ValueError):
         self.field, self.message = field, message
 
 
-def field_path(loc: tuple) -> str | None:
-    """('events', 2, 'units') -> 'events[2].units'; a leading 'body' is dropped."""
+def field_path(loc: tuple) -> str:
+    """('events', 2, 'units') -> 'events[2].units'; ('',) -> '[""]'; a leading 'body' is dropped; an
+    empty location is the whole body (e.g. a JSON array where an object is expected) -> 'body'."""
     if loc and loc[0] == "body":
         loc = loc[1:]
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or None
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part == "":  # an empty key (e.g. an unknown field named ""): still a path, not null
+            out += '[""]'
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
 
 
 def field_errors(err: ValidationError, prefix: tuple = ()) -> list[dict]:

@@ -8,6 +8,7 @@ from recsys_rl.events import EventStore
 from serving.banner_batcher import BannerBatcher
 from serving.config import ServeConfig
 from serving.errors import ApiError
+from serving.impression_ids import ImpressionIds
 from serving.metrics import ServingMetrics
 from serving.model_holder import ModelHolder
 
@@ -18,6 +19,7 @@ class Services:
     holder: ModelHolder
     metrics: ServingMetrics
     admin_token: str | None
+    ids: ImpressionIds
     store: EventStore | None = None  # set at startup when the app opens it itself
     batcher: BannerBatcher | None = None
 

@@ -54,7 +54,8 @@ def feedback_router(services: Services) -> APIRouter:
         openapi_extra=json_body(FeedbackRequest, FeedbackEvent),
     )
     async def feedback(request: Request) -> Response:
-        """Checks every event against its impression (it exists, is within the attribution window, the
+        """Checks every event's impression id by its signature (forged ids are refused without a
+        store lookup), then against its impression (it exists, is within the attribution window, the
         product is in its banner; the slot position is taken from the banner) and stores the batch,
         all or nothing. Events already stored (same event_id) are acknowledged as duplicates."""
         try:
@@ -65,7 +66,9 @@ def feedback_router(services: Services) -> APIRouter:
             raise
         store = services.ready_store()
         try:
-            new, dup = await run_in_threadpool(ingest, store, events, cfg.attribution_window_s, prefix)
+            new, dup = await run_in_threadpool(
+                ingest, store, events, cfg.attribution_window_s, prefix, services.ids.verify
+            )
         except FeedbackRejected as exc:
             for reason, n in exc.reasons.items():
                 metrics.rejected.labels(reason).inc(n)

@@ -18,6 +18,7 @@ from serving.model_holder import ModelHolder, from_policy
 
 N_PRODUCTS = 50
 TOKEN = "test-admin-token"
+SECRET = "test-impression-id-secret"
 
 
 def tiny_policy(seed: int = 0) -> BannerPolicy:
@@ -34,9 +35,17 @@ def config(tmp_path, **kw) -> ServeConfig:
         "events": f"sqlite:///{tmp_path}/unused.db",
         "seed": 0,
         "admin_token": TOKEN,
+        "secret": SECRET,
         "reload_interval_s": 0,
     }
     return ServeConfig(**{**base, **kw})
+
+
+def signed_id() -> str:
+    """A well-signed impression id (under the tests' secret) that no banner was served with."""
+    from serving.impression_ids import ImpressionIds
+
+    return ImpressionIds(SECRET).new()
 
 
 def serve_banner(c, **body) -> dict:

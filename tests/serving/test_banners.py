@@ -68,7 +68,7 @@ def test_the_impression_is_in_the_store_when_the_banner_is_returned(client, stor
 def test_impression_ids_are_fresh_and_unguessable(client):
     ids = [serve_banner(client)["impression_id"] for _ in range(10)]
     assert len(set(ids)) == 10
-    assert all(len(i) == 32 for i in ids)
+    assert all(len(i) == 65 and i[32] == "." for i in ids)  # 128-bit token + 128-bit HMAC tag
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from recsys_rl.events import Impression
 from serving.app import create_app
-from tests.serving.helpers import config, fields, serve_banner, tiny_holder
+from tests.serving.helpers import config, fields, serve_banner, signed_id, tiny_holder
 
 
 def event(imp: dict, eid: str, position: int = 0, kind: str = "click", **kw) -> dict:
@@ -52,7 +52,7 @@ def test_duplicate_event_ids_are_acknowledged_but_stored_once(client, store):
 
 def test_unknown_impression_is_refused_naming_the_event(client, store):
     imp = serve_banner(client)
-    bad = {**event(imp, "x1"), "impression_id": "no-such-impression"}
+    bad = {**event(imp, "x1"), "impression_id": signed_id()}
     r = client.post("/v1/feedback", json={"events": [event(imp, "ok"), bad]})
     assert r.status_code == 422 and fields(r) == ["events[1].impression_id"]
     assert "unknown impression" in r.json()["detail"][0]["message"]
@@ -113,15 +113,18 @@ def test_batch_over_the_limit_gets_413_and_nothing_is_stored(tmp_path, store):
 
 
 def test_feedback_after_the_attribution_window_is_refused(tmp_path, store):
+    old_id = signed_id()
     old = Impression(
-        "old-one", time.time() - 120, 1, 2, (3,), (10, 11, 12, 13, 14), 0.5, -0.6931471805599453, "v"
+        old_id, time.time() - 120, 1, 2, (3,), (10, 11, 12, 13, 14), 0.5, -0.6931471805599453, "v"
     )
     store.append_impressions([old])
     app = create_app(config(tmp_path, attribution_window_s=60), store=store, holder=tiny_holder())
     with TestClient(app) as c:
-        r = c.post("/v1/feedback", json={"event_id": "late", "impression_id": "old-one", "type": "click",
+        r = c.post("/v1/feedback", json={"event_id": "late", "impression_id": old_id, "type": "click",
                                          "product_id": 12})  # fmt: skip
+        metrics = c.get("/metrics").text
     assert r.status_code == 422 and fields(r) == ["impression_id"]
+    assert 'recsys_feedback_rejected_total{reason="too_late"} 1.0' in metrics
     assert "attribution window" in r.json()["detail"][0]["message"]
 
 
@@ -130,7 +133,11 @@ def test_metrics_count_written_duplicate_and_rejected_feedback(client):
     client.post("/v1/feedback", json={"events": [event(imp, "a"), event(imp, "b", 1)]})
     client.post("/v1/feedback", json=event(imp, "a"))
     client.post("/v1/feedback", json={**event(imp, "z"), "impression_id": "nope"})
+    client.post("/v1/feedback", json={**event(imp, "y"), "impression_id": signed_id()})
+    client.post("/v1/feedback", json={**event(imp, "w"), "product_id": 50})
     text = client.get("/metrics").text
     assert "recsys_feedback_events_written_total 2.0" in text
     assert "recsys_feedback_duplicates_total 1.0" in text
-    assert 'recsys_feedback_rejected_total{reason="unknown_impression"} 1.0' in text
+    assert 'recsys_feedback_rejected_total{reason="forged"} 1.0' in text
+    assert 'recsys_feedback_rejected_total{reason="unknown"} 1.0' in text
+    assert 'recsys_feedback_rejected_total{reason="not_in_banner"} 1.0' in text
