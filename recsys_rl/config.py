@@ -204,7 +204,7 @@ def _format_error(source: str, err: ValidationError) -> str:
     elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
         msg = f"{msg} (got {first['input']!r})"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+    return " ".join(f"{source}: {loc}: {msg}{more}".splitlines())  # always one line, whatever the key holds
 
 
 def validate(model: type[M], data: object, source: str = "<config>") -> M:

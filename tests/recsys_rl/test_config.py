@@ -84,3 +84,9 @@ def test_cli_bad_config_exits_nonzero_with_one_readable_line(tmp_path):
     assert r.returncode == 2
     lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and "train.lr" in lines[0] and "greater than 0" in lines[0]
+
+
+def test_error_stays_on_one_line_even_for_a_key_with_a_newline():
+    with pytest.raises(ConfigError) as e:
+        load_run(overrides={"train": {"bad\nkey": 1}})
+    assert "\n" not in str(e.value) and "unknown key" in str(e.value)
