@@ -61,7 +61,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="timed vectorised batches (best is reported)")
     ap.add_argument("--loop-impressions", type=int, default=2_000, help="impressions per timed loop run")
     ap.add_argument("--loop-repeats", type=int, default=3, help="timed loop runs (best is reported)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default; 1 is the project's)")
+    ap.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads (0: torch's default, all cores; use 1 when other jobs load the machine)",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
