@@ -4,10 +4,8 @@ server (SQLite event store, model from the MLflow registry by alias) <- drive (s
 HTTP) -> online trainer (consumes the stream, registers guard-railed versions) -> server hot-swaps.
 """
 
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import mlflow
@@ -22,16 +20,11 @@ from recsys_rl.evaluation import greedy_banners, make_eval_set
 from recsys_rl.logs import read_logs
 from recsys_rl.policy import save_policy
 from recsys_rl.rewards import expected_reward
+from tests.net import free_port, wait_ready
 from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, small_sim
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "recsys_rl"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def exact_value(logits_fn, es, scheme) -> float:
@@ -76,14 +69,7 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
         cwd=tmp_path, stdout=logs["trainer"], stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            time.sleep(0.1)
+        wait_ready(f"{url}/readyz", server, (tmp_path / "server.log").read_text)
         served = "1"
         client = mlflow.MlflowClient(db)
         for round_ in range(12):

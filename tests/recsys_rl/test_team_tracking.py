@@ -2,14 +2,11 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import mlflow
 import pytest
 import torch
@@ -19,15 +16,10 @@ from recsys_rl.config import RunConfig, TrackingConfig
 from recsys_rl.jobs import train_job
 from recsys_rl.logs import read_logs
 from recsys_rl.tracking import load_logits_model
+from tests.net import free_port, wait_ready
 from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, small_sim, small_train
 
 PG = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-c"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +35,7 @@ def team_server(tmp_path_factory):
     proc = subprocess.Popen(cmd, env=env, stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{uri}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-            time.sleep(0.1)
-        else:
-            pytest.fail("mlflow server did not start:\n" + (root / "server.log").read_text()[-2000:])
+        wait_ready(f"{uri}/health", proc, (root / "server.log").read_text)
         yield uri
     finally:
         proc.terminate()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import redis
 import yaml
 
 from recsys_rl.events import open_store
+from tests.net import free_port, wait_ready
 from tests.serving.helpers import SECRET, unique_prefix
 
 pytestmark = pytest.mark.slow
@@ -35,12 +35,6 @@ ROUNDS = 60  # banner + feedback pairs per worker at most
 KILL_AFTER_IMPRESSIONS = 150  # acknowledged banners before the kill
 MIN_EVENTS = 50  # acknowledged feedback events needed for the run to count
 LOAD_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -66,16 +60,7 @@ def server(tmp_path: Path, policy_file: Path, events: str, name: str):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+        wait_ready(f"{url}/readyz", proc, (tmp_path / f"{name}.log").read_text)
         yield proc, url
     finally:
         if proc.poll() is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -13,6 +12,7 @@ import redis
 
 from recsys_rl.events import open_store
 from serving.app import create_app
+from tests.net import free_port, wait_ready
 from tests.serving.helpers import config, running_server, tiny_holder, unique_prefix
 
 
@@ -81,11 +81,7 @@ def test_readyz_reports_an_unreachable_store(tmp_path):
 
 
 def test_serve_command_runs_a_server_process(tmp_path, policy_file):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     code = "import sys, typer; from recsys_rl.cli_serve import serve; sys.argv[0] = 'serve'; typer.run(serve)"
     args = [
         "--policy-path",
@@ -98,16 +94,9 @@ def test_serve_command_runs_a_server_process(tmp_path, policy_file):
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read().decode()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+        wait_ready(
+            f"{url}/readyz", proc, lambda: proc.stderr.read().decode() if proc.poll() is not None else ""
+        )
         banner_and_feedback_round_trip(url)
     finally:
         proc.terminate()
