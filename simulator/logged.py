@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from recsys_rl.logs import LogWriter
-from simulator.behaviour import PopularityBehaviour
+from simulator.behaviour import Behaviour, PopularityBehaviour
 from simulator.env import Simulator
 
 LOG_START_TIME = 1_767_225_600.0
@@ -30,18 +30,20 @@ def generate_logs(
     seed: int,
     chunk: int = DEFAULT_CHUNK,
     progress: bool = True,
-    behaviour: PopularityBehaviour | None = None,
+    behaviour: Behaviour | None = None,
 ) -> Path:
     """Simulate ``n_impressions`` banners of the behaviour policy and write them to ``out_dir``.
 
     Users, contexts, banners and responses all come from one generator seeded with ``seed``, in chunks
-    of ``chunk`` impressions; ids are '<seed>-<i>'. Returns the log directory.
+    of ``chunk`` impressions; ids are '<seed>-<i>'. ``behaviour`` serves the banners (default: the
+    popularity policy; e.g. ``ExploringBehaviour`` for a recommender with exploration) and the log
+    records its version and exact banner propensities. Returns the log directory.
     """
     if n_impressions < 1:
         raise ValueError(f"n_impressions: must be >= 1, got {n_impressions}")
     if chunk < 1:
         raise ValueError(f"chunk: must be >= 1, got {chunk}")
-    policy = behaviour or PopularityBehaviour(sim.popularity)
+    policy = behaviour if behaviour is not None else PopularityBehaviour(sim.popularity)
     generator = torch.Generator().manual_seed(seed)
     with (
         LogWriter(out_dir, policy_version=policy.version, id_prefix=str(seed)) as writer,

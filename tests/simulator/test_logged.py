@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_rl.logs import read_logs
-from simulator.behaviour import POLICY_VERSION, PopularityBehaviour
+from simulator.behaviour import POLICY_VERSION, ExploringBehaviour, PopularityBehaviour
 from simulator.logged import generate_logs
 
 
@@ -40,3 +40,20 @@ def test_logged_contexts_come_from_the_simulator(sim, tmp_path):
     )
     cons = sim.population.consider_items[users]
     assert (cons == logged.contexts.viewed[:, None]).any(1).all()
+
+
+def test_logs_of_a_contextual_exploring_recommender_carry_its_exact_propensities(sim, tmp_path):
+    n = sim.n_products
+    table = torch.randn(n, n, generator=torch.Generator().manual_seed(0)) * 2
+    behaviour = ExploringBehaviour(lambda ctx: table[ctx.viewed], n, epsilon=0.2, version="ref-eps0.2")
+    out = generate_logs(sim, 1200, tmp_path, seed=4, chunk=500, progress=False, behaviour=behaviour)
+    logged = read_logs(out)
+    exact = behaviour.log_prob(logged.contexts, logged.banners.items)
+    assert torch.allclose(logged.banners.log_prob.double(), exact, rtol=1e-6)
+    assert (
+        pq.read_table(out / "impressions.parquet").column("policy_version").to_numpy() == "ref-eps0.2"
+    ).all()
+    again = read_logs(
+        generate_logs(sim, 1200, tmp_path / "b", seed=4, chunk=500, progress=False, behaviour=behaviour)
+    )
+    assert torch.equal(again.banners.items, logged.banners.items)
