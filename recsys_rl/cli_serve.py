@@ -8,6 +8,7 @@ respond to them as the simulator says, and post their clicks and purchases back.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 import uuid
@@ -66,6 +67,7 @@ def serve(
         app = create_app(cfg)
     except ValueError as e:
         raise _fail(str(e)) from None
+    gc.freeze()  # startup objects (torch, mlflow, the app) leave the collector: no 50 ms full collections
     uvicorn.run(app, host=cfg.host, port=cfg.port, workers=1, access_log=access_log, log_level="info")
 
 

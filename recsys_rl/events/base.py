@@ -22,6 +22,7 @@ import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -275,9 +276,19 @@ class EventStore(ABC):
     def append_impressions(self, items: Sequence[Impression]) -> int:
         """Store impressions; returns how many were new (a repeated ``impression_id`` is acknowledged
         and not stored again). Returns after the data is durable."""
+        return self.append_impressions_nowait(items).result()
+
+    def append_impressions_nowait(self, items: Sequence[Impression]) -> Future:
+        """``append_impressions`` without the wait: a future of the count, resolved on the store's
+        writer thread once the data is durable. Lets a caller that batches (the banner server) score
+        its next batch while this one is being committed, instead of idling through the fsync."""
         self._check_open()
         _check_records(items, Impression, "impressions")
-        return self._append_impressions(items) if len(items) else 0
+        if not len(items):
+            done: Future = Future()
+            done.set_result(0)
+            return done
+        return self._append_impressions(items)
 
     def append_feedback(self, events: Sequence[Feedback]) -> int:
         """Store feedback events; returns how many were new (idempotent by ``event_id``)."""
@@ -338,7 +349,7 @@ class EventStore(ABC):
             raise RuntimeError(f"{type(self).__name__}: the event store is closed")
 
     @abstractmethod
-    def _append_impressions(self, items: Sequence[Impression]) -> int: ...
+    def _append_impressions(self, items: Sequence[Impression]) -> Future: ...
 
     @abstractmethod
     def _append_feedback(self, events: Sequence[Feedback]) -> int: ...

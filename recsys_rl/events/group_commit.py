@@ -60,12 +60,17 @@ class GroupCommitter:
 
     def submit(self, kind: str, payload: Any, size: int = 1) -> Any:
         """Queue one write and wait until the transaction holding it is durable; returns its result."""
+        return self.submit_nowait(kind, payload, size).result()
+
+    def submit_nowait(self, kind: str, payload: Any, size: int = 1) -> Future:
+        """Queue one write; the future resolves (on the writer thread) once it is durable. Writes are
+        committed in submission order, so futures resolve in that order too."""
         op = _Op(kind, payload, size)
         with self._lock:
             if self._closed:
                 raise RuntimeError("event store writer is closed")
             self._queue.put(op)
-        return op.future.result()
+        return op.future
 
     def close(self) -> None:
         """Write everything already submitted, then stop the writer thread."""

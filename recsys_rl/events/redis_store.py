@@ -28,6 +28,7 @@ import json
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from operator import attrgetter
 from typing import Any
 
@@ -177,11 +178,11 @@ class RedisEventStore(EventStore):
                 raise reply
         return replies
 
-    def _append_impressions(self, items: Sequence[Impression]) -> int:
+    def _append_impressions(self, items: Sequence[Impression]) -> Future:
         args: list[Any] = []
         for i in items:
             args += (i.impression_id, json.dumps(_impression_fields(i)), repr(i.timestamp))
-        return self._writer.submit("impressions", ((), args), len(items))
+        return self._writer.submit_nowait("impressions", ((), args), len(items))
 
     def _append_feedback(self, events: Sequence[Feedback]) -> int:
         keys, args = [], []

@@ -18,6 +18,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,8 @@ class SqliteEventStore(EventStore):
         self._conn.execute(_UPSERT_CONSUMER, (consumer, seq))
         return None
 
-    def _append_impressions(self, items: Sequence[Impression]) -> int:
-        return self._writer.submit("impressions", [_impression_row(i) for i in items], len(items))
+    def _append_impressions(self, items: Sequence[Impression]) -> Future:
+        return self._writer.submit_nowait("impressions", [_impression_row(i) for i in items], len(items))
 
     def _append_feedback(self, events: Sequence[Feedback]) -> int:
         return self._writer.submit("feedback", [_feedback_fields(f) for f in events], len(events))

@@ -54,6 +54,21 @@ def test_repeated_impressions_are_acknowledged_and_stored_once(store):
     assert ids(store.read_ready("t", 1e9, 10)) == ["imp-a", "imp-b", "imp-c"]
 
 
+def test_non_blocking_appends_resolve_in_order_once_stored(store):
+    futures = [store.append_impressions_nowait([imp(k, ts=float(k))]) for k in range(20)]
+    futures.append(store.append_impressions_nowait([imp(3, ts=3.0)]))  # a repeat: acknowledged, not stored
+    done_order = []
+    for k, f in enumerate(futures):
+        f.add_done_callback(lambda _, k=k: done_order.append(k))
+    assert [f.result(timeout=30) for f in futures] == [1] * 20 + [0]
+    assert done_order == sorted(done_order)  # one writer commits in submission order
+    assert ids(store.read_ready("t", 1e9, 100)) == [f"imp-{k}" for k in range(20)]
+    assert store.append_impressions_nowait([]).result() == 0
+    with pytest.raises(TypeError, match=r"impressions\[0\]: must be a Impression"):
+        store.append_impressions_nowait([{"impression_id": "x"}])  # refused at once, nothing queued
+    assert store.count_impressions() == 20
+
+
 def test_repeated_feedback_events_are_stored_once(store):
     a = imp("a")
     store.append_impressions([a])
