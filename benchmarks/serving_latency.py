@@ -11,7 +11,10 @@ Starts, one at a time on loopback, each as its own process with one uvicorn work
 3. the service at 100,000 products;
 
 and loads each with ``wrk`` (2 threads, 8 connections, fixed duration; a Lua script posts varied
-banner requests and reports exact percentiles and non-2xx answers). Service and echo runs alternate
+banner requests and reports exact percentiles, the request count and non-2xx answers). The load is
+bounded by duration at fixed concurrency, not by a request count: ``wrk`` has no count option, and a
+Lua ``wrk.thread:stop()`` after N answers still holds the run (and its rate's denominator) to the
+full ``-d`` (measured: 2,000 answers reported over 10.00 s). Service and echo runs alternate
 for ``--rounds`` rounds and the median run of each is kept, so a busy neighbour on a shared machine
 skews both alike. Then posts feedback in batches of 100 fresh events to measure durable ingestion,
 checking afterwards that the store holds what was acknowledged.
@@ -214,7 +217,7 @@ def start_service(n_products: int, work: Path, synchronous: str) -> tuple[subpro
 def line(name: str, s: dict) -> str:
     return (
         f"{name}: p50_ms={s['p50_us'] / 1000:.2f} p99_ms={s['p99_us'] / 1000:.2f} rps={s['rps']:.0f} "
-        f"non2xx={s['non2xx']} socket_errors={s['socket_errors']}"
+        f"requests={s['requests']} non2xx={s['non2xx']} socket_errors={s['socket_errors']}"
     )
 
 
