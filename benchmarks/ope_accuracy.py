@@ -40,8 +40,13 @@ Design, and why:
   --seed 1, 2, ... for independent draws.
 - Why ε = 0.1 and 20k impressions: 10% exploration is a common production budget, and with it every
   product shows at each position with probability ≥ ε/N, which bounds the uniform policy's weights by
-  1/ε = 10 (ESS ≈ 3.8k of 20k whole-banner); the fine-tuned policy's whole-banner weights reach ~100
-  (ESS ≈ 5k), so 20k impressions keep the normal approximation sound for every estimator.
+  1/ε = 10 (whole-banner ESS ≈ 3.8k of 20k); the reference's weights are ≤ 1/(1−ε); the fine-tuned
+  policy's whole-banner weights average 1 with a largest of 150–330 over 50 logs (ESS ≈ 6.2k), so 20k
+  impressions keep the normal approximation sound for every estimator. A fine-tune further from the
+  reference costs ESS fast (KL 0.87 nat: ESS ≈ 1.8k, largest weight ≈ 250 in one log).
+- Measured (2-core machine, one thread): about 5.5 CPU-minutes per run; --seed 0 / 1 / 2 gave IPS
+  coverage 0.953 / 0.980 / 0.933, SNIPS 0.967 / 0.953 / 0.933, DR 0.967 / 0.967 / 0.927, and RMSE
+  IPS 0.060 / 0.052 / 0.068 against DR 0.032 / 0.029 / 0.035.
 
     python benchmarks/ope_accuracy.py [--reps 50] [--impressions 20000] [--epsilon 0.1] [--seed 0]
 
