@@ -72,6 +72,8 @@ def create_app(
             max_batch=cfg.max_scoring_batch,
             ids=ids,
             fallbacks=holder.previous,
+            demote=holder.demote,
+            demote_after=cfg.auto_rollback_after,
         )
         started = holder.source is not None and not holder.running
         if started:

@@ -86,6 +86,8 @@ class BannerBatcher:
         max_batch: int = 256,
         ids: ImpressionIds | None = None,
         fallbacks: Callable[[], list[LoadedModel]] | None = None,
+        demote: Callable[[str, LoadedModel], object] | None = None,
+        demote_after: int = 0,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -95,6 +97,8 @@ class BannerBatcher:
         self.ids = ids if ids is not None else ImpressionIds(secrets.token_bytes(32))
         self.fallbacks = fallbacks
         self._last_good: LoadedModel | None = None
+        self.demote, self.demote_after = demote, demote_after
+        self._failing: tuple[str, int] = ("", 0)  # (version, scoring batches it failed in a row)
         self._in_flight: set[Future] = set()  # impressions handed to the store, not yet durable
         self._in_flight_lock = threading.Lock()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -200,10 +204,31 @@ class BannerBatcher:
                     continue
                 self.metrics.fallbacks.labels(model.version, other.version).inc(len(jobs))
                 self._last_good = other
+                self._count_failure(model, other)
                 return imps
             raise
         self._last_good = model
+        if self._failing[0] == model.version:
+            self._failing = ("", 0)
         return imps
+
+    def _count_failure(self, failed: LoadedModel, stand_in: LoadedModel) -> None:
+        """After ``demote_after`` failed batches in a row, roll ``failed`` back to ``stand_in`` (on its
+        own thread: the holder's lock may be held by a slow registry load, and scoring must not wait)."""
+        version, n = self._failing
+        n = n + 1 if version == failed.version else 1
+        self._failing = (failed.version, n)
+        if self.demote is None or not self.demote_after or n != self.demote_after:
+            return
+
+        def demote() -> None:
+            try:
+                if self.demote(failed.version, stand_in):
+                    self.metrics.auto_rollbacks.labels(failed.version, stand_in.version).inc()
+            except Exception:  # noqa: BLE001 - serving goes on with fallbacks; the log says why
+                log.exception("automatic rollback of model %s failed", failed.version)
+
+        threading.Thread(target=demote, name="model-demote", daemon=True).start()
 
     def _score(self, jobs: list[BannerJob], model: LoadedModel) -> list[Impression]:
         """One forward of ``model`` for the group; returns one impression per job."""

@@ -51,6 +51,12 @@ class ServeConfig(BaseModel):
         30.0, ge=0, description="how often to poll the registry / policy file for a new version; 0 = never"
     )
     keep_versions: int = Field(3, ge=1, le=50, description="previous models kept in memory for rollback")
+    auto_rollback_after: int = Field(
+        20,
+        ge=0,
+        description="scoring batches in a row that the served version fails (served by a fallback instead) "
+        "before it is rolled back to that fallback and pinned; 0 = never",
+    )
     admin_token: str | None = Field(
         None,
         min_length=8,

@@ -75,6 +75,12 @@ class ServingMetrics:
             ["failed_version", "served_version"],
             registry=r,
         )
+        self.auto_rollbacks = Counter(
+            "recsys_model_auto_rollbacks",
+            "served versions rolled back automatically after failing at inference batch after batch",
+            ["failed_version", "served_version"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "recsys_scoring_batch_size", "banner requests scored together in one forward",
             buckets=BATCH_BUCKETS, registry=r,

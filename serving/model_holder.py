@@ -325,6 +325,22 @@ class ModelHolder:
         log.warning("rolled back to model %s", prev.version)
         return prev
 
+    def demote(self, failed: str, to: LoadedModel) -> bool:
+        """Serve ``to`` instead of ``failed`` and pin it, if ``failed`` is still the current version (the
+        automatic rollback of a model that keeps failing at inference). ``failed`` leaves the history,
+        so it is not offered as a fallback either; an operator's ``unpin`` follows the source again."""
+        with self._control:
+            cur = self._current
+            if cur is None or cur.version != failed or to.version == failed:
+                return False
+            self.swap(to)
+            self._forget(failed)
+            self.pinned = True
+        log.error(
+            "model %s failed at inference batch after batch: rolled back to %s and pinned", failed, to.version
+        )
+        return True
+
     def unpin(self) -> bool:
         """Follow the source again; polls it at once. Returns whether the model changed."""
         with self._control:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -104,3 +105,44 @@ def test_after_recovery_the_served_model_is_used_again(tmp_path, store):
         assert serve_banner(c)["model_version"] == "v-good"
         holder.swap(from_policy(tiny_policy(2), "v-new"))
         assert serve_banner(c)["model_version"] == "v-new"
+
+
+def test_a_model_that_keeps_failing_is_rolled_back_and_pinned(tmp_path, store):
+    """After auto_rollback_after failed batches in a row the stand-in becomes the served version (pinned,
+    so a poll does not bring the broken one back), and /metrics records the rollback."""
+    holder = holder_with_broken_current(nan_logits)
+    app = create_app(config(tmp_path, auto_rollback_after=3), store=store, holder=holder)
+    with TestClient(app) as c:
+        for u in range(2):
+            assert serve_banner(c, user_id=u)["model_version"] == "v-good"
+        assert holder.current.version == "v-broken"  # two failures: not yet
+        serve_banner(c, user_id=2)
+        deadline = time.monotonic() + 10
+        while holder.current.version != "v-good" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert holder.current.version == "v-good" and holder.pinned
+        assert "v-broken" not in holder.history()
+        assert serve_banner(c, user_id=3)["model_version"] == "v-good"
+        metrics = c.get("/metrics").text
+    line = 'recsys_model_auto_rollbacks_total{failed_version="v-broken",served_version="v-good"} 1.0'
+    assert line in metrics
+
+
+def test_a_failure_streak_is_broken_by_a_good_batch(tmp_path, store):
+    flaky = {"fail": True}
+
+    def sometimes(viewed, history, user_features):
+        if flaky["fail"]:
+            raise RuntimeError("transient")
+        return torch.zeros(len(viewed), N_PRODUCTS)
+
+    holder = holder_with_broken_current(sometimes)
+    app = create_app(config(tmp_path, auto_rollback_after=2), store=store, holder=holder)
+    with TestClient(app) as c:
+        serve_banner(c, user_id=0)  # failure 1
+        flaky["fail"] = False
+        assert serve_banner(c, user_id=1)["model_version"] == "v-broken"  # streak reset
+        flaky["fail"] = True
+        serve_banner(c, user_id=2)  # failure 1 again
+        time.sleep(0.2)
+    assert holder.current.version == "v-broken" and not holder.pinned
