@@ -55,8 +55,7 @@ def create_app(
             model_source(cfg), reload_interval_s=cfg.reload_interval_s, keep=cfg.keep_versions
         )
     metrics = ServingMetrics(holder, cfg.temperature)
-    ids = ImpressionIds.resolve(cfg.secret)
-    services = Services(cfg, holder, metrics, cfg.resolved_admin_token(), ids, store)
+    services = Services(cfg, holder, metrics, cfg.resolved_admin_token(), store=store)
     seed = cfg.seed if cfg.seed is not None else secrets.randbits(63)
 
     @asynccontextmanager
@@ -64,6 +63,7 @@ def create_app(
         opened = None
         if services.store is None:
             opened = services.store = await run_in_threadpool(open_store, cfg.events)
+        ids = services.ids = await run_in_threadpool(ImpressionIds.resolve, cfg.secret, services.store)
         services.batcher = BannerBatcher(
             services.store,
             metrics,

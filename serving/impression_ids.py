@@ -5,11 +5,13 @@
 accepts without the secret, so feedback quoting a forged id is refused from the id alone, before any
 store lookup: forged traffic costs no store reads and cannot probe which ids exist.
 
-The secret comes from the config's ``secret``, else ``$RECSYS_RL_SECRET``. With neither, the server
-draws a random one at start and warns: ids then verify only until the next restart (feedback for
-banners served before a restart is refused as forged), which suits development and tests, not
-production. Nothing is written to disk: a persisted secret would need its own protection, and
-operators already manage the admin token the same way.
+The secret comes from the config's ``secret``, else ``$RECSYS_RL_SECRET``, else the event store's own
+(``EventStore.signing_secret``: 32 random bytes made on first use and kept in the store). The last is
+the default because the alternatives fail quietly: a random secret per process made every feedback
+event on a banner served before a restart, or by another server sharing the store, be refused as
+forged. Keeping the key beside the events exposes nothing new: whoever can read or write the store
+can already read or write the events themselves. Only without any store (unit tests) is a random
+secret drawn, with a warning.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import hmac
 import logging
 import os
 import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from recsys_rl.events import EventStore
 
 log = logging.getLogger("serving.ids")
 
@@ -39,13 +45,17 @@ class ImpressionIds:
         self._mac = hmac.new(key, digestmod=hashlib.sha256)  # keyed once; copied per id
 
     @classmethod
-    def resolve(cls, configured: str | None) -> ImpressionIds:
-        """The configured secret, else the environment's, else a random one (with a warning)."""
+    def resolve(cls, configured: str | None, store: EventStore | None = None) -> ImpressionIds:
+        """The configured secret, else the environment's, else the event store's own (made once and kept
+        in the store, so servers sharing it and restarts agree), else a random one (with a warning)."""
         secret = configured or os.environ.get(SECRET_ENV)
+        if not secret and store is not None:
+            log.info("impression ids are signed with the event store's secret")
+            secret = store.signing_secret()
         if not secret:
             log.warning(
-                "no secret configured (ServeConfig.secret or $%s): using a random one; impression ids "
-                "will not verify after a restart",
+                "no secret configured (ServeConfig.secret or $%s) and no event store: using a random one; "
+                "impression ids will not verify after a restart",
                 SECRET_ENV,
             )
             secret = secrets.token_bytes(32)

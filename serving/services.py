@@ -19,8 +19,8 @@ class Services:
     holder: ModelHolder
     metrics: ServingMetrics
     admin_token: str | None
-    ids: ImpressionIds
     store: EventStore | None = None  # set at startup when the app opens it itself
+    ids: ImpressionIds | None = None  # set at startup: the secret may be the store's
     batcher: BannerBatcher | None = None
 
     def ready_store(self) -> EventStore:

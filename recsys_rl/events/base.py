@@ -296,6 +296,16 @@ class EventStore(ABC):
         _check_records(events, Feedback, "feedback")
         return self._append_feedback(events) if len(events) else 0
 
+    def signing_secret(self) -> bytes:
+        """A random 32-byte key made on the first call and kept in the store (durably, like an event).
+
+        The banner server signs impression ids with it when no secret is configured: every server that
+        shares this store then signs alike, and a restart keeps the key, so feedback on banners served
+        before the restart still verifies. Whoever can write to the store could forge ids with it, but
+        could equally write events directly, so it adds no exposure."""
+        self._check_open()
+        return self._signing_secret()
+
     def get_impression(self, impression_id: str) -> Impression | None:
         self._check_open()
         if not isinstance(impression_id, str):
@@ -353,6 +363,9 @@ class EventStore(ABC):
 
     @abstractmethod
     def _append_feedback(self, events: Sequence[Feedback]) -> int: ...
+
+    @abstractmethod
+    def _signing_secret(self) -> bytes: ...
 
     @abstractmethod
     def _get_impression(self, impression_id: str) -> Impression | None: ...

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -190,6 +191,11 @@ class RedisEventStore(EventStore):
             keys.append(self._fb_key(f.impression_id))
             args += (f.event_id, f.impression_id, json.dumps(_feedback_fields(f)))
         return self._writer.submit("feedback", (keys, args), len(events))
+
+    def _signing_secret(self) -> bytes:
+        key = f"{self.prefix}:signing_secret"
+        self._r.set(key, secrets.token_hex(32), nx=True)  # the first server to ask makes it
+        return bytes.fromhex(self._r.get(key))
 
     def _get_impression(self, impression_id: str) -> Impression | None:
         raw = self._r.hget(self._k_imp, impression_id)

@@ -15,6 +15,7 @@ impression that was still uncommitted.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from recsys_rl.events.base import EventStore, Feedback, Impression, ReadBatch
 from recsys_rl.events.group_commit import GroupCommitter
 
 BUSY_TIMEOUT_MS = 10_000
+SECRET_KEY = "impression_id_secret"
 SYNCHRONOUS = ("full", "normal")
 
 _SCHEMA = """
@@ -55,6 +57,10 @@ CREATE TABLE IF NOT EXISTS feedback (
     price REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feedback_by_impression ON feedback (impression_id);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS consumers (
     consumer TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
@@ -166,6 +172,13 @@ class SqliteEventStore(EventStore):
                 elif kind == "feedback":
                     conn.executemany(_INSERT_FB, payload)
                     results.append(conn.total_changes - before)
+                elif kind == "secret":
+                    conn.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (SECRET_KEY, payload)
+                    )
+                    results.append(
+                        conn.execute("SELECT value FROM meta WHERE key = ?", (SECRET_KEY,)).fetchone()[0]
+                    )
                 else:
                     results.append(self._commit_in_tx(*payload))
             conn.execute("COMMIT")
@@ -189,6 +202,9 @@ class SqliteEventStore(EventStore):
 
     def _append_feedback(self, events: Sequence[Feedback]) -> int:
         return self._writer.submit("feedback", [_feedback_fields(f) for f in events], len(events))
+
+    def _signing_secret(self) -> bytes:
+        return bytes(self._writer.submit("secret", secrets.token_bytes(32)))
 
     def _get_impression(self, impression_id: str) -> Impression | None:
         row = (

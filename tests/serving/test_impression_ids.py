@@ -49,11 +49,30 @@ def test_a_short_secret_is_refused():
         ImpressionIds("short")
 
 
-def test_the_secret_comes_from_the_environment_when_not_configured(monkeypatch):
+def test_the_secret_comes_from_the_environment_when_not_configured(monkeypatch, store):
     monkeypatch.setenv(SECRET_ENV, SECRET)
-    assert ImpressionIds.resolve(None).verify(ImpressionIds(SECRET).new())
+    assert ImpressionIds.resolve(None, store).verify(ImpressionIds(SECRET).new())
     monkeypatch.delenv(SECRET_ENV)
-    assert not ImpressionIds.resolve(None).verify(ImpressionIds(SECRET).new())  # random per start
+    assert not ImpressionIds.resolve(None).verify(ImpressionIds(SECRET).new())  # no store: random per start
+
+
+def test_without_a_configured_secret_servers_on_one_store_sign_alike(monkeypatch, store):
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    one, other = ImpressionIds.resolve(None, store), ImpressionIds.resolve(None, store)
+    assert other.verify(one.new()) and one.verify(other.new())
+    assert not ImpressionIds(SECRET).verify(one.new())
+
+
+def test_feedback_on_a_banner_served_before_a_restart_is_accepted(monkeypatch, tmp_path):
+    """The default config names no secret: the store's own keeps ids valid across a restart."""
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    cfg = config(tmp_path, secret=None, events=f"sqlite:///{tmp_path}/events.db")
+    with TestClient(create_app(cfg, holder=tiny_holder())) as c:
+        banner = serve_banner(c)
+    with TestClient(create_app(cfg, holder=tiny_holder())) as c:  # a new process on the same store
+        event = {"event_id": "e1", "impression_id": banner["impression_id"], "type": "click"}
+        r = c.post("/v1/feedback", json={**event, "product_id": banner["items"][0]})
+    assert r.status_code == 200, r.text
 
 
 @pytest.fixture

@@ -366,3 +366,17 @@ def test_redis_unreachable_server_is_a_clear_error():
     with pytest.raises(ConnectionError, match="redis://127.0.0.1:1/0: cannot reach Redis"):
         open_store("redis://127.0.0.1:1/0?prefix=x")
     assert time.monotonic() - start < 10
+
+
+def test_the_signing_secret_is_made_once_and_shared_by_every_store_object(reopen):
+    first = reopen()
+    secret = first.signing_secret()
+    assert isinstance(secret, bytes) and len(secret) == 32
+    assert first.signing_secret() == secret
+    with reopen() as other:  # another server on the same store, or this one after a restart
+        assert other.signing_secret() == secret
+    first.append_impressions([imp("a")])  # the key lives beside the events, not in their place
+    assert first.count_impressions() == 1
+    first.close()
+    with reopen() as again:
+        assert again.signing_secret() == secret
