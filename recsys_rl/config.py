@@ -171,6 +171,9 @@ class OnlineConfig(_Strict):
     min_batch: int = Field(256, ge=1, description="fewest ready impressions worth an update")
     register_every: int = Field(10, ge=1, description="updates between guard-railed registrations")
     value_tolerance: float = Field(0.02, ge=0, description="relative value drop that blocks a registration")
+    min_value_gain: float = Field(
+        0.0, ge=0, description="> 0: register only a version whose value beats the current by this share"
+    )
     poll_s: float = Field(1.0, gt=0, description="sleep when too few impressions are ready")
     checkpoint_dir: str = Field("online-checkpoint", min_length=1, description="trainer state + offset")
     alias: str = Field("champion", min_length=1, description="registry alias that serving follows")

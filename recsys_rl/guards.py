@@ -43,6 +43,7 @@ def finite(policy: BannerPolicy) -> bool:
 class GuardRails:
     kl_hard_limit: float
     tolerance: float = 0.02  # relative drop of the value allowed before refusing
+    min_gain: float = 0.0  # > 0: the candidate must beat the current value by this share instead
 
     def check(
         self,
@@ -62,7 +63,9 @@ class GuardRails:
         value, current_value = value_fn(candidate), value_fn(current)
         if not math.isfinite(value):
             reasons.append("value estimate is not finite")
-        elif value < current_value - self.tolerance * abs(current_value):
+        elif self.min_gain > 0 and value < current_value + self.min_gain * abs(current_value):
+            reasons.append(f"value {value:.4f} not above current {current_value:.4f} by {self.min_gain:.1%}")
+        elif self.min_gain <= 0 and value < current_value - self.tolerance * abs(current_value):
             reasons.append(
                 f"value {value:.4f} below current {current_value:.4f} by more than {self.tolerance:.0%}"
             )

@@ -47,7 +47,9 @@ class OnlineTrainer:
         )
         self.current = reference  # the last registered version: what guard rails compare against
         self.value_fn = value_fn or (lambda logged: snips_value(logged, self.scheme, cfg.policy.temperature))
-        self.guards = GuardRails(cfg.train.kl_hard_limit, cfg.online.value_tolerance)
+        self.guards = GuardRails(
+            cfg.train.kl_hard_limit, cfg.online.value_tolerance, cfg.online.min_value_gain
+        )
         self.ckpt = Path(cfg.online.checkpoint_dir) / CHECKPOINT
         self.updates = self.impressions = 0
         self.registered: list[str] = []

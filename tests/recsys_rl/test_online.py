@@ -10,8 +10,11 @@ from recsys_rl import tracking
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import OnlineConfig, RunConfig, TrackingConfig
 from recsys_rl.events import Feedback, Impression, open_store
+from recsys_rl.guards import GuardRails
 from recsys_rl.logs import read_logs
 from recsys_rl.online import OnlineTrainer
+from recsys_rl.policy import BannerPolicy
+from recsys_rl.records import LoggedBatch
 from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, small_sim, small_train
 
 T0 = 1_800_000_000.0
@@ -109,3 +112,24 @@ def test_registers_a_version_that_passes_guards_and_refuses_a_nan_model(tmp_path
     assert stats["registered"] == 0.0
     versions = client.search_model_versions(f"name='{cfg.tracking.registered_model}'")
     assert len(versions) == 1
+
+
+def test_a_required_gain_refuses_a_version_no_better_than_the_current(reference):
+    """min_gain > 0 turns "not much worse" into "better by this share" (a promotion gate)."""
+    sim, g = small_sim(), torch.Generator().manual_seed(0)
+    users = sim.sample_users(256, g)
+    ctx = sim.contexts(users, g)
+    banners = reference.sample(ctx, generator=g)
+    logged = LoggedBatch(ctx, banners, sim.respond(users, banners.items, g))
+    candidate = BannerPolicy(SMALL.n_products, POLICY.embed_dim, POLICY.hidden_dim)
+    candidate.load_state_dict(reference.state_dict())
+    values = {id(reference): 10.0, id(candidate): 10.05}  # the candidate is 0.5% better
+
+    def check(**kw):
+        return GuardRails(50.0, **kw).check(candidate, reference, reference, logged, lambda p: values[id(p)])
+
+    assert check(tolerance=0.0).passed  # not worse
+    strict = check(tolerance=0.0, min_gain=0.01)
+    assert not strict.passed and "not above current" in strict.reasons[0]
+    values[id(candidate)] = 10.2  # 2% better
+    assert check(min_gain=0.01).passed
