@@ -48,10 +48,10 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
     (tmp_path / "sim.yaml").write_text(yaml.safe_dump(SMALL.model_dump()))
     run_cfg = {
         "seed": 0, "reward": "graded", "sim": SMALL.model_dump(), "policy": POLICY.model_dump(),
-        "train": {"lr": 3e-3, "epochs": 4, "minibatch_size": 500, "kl_hard_limit": 50.0, "eval_users": 4096},
+        "train": {"lr": 3e-3, "epochs": 4, "minibatch_size": 500, "kl_hard_limit": 50.0, "eval_users": 8192},
         "tracking": {"tracking_uri": db, "experiment": "live"},
         "online": {"attribution_window_s": 1.0, "batch_size": 1000, "min_batch": 500, "register_every": 10,
-                   "poll_s": 0.2, "checkpoint_dir": str(tmp_path / "ckpt"), "min_value_gain": 0.005},
+                   "poll_s": 0.2, "checkpoint_dir": str(tmp_path / "ckpt"), "min_value_gain": 0.01},
     }  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run_cfg))
     port = free_port()
