@@ -25,7 +25,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import httpx
 import numpy as np
 import torch
 import yaml
+from _net import free_port, wait_ready
 
 from recsys_rl.events import open_store
 from recsys_rl.policy import BannerPolicy, save_policy
@@ -58,12 +58,6 @@ class ThreadStats:
     versions: Counter = field(default_factory=Counter)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -77,22 +71,6 @@ def write_policy(path: Path, n_products: int, seed: int) -> None:
     tmp = path.with_suffix(".tmp")
     save_policy(BannerPolicy(n_products, 16, 32).eval(), tmp)
     os.replace(tmp, path)
-
-
-def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=1)
-            if r.status_code == 200:
-                return r.json()
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("server not ready in time")
-        time.sleep(0.2)
 
 
 def client(
@@ -180,7 +158,7 @@ def main() -> int:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(proc, url)
+            wait_ready(url, proc, timeout=90.0)
             stop, counting = threading.Event(), threading.Event()
             results: list[ThreadStats] = []
             threads = [

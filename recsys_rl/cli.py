@@ -347,8 +347,12 @@ def _sim_value_fn(sim_config: Path, cfg: RunConfig):
 @app.command("register")
 @friendly
 def register_cmd(
-    policy: Path = typer.Option(..., "--policy", help="a saved policy (e.g. the reference from train-baseline)"),
-    alias: str = typer.Option("champion", "--alias", help="registry alias to point at it (serving follows it)"),
+    policy: Path = typer.Option(
+        ..., "--policy", help="a saved policy (e.g. the reference from train-baseline)"
+    ),
+    alias: str = typer.Option(
+        "champion", "--alias", help="registry alias to point at it (serving follows it)"
+    ),
     config: Path = typer.Option(None, "--config", help="run config YAML (tracking section used)"),
 ) -> None:
     """Register a saved policy in the MLflow model registry and point an alias at it."""

@@ -8,6 +8,7 @@ first, so no event is trained on twice and none is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -145,10 +146,8 @@ class OnlineTrainer:
     def run(self, max_updates: int | None = None, idle_exit_s: float | None = None) -> None:
         """Train until stopped (SIGINT/SIGTERM), ``max_updates`` more updates, or idle for ``idle_exit_s``."""
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread (tests)
                 signal.signal(sig, self.stop)
-            except ValueError:  # not the main thread (tests)
-                pass
         done, idle_since = 0, self.clock()
         while not self._stop:
             stats = self.step()

@@ -64,5 +64,7 @@ def test_register_puts_a_saved_policy_under_an_alias(tmp_path):
     save_policy(BannerPolicy(30, 4, 8), tmp_path / "p.pt")
     r = run(["register", "--policy", str(tmp_path / "p.pt"), "--alias", "champion"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    v = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias("banner-policy", "champion")
+    v = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias(
+        "banner-policy", "champion"
+    )
     assert str(v.version) == "1"

@@ -91,3 +91,14 @@ def set_alias(registry, version: str) -> None:
 
 def unique_prefix() -> str:
     return f"test-serving-{uuid.uuid4().hex}"
+
+
+def drop_redis_prefix(prefix: str) -> None:
+    """Delete every key a test's Redis event store wrote under ``prefix``."""
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 import yaml
 
 from recsys_rl.events import open_store
 from tests.net import free_port, wait_ready
-from tests.serving.helpers import SECRET, unique_prefix
+from tests.serving.helpers import SECRET, drop_redis_prefix, unique_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -151,8 +150,4 @@ def test_acknowledged_events_survive_sigkill_on_redis(tmp_path, policy_file):
     try:
         crash_and_recover(tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}")
     finally:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_redis_prefix(prefix)

@@ -8,12 +8,11 @@ import sys
 
 import httpx
 import pytest
-import redis
 
 from recsys_rl.events import open_store
 from serving.app import create_app
 from tests.net import free_port, wait_ready
-from tests.serving.helpers import config, running_server, tiny_holder, unique_prefix
+from tests.serving.helpers import config, drop_redis_prefix, running_server, tiny_holder, unique_prefix
 
 
 def banner_and_feedback_round_trip(url: str) -> dict:
@@ -57,11 +56,7 @@ def test_real_server_on_redis(tmp_path):
             assert check.get_impression(banner["impression_id"]).items == tuple(banner["items"])
             assert check.count_feedback() == 2
     finally:
-        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_redis_prefix(prefix)
 
 
 def test_readyz_reports_an_unreachable_store(tmp_path):
