@@ -8,7 +8,10 @@ Starts, one at a time on loopback, each as its own process with one uvicorn work
    not of the machine: no fsync per commit);
 2. a bare FastAPI app that reads the body and returns a constant of the same size as a banner
    response (the ceiling the framework itself allows on this machine);
-3. the service at 100,000 products;
+3. "route_only": the service with scoring and impression logging replaced by a constant impression
+   (HTTP route, validation, catalogue check, metrics and response only). Not a mode of the product:
+   its ratio bounds what any scoring and logging could reach in one process on this machine;
+4. the service at 100,000 products;
 
 and loads each with ``wrk`` (2 threads, 8 connections, fixed duration; a Lua script posts varied
 banner requests and reports exact percentiles, the request count and non-2xx answers). The load is
@@ -48,6 +51,24 @@ HISTORY_LEN = 10
 SERVE = """
 import sys, typer
 from recsys_rl.cli_serve import serve
+sys.argv = ["serve"] + sys.argv[1:]
+typer.run(serve)
+"""
+
+# The same service with scoring and impression logging replaced by one constant impression: what the
+# HTTP route, validation, metrics and response alone cost. Not a mode of the product: it bounds the
+# ratio any scoring and logging could reach with this framework on this machine.
+ROUTE_ONLY = """
+import sys, time, typer
+import serving.banner_batcher as bb
+from recsys_rl.cli_serve import serve
+from recsys_rl.events import Impression
+CONSTANT = Impression("0" * 32 + "." + "0" * 32, time.time(), 0, 0, (1,), (1, 2, 3, 4, 5), 0.5, -0.6931471805599453, "v")
+
+async def constant(self, *args):
+    return CONSTANT
+
+bb.BannerBatcher.serve = constant
 sys.argv = ["serve"] + sys.argv[1:]
 typer.run(serve)
 """
@@ -172,7 +193,9 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: i
     return stats
 
 
-def start_service(n_products: int, work: Path, synchronous: str) -> tuple[subprocess.Popen, str, Path]:
+def start_service(
+    n_products: int, work: Path, synchronous: str, code: str = SERVE, tag: str = ""
+) -> tuple[subprocess.Popen, str, Path]:
     """The service on an n_products BannerPolicy (32-dim embeddings, 128 hidden) with its own SQLite
     store; returns the process, its URL and its store file."""
     import torch
@@ -183,11 +206,11 @@ def start_service(n_products: int, work: Path, synchronous: str) -> tuple[subpro
     if not policy_path.exists():
         torch.manual_seed(0)
         save_policy(BannerPolicy(n_products, 32, 128), policy_path)
-    db = work / f"events-{n_products}-{synchronous}.db"
+    db = work / f"events-{n_products}-{synchronous}{tag}.db"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     events = f"sqlite:///{db}?synchronous={synchronous}"
-    proc = start(SERVE, "--policy-path", str(policy_path), "--events", events, "--port", str(port))
+    proc = start(code, "--policy-path", str(policy_path), "--events", events, "--port", str(port))
     wait_ready(url, proc)
     return proc, url, db
 
@@ -234,6 +257,8 @@ def main() -> None:
             procs.append(full)
             normal, normal_url, _ = start_service(1000, work, "normal")
             procs.append(normal)
+            route_only, route_only_url, _ = start_service(1000, work, "full", ROUTE_ONLY, "-route-only")
+            procs.append(route_only)
             with httpx.Client(base_url=full_url) as client:
                 sample = client.post("/v1/banners", json={"user_id": 0, "viewed": 1, "history": [2]}).json()
             echo_port = free_port()
@@ -243,7 +268,12 @@ def main() -> None:
             wait_ready(echo_url, procs[-1])
 
             script = banner_script(work / "banners-1k.lua", 1000)
-            targets = {"banners_1k": full_url, "banners_1k_sync_normal": normal_url, "echo": echo_url}
+            targets = {
+                "banners_1k": full_url,
+                "banners_1k_sync_normal": normal_url,
+                "route_only": route_only_url,
+                "echo": echo_url,
+            }
             for url in targets.values():  # warm-up: allocators, caches, the WAL file
                 run_wrk(url, script, 2, args.connections, args.threads)
             runs: dict[str, list[dict]] = {name: [] for name in targets}
@@ -251,7 +281,7 @@ def main() -> None:
                 for name, url in targets.items():
                     runs[name].append(load(url, script))
             stats = {name: median_run(r) for name, r in runs.items()}
-            for name in ("banners_1k", "banners_1k_sync_normal"):
+            for name in ("banners_1k", "banners_1k_sync_normal", "route_only"):
                 print(
                     line(name, stats[name]) + f" ratio={stats[name]['rps'] / stats['echo']['rps']:.3f}",
                     flush=True,

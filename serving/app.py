@@ -94,6 +94,7 @@ def create_app(
         version=recsys_rl.__version__,
         description="Banners from the served policy, with exact propensities; feedback in; hot model reload.",
         lifespan=lifespan,
+        telemetry=None if cfg.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     install_error_handlers(app)

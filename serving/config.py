@@ -79,6 +79,12 @@ class ServeConfig(BaseModel):
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch intra-op threads (1 is fastest per request)"
     )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs (needs an OpenTelemetry SDK "
+        "configured in the process); off by default: /metrics already exports Prometheus metrics, and "
+        "the check alone costs every request a few environment lookups",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
