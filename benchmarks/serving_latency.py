@@ -10,7 +10,8 @@ Starts, one at a time on loopback, each as its own process with one uvicorn work
    response (the ceiling the framework itself allows on this machine);
 3. "route_only": the service with scoring and impression logging replaced by a constant impression
    (HTTP route, validation, catalogue check, metrics and response only). Not a mode of the product:
-   its ratio bounds what any scoring and logging could reach in one process on this machine;
+   its ratio bounds what any scoring and logging could reach in one process on this machine
+   (``--decompose`` adds two more such stages, see STAGED);
 4. the service at 100,000 products;
 
 and loads each with ``wrk`` (2 threads, 8 connections, fixed duration; a Lua script posts varied
@@ -55,20 +56,43 @@ sys.argv = ["serve"] + sys.argv[1:]
 typer.run(serve)
 """
 
-# The same service with scoring and impression logging replaced by one constant impression: what the
-# HTTP route, validation, metrics and response alone cost. Not a mode of the product: it bounds the
-# ratio any scoring and logging could reach with this framework on this machine.
-ROUTE_ONLY = """
+# The same service with parts of the banner path replaced, to show what each part costs. Not modes of
+# the product: they bound the ratio any implementation of the replaced parts could reach here.
+#   route_only: the handler gets one constant impression (no batcher thread, no scoring, no store):
+#               HTTP route, validation, catalogue check, metrics and response only;
+#   no_scoring: (--decompose) the batcher thread builds signed impressions of a constant banner and
+#               logs them durably through the real store (everything but the model);
+#   no_scoring_no_store: (--decompose) as no_scoring, with the store's append answered at once.
+STAGED = """
 import sys, time, typer
+from concurrent.futures import Future
 import serving.banner_batcher as bb
 from recsys_rl.cli_serve import serve
-from recsys_rl.events import Impression
-CONSTANT = Impression("0" * 32 + "." + "0" * 32, time.time(), 0, 0, (1,), (1, 2, 3, 4, 5), 0.5, -0.6931471805599453, "v")
+from recsys_rl.events import Impression, SqliteEventStore
 
-async def constant(self, *args):
-    return CONSTANT
+stage = sys.argv.pop(1)
+LOGP = -0.6931471805599453
+if stage == "route_only":
+    CONSTANT = Impression("0" * 32 + "." + "0" * 32, time.time(), 0, 0, (1,), (1, 2, 3, 4, 5), 0.5, LOGP, "v")
 
-bb.BannerBatcher.serve = constant
+    async def constant(self, *args):
+        return CONSTANT
+
+    bb.BannerBatcher.serve = constant
+else:
+    def constant_banners(self, jobs, model):
+        now, ids = time.time(), self.ids.new_many(len(jobs))
+        return [Impression(i, now, j.user_id, j.viewed, j.history, (1, 2, 3, 4, 5), 0.5, LOGP, model.version)
+                for j, i in zip(jobs, ids)]
+
+    bb.BannerBatcher._score = constant_banners
+if stage == "no_scoring_no_store":
+    def stored_at_once(self, items):
+        f = Future()
+        f.set_result(len(items))
+        return f
+
+    SqliteEventStore.append_impressions_nowait = stored_at_once
 sys.argv = ["serve"] + sys.argv[1:]
 typer.run(serve)
 """
@@ -194,10 +218,10 @@ def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: i
 
 
 def start_service(
-    n_products: int, work: Path, synchronous: str, code: str = SERVE, tag: str = ""
+    n_products: int, work: Path, synchronous: str, stage: str | None = None
 ) -> tuple[subprocess.Popen, str, Path]:
     """The service on an n_products BannerPolicy (32-dim embeddings, 128 hidden) with its own SQLite
-    store; returns the process, its URL and its store file."""
+    store (``stage``: one of the STAGED variants instead); returns the process, its URL and its store."""
     import torch
 
     from recsys_rl.policy import BannerPolicy, save_policy
@@ -206,11 +230,14 @@ def start_service(
     if not policy_path.exists():
         torch.manual_seed(0)
         save_policy(BannerPolicy(n_products, 32, 128), policy_path)
-    db = work / f"events-{n_products}-{synchronous}{tag}.db"
+    db = work / f"events-{n_products}-{synchronous}-{stage or 'service'}.db"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     events = f"sqlite:///{db}?synchronous={synchronous}"
-    proc = start(code, "--policy-path", str(policy_path), "--events", events, "--port", str(port))
+    code, stage_args = (SERVE, ()) if stage is None else (STAGED, (stage,))
+    proc = start(
+        code, *stage_args, "--policy-path", str(policy_path), "--events", events, "--port", str(port)
+    )
     wait_ready(url, proc)
     return proc, url, db
 
@@ -241,6 +268,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
     ap.add_argument("--feedback-batch", type=int, default=100, help="events per feedback request")
     ap.add_argument("--skip-large", action="store_true", help="skip the 100,000-product catalogue")
+    ap.add_argument(
+        "--decompose",
+        action="store_true",
+        help="also run the service without scoring, and without scoring or store (what each part costs)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -257,8 +289,11 @@ def main() -> None:
             procs.append(full)
             normal, normal_url, _ = start_service(1000, work, "normal")
             procs.append(normal)
-            route_only, route_only_url, _ = start_service(1000, work, "full", ROUTE_ONLY, "-route-only")
-            procs.append(route_only)
+            stages = ["route_only"] + (["no_scoring_no_store", "no_scoring"] if args.decompose else [])
+            staged = {}
+            for stage in stages:
+                proc, staged[stage], _ = start_service(1000, work, "full", stage)
+                procs.append(proc)
             with httpx.Client(base_url=full_url) as client:
                 sample = client.post("/v1/banners", json={"user_id": 0, "viewed": 1, "history": [2]}).json()
             echo_port = free_port()
@@ -271,7 +306,7 @@ def main() -> None:
             targets = {
                 "banners_1k": full_url,
                 "banners_1k_sync_normal": normal_url,
-                "route_only": route_only_url,
+                **staged,
                 "echo": echo_url,
             }
             for url in targets.values():  # warm-up: allocators, caches, the WAL file
@@ -281,7 +316,7 @@ def main() -> None:
                 for name, url in targets.items():
                     runs[name].append(load(url, script))
             stats = {name: median_run(r) for name, r in runs.items()}
-            for name in ("banners_1k", "banners_1k_sync_normal", "route_only"):
+            for name in ("banners_1k", "banners_1k_sync_normal", *stages):
                 print(
                     line(name, stats[name]) + f" ratio={stats[name]['rps'] / stats['echo']['rps']:.3f}",
                     flush=True,
