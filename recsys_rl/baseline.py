@@ -3,7 +3,11 @@
 Two kinds of target, both "what this user bought/clicked next given the context":
 - logged feedback: each clicked product of a logged banner (weight 1 + purchase_weight if bought);
 - next purchase: the most recent past purchase, predicted from the viewed product and older purchases.
-Loss: weighted softmax cross-entropy over the whole catalogue. The result is frozen as pi_ref.
+Loss: weighted softmax cross-entropy over the whole catalogue for small N; above
+``cfg.sampled_negatives`` products a sampled softmax (``sampled_softmax_loss``): S shared negatives per
+batch drawn from Q = the smoothed target frequency, every logit corrected by -log(S Q_j) (log-Q
+correction, Bengio & Senecal 2008; Yi et al. 2019) so the estimate is of the full softmax, not of a
+popularity-biased one. O(B S) per step instead of O(B N). The result is frozen as pi_ref.
 """
 
 from __future__ import annotations
@@ -35,6 +39,41 @@ def supervised_examples(
     return ContextBatch(viewed, history), targets, weights
 
 
+QUEUE_SMOOTHING = 0.1
+"""Share of the proposal mass spread uniformly over the catalogue, so every product can be a negative."""
+
+
+def proposal(targets: torch.Tensor, weights: torch.Tensor, n_products: int) -> torch.Tensor:
+    """(N,) sampling distribution of negatives: weighted target frequency, smoothed, sums to 1."""
+    freq = torch.bincount(targets, weights=weights.double(), minlength=n_products)
+    freq = freq / freq.sum()
+    return ((1 - QUEUE_SMOOTHING) * freq + QUEUE_SMOOTHING / n_products).float()
+
+
+def sampled_softmax_loss(
+    policy: BannerPolicy,
+    ctx: ContextBatch,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    log_q: torch.Tensor,
+    negatives: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted sampled-softmax cross-entropy with log-Q correction.
+
+    targets, weights: (B,); log_q: (N,) log proposal; negatives: (S,) ids drawn from it. Each row's
+    classes are [its target, the S shared negatives], logits s_j - log(S Q_j); a negative equal to
+    the row's target is masked out (accidental hit).
+    """
+    q = policy.query(ctx)  # (B, D)
+    correction = torch.log(torch.tensor(float(len(negatives))))
+    pos = (q * policy.item_out[targets]).sum(-1) + policy.item_bias[targets] - log_q[targets] - correction
+    neg = q @ policy.item_out[negatives].T + policy.item_bias[negatives] - log_q[negatives] - correction
+    neg = neg.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))  # (B, S)
+    logits = torch.cat([pos.unsqueeze(1), neg], 1)
+    nll = -torch.log_softmax(logits, 1)[:, 0]
+    return (nll * weights).sum() / weights.sum()
+
+
 def train_baseline(
     logs: LoggedBatch,
     n_products: int,
@@ -46,11 +85,18 @@ def train_baseline(
     """Fit a BannerPolicy to predict logged clicks/purchases and next purchases; returns it frozen."""
     torch.manual_seed(seed)  # parameter init
     g = torch.Generator().manual_seed(seed)
-    policy = BannerPolicy(n_products, policy_cfg.embed_dim, policy_cfg.hidden_dim)
+    policy = BannerPolicy(
+        n_products, policy_cfg.embed_dim, policy_cfg.hidden_dim,
+        candidates=policy_cfg.candidates, retrieval=policy_cfg.retrieval,
+    )  # fmt: skip
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    sampled = 0 < cfg.sampled_negatives < n_products
+    if sampled:
+        q_dist = proposal(targets, weights, n_products)
+        log_q = q_dist.log()
     m = len(targets)
     steps = cfg.epochs * ((m + cfg.batch_size - 1) // cfg.batch_size)
     with progress_bar("baseline", steps, progress) as advance:
@@ -58,12 +104,18 @@ def train_baseline(
             order = torch.randperm(m, generator=g)
             for i in range(0, m, cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
-                logits = policy.logits(ctx[idx])
-                loss = (
-                    F.cross_entropy(logits, targets[idx], reduction="none") * weights[idx]
-                ).sum() / weights[idx].sum()
+                if sampled:
+                    neg = torch.multinomial(q_dist, cfg.sampled_negatives, replacement=True, generator=g)
+                    loss = sampled_softmax_loss(policy, ctx[idx], targets[idx], weights[idx], log_q, neg)
+                else:
+                    logits = policy.logits(ctx[idx])
+                    loss = (
+                        F.cross_entropy(logits, targets[idx], reduction="none") * weights[idx]
+                    ).sum() / weights[idx].sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 advance(1, loss=loss.item())
-    return policy.frozen_copy()
+    ref = policy.frozen_copy()
+    ref.refresh_candidates()  # a new version: (re)build its candidate index
+    return ref

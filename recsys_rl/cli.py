@@ -336,7 +336,7 @@ def _sim_value_fn(sim_config: Path, cfg: RunConfig):
 
     def value(policy) -> float:
         return (
-            expected_reward(scheme, sim.expected(es.users, greedy_banners(policy.logits, es.contexts)))
+            expected_reward(scheme, sim.expected(es.users, greedy_banners(policy, es.contexts)))
             .mean()
             .item()
         )

@@ -109,6 +109,12 @@ class PolicyConfig(_Strict):
     embed_dim: int = Field(32, ge=2, le=1024, description="product embedding / query dimension")
     hidden_dim: int = Field(128, ge=2, le=8192, description="context encoder hidden width")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for exploration")
+    candidates: int = Field(
+        1024, ge=0, le=65536, description="top-M candidates per context; full catalogue when N <= M or 0"
+    )
+    retrieval: Literal["auto", "exact", "ivf"] = Field(
+        "auto", description="candidate search: exact blocked top-M, faiss IVF, or auto (IVF above 200k)"
+    )
 
 
 class BaselineConfig(_Strict):
@@ -120,6 +126,9 @@ class BaselineConfig(_Strict):
     lr: float = Field(3e-3, gt=0, description="Adam learning rate")
     purchase_weight: float = Field(3.0, ge=0, description="loss weight of purchased vs clicked targets")
     history_weight: float = Field(1.0, ge=0, description="loss weight of next-purchase-in-history targets")
+    sampled_negatives: int = Field(
+        2048, ge=0, description="sampled-softmax negatives per batch when N > this (0: full softmax)"
+    )
 
 
 class TrainConfig(_Strict):

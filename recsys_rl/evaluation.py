@@ -3,6 +3,11 @@
 Greedy (top-5) banners are scored with the environment's exact expectations, so numbers carry no
 sampling noise; KL and entropy are exact per position along banners sampled from the policy.
 All rates are per impression (summed over the 5 positions).
+
+Large catalogues: a policy that ``uses_candidates`` is evaluated as it serves, over its candidates
+(greedy = top-5 of its candidates; KL and entropy over them, with the reference renormalised over
+the policy's candidates as in ``slate``). Anything scored over the full catalogue (bandits, small N)
+is processed in row blocks of at most ``BLOCK_ELEMENTS`` scores, with the O(B N) closed forms.
 """
 
 from __future__ import annotations
@@ -18,6 +23,16 @@ from recsys_rl.records import BANNER_SIZE, ContextBatch
 from recsys_rl.rewards import expected_reward
 
 CHUNK = 1024
+BLOCK_ELEMENTS = 1 << 22
+
+
+def _chunk(n_products: int) -> int:
+    """Rows per block so that one (rows, N) score block stays at ~16 MB."""
+    return max(1, min(CHUNK, BLOCK_ELEMENTS // max(n_products, 1)))
+
+
+def _restricted(policy) -> bool:
+    return bool(getattr(policy, "uses_candidates", False))
 
 
 @dataclass
@@ -56,26 +71,46 @@ def banner_metrics(
 def divergence(
     logits_fn, reference, contexts: ContextBatch, generator: torch.Generator, temperature: float = 1.0
 ) -> tuple[float, float]:
-    """(KL(pi || ref), entropy(pi)) per banner, exact per position along banners drawn from pi."""
+    """(KL(pi || ref), entropy(pi)) per banner, exact per position along banners drawn from pi.
+
+    ``logits_fn``: a ``logits(ContextBatch)`` callable, or a policy that ``uses_candidates`` (then
+    both are computed over its candidates)."""
     kls, ents = [], []
-    for i in range(0, len(contexts), CHUNK):
-        ctx = contexts[i : i + CHUNK]
-        lp = logits_fn(ctx) / temperature
-        lq = reference.logits(ctx)
+    restricted = _restricted(logits_fn)
+    step = CHUNK if restricted else _chunk(reference.n_products)
+    for i in range(0, len(contexts), step):
+        ctx = contexts[i : i + step]
+        if restricted:
+            ids = logits_fn.candidates(ctx)
+            lp = logits_fn.candidate_logits(ctx, ids) / temperature
+            lq = reference.candidate_logits(ctx, ids)
+        else:
+            lp = logits_fn(ctx) / temperature
+            lq = reference.logits(ctx)
         items = slate.gumbel_topk(lp, BANNER_SIZE, generator)
-        kls.append(slate.per_position_kl(lp, lq, items).sum(-1))
-        ents.append(slate.per_position_entropy(lp, items).sum(-1))
+        _, kl, ent = slate.banner_terms(lp, lq, items)
+        kls.append(kl)
+        ents.append(ent)
     return torch.cat(kls).mean().item(), torch.cat(ents).mean().item()
 
 
 @torch.no_grad()
-def greedy_banners(logits_fn, contexts: ContextBatch) -> torch.Tensor:
-    return torch.cat(
-        [
-            slate.greedy(logits_fn(contexts[i : i + CHUNK]), BANNER_SIZE)
-            for i in range(0, len(contexts), CHUNK)
-        ]
-    )
+def greedy_banners(logits_fn, contexts: ContextBatch, n_products: int | None = None) -> torch.Tensor:
+    """(E, K) top-5 banners: from ``logits_fn(ctx)`` scores in row blocks (``n_products`` sizes them),
+    or a policy's own ``greedy`` (over its candidates) when it ``uses_candidates``."""
+    if _restricted(logits_fn):
+        step, fn = CHUNK, logits_fn.greedy
+    else:
+        if not callable(logits_fn) or hasattr(logits_fn, "greedy"):  # a policy on the full path
+            logits_fn = logits_fn.logits
+        step = CHUNK if n_products is None else _chunk(n_products)
+        def fn(ctx):
+            return slate.greedy(logits_fn(ctx), BANNER_SIZE)
+    return torch.cat([fn(contexts[i : i + step]) for i in range(0, len(contexts), step)])
+
+
+def _scorer(policy):
+    return policy if _restricted(policy) else policy.logits
 
 
 class Evaluator:
@@ -97,7 +132,9 @@ class Evaluator:
         self.env, self.reference, self.scheme, self.seed = env, reference, train_scheme, seed
         self.schemes = {**schemes, train_scheme.name: train_scheme}
         self.eval_set = make_eval_set(env, n_users, seed)
-        self.reference_metrics = self.score_banners(greedy_banners(reference.logits, self.eval_set.contexts))
+        self.reference_metrics = self.score_banners(
+            greedy_banners(_scorer(reference), self.eval_set.contexts, env.n_products)
+        )
         oracle = env.oracle(self.eval_set.users, train_scheme)
         self.oracle_metrics = self.score_banners(oracle)
 
@@ -111,10 +148,10 @@ class Evaluator:
 
     def __call__(self, policy) -> dict[str, float]:
         """All metrics of a policy with a ``logits(ContextBatch)`` method (greedy banners)."""
-        m = self.score_banners(greedy_banners(policy.logits, self.eval_set.contexts))
+        m = self.score_banners(greedy_banners(_scorer(policy), self.eval_set.contexts, self.env.n_products))
         g = torch.Generator().manual_seed(self.seed + 1)
         m["kl_to_reference"], m["entropy"] = divergence(
-            policy.logits, self.reference, self.eval_set.contexts, g
+            _scorer(policy), self.reference, self.eval_set.contexts, g
         )
         m["oracle_gap_closed"] = self.gap_closed(m[f"reward_{self.scheme.name}"])
         return m

@@ -57,7 +57,8 @@ class GuardRails:
         reasons = []
         if not finite(candidate):
             return GuardReport(False, math.nan, math.nan, math.nan, ["non-finite parameters"])
-        kl, _ = divergence(candidate.logits, reference, logged.contexts, torch.Generator().manual_seed(seed))
+        scorer = candidate if candidate.uses_candidates else candidate.logits  # over its candidates
+        kl, _ = divergence(scorer, reference, logged.contexts, torch.Generator().manual_seed(seed))
         if not math.isfinite(kl) or kl > self.kl_hard_limit:
             reasons.append(f"KL to reference {kl:.3f} above hard limit {self.kl_hard_limit}")
         value, current_value = value_fn(candidate), value_fn(current)
@@ -79,7 +80,10 @@ def snips_value(logged: LoggedBatch, scheme: RewardScheme, temperature: float = 
 
     @torch.no_grad()
     def value(policy: BannerPolicy) -> float:
-        logp = slate.log_prob(policy.logits(logged.contexts).double(), logged.banners.items, temperature)
+        if policy.uses_candidates:  # the policy as it serves: over its candidates
+            logp = policy.banner_log_prob(logged.contexts, logged.banners.items, temperature).double()
+        else:
+            logp = slate.log_prob(policy.logits(logged.contexts).double(), logged.banners.items, temperature)
         return snips(rewards, np.exp(logp.numpy()), behaviour).value
 
     return value

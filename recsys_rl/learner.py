@@ -47,15 +47,42 @@ class Learner:
             for group in self.opt.param_groups:
                 group["lr"] = self.cfg.lr * max(1.0 - fraction, 0.0)
 
-    def update(self, batch: LoggedBatch, group_size: int = 1) -> dict[str, float]:
-        """Optimise on one batch for ``cfg.epochs`` passes; returns the mean of each loss term."""
+    def _candidates(self, ctx, items: torch.Tensor, group_size: int, candidates: torch.Tensor | None):
+        """(ids (C, M'), valid (C, M') or None): the candidate set each context's banners are scored on.
+
+        Given (the simulator loop passes the ids its banners were sampled from) they are used as they
+        are: the policy over those candidates is exactly the one that served. Otherwise (the live
+        stream) the current policy's candidates are extended by the served items (``with_banner``), so
+        a banner from an older version keeps a finite, defined log-prob.
+        """
+        if candidates is not None:
+            return candidates, None
+        served = items.view(len(ctx), group_size * items.shape[1])
+        return slate.with_banner(self.policy.candidates(ctx), served)
+
+    def update(
+        self, batch: LoggedBatch, group_size: int = 1, candidates: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """Optimise on one batch for ``cfg.epochs`` passes; returns the mean of each loss term.
+
+        ``candidates`` (C, M): per context, the candidate ids its banners were drawn from (only used
+        when the policy ``uses_candidates``); see ``_candidates``.
+        """
         cfg, n_ctx = self.cfg, len(batch) // group_size
         ctx = batch.contexts[::group_size] if group_size > 1 else batch.contexts  # (C,) unique contexts
         items, logp_b = batch.banners.items, batch.banners.log_prob
         rewards = reward(self.scheme, batch.outcomes)  # (B,)
+        big = self.policy.uses_candidates
         with torch.no_grad():
-            ref_logits = self.reference.logits(ctx)  # (C, N)
-            _, values = self.policy.logits_and_value(ctx)
+            if big:  # everything over (C, M) candidates, never (C, N)
+                cand, valid = self._candidates(ctx, items, group_size, candidates)
+                ref_logits = self.reference.candidate_logits(ctx, cand)  # (C, M)
+                if valid is not None:
+                    ref_logits = ref_logits.masked_fill(~valid, slate.PAD_LOGIT)
+                values = self.policy.value(ctx)
+            else:
+                ref_logits = self.reference.logits(ctx)  # (C, N)
+                _, values = self.policy.logits_and_value(ctx)
             advantages = self._advantages(rewards, values.repeat_interleave(group_size), group_size)
         ctx_per_mb = max(1, cfg.minibatch_size // group_size)
         stats: dict[str, list[float]] = {}
@@ -64,10 +91,19 @@ class Learner:
             for start in range(0, n_ctx, ctx_per_mb):
                 c = order[start : start + ctx_per_mb]  # context rows
                 rows = (c.unsqueeze(1) * group_size + torch.arange(group_size)).view(-1)  # banner rows
-                logits, v = self.policy.logits_and_value(ctx[c])  # (c, N), (c,)
                 share = torch.arange(len(c)).repeat_interleave(group_size)  # banner -> its context row
-                v, it = v[share], items[rows]
-                logp, kl, ent = slate.banner_terms(logits / self.temperature, ref_logits[c], it, share)
+                it = items[rows]
+                if big:
+                    logits, v = self.policy.candidate_logits_and_value(ctx[c], cand[c])  # (c, M), (c,)
+                    if valid is not None:
+                        logits = logits.masked_fill(~valid[c], slate.PAD_LOGIT)
+                    logp, kl, ent = slate.restricted_terms(
+                        logits / self.temperature, ref_logits[c], cand[c], it, share
+                    )
+                else:
+                    logits, v = self.policy.logits_and_value(ctx[c])  # (c, N), (c,)
+                    logp, kl, ent = slate.banner_terms(logits / self.temperature, ref_logits[c], it, share)
+                v = v[share]
                 if cfg.algorithm == "ppo":
                     terms = ppo_kl_loss(
                         logp, logp_b[rows], advantages[rows], kl, ent, v, rewards[rows],
@@ -77,8 +113,13 @@ class Learner:
                 else:
                     r = rewards[rows]
                     baseline = r - self._loo(r, group_size) if group_size > 1 else v.detach()
+                    ref_lp = (
+                        slate.restricted_terms(ref_logits[c], ref_logits[c], cand[c], it, share)[0]
+                        if big
+                        else slate.log_prob(ref_logits[c][share], it)
+                    )
                     terms = reinforce_kl_loss(
-                        logp, r, slate.log_prob(ref_logits[c][share], it), baseline, ent, v,
+                        logp, r, ref_lp, baseline, ent, v,
                         beta=self.kl_ctl.beta, value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef,
                     )  # fmt: skip
                 self.opt.zero_grad(set_to_none=True)

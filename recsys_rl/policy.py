@@ -2,6 +2,12 @@
 
 context -> query (B, D) -> logits (B, N) = query @ E^T + bias: one matmul scores the whole catalogue.
 A banner is a Plackett–Luce draw of 5 products from those logits (see ``recsys_rl.slate``).
+
+Large catalogues: with ``candidates`` M > 0 and N > M the policy *is* the Plackett–Luce distribution
+over its per-context top-M candidates (``recsys_rl.candidates``): ``sample``, ``greedy`` and the
+learner's log-prob/KL/entropy all use (B, M) candidate logits, never (B, N). With N <= M (or M = 0)
+the full-catalogue path is used, which is the reference implementation (identical distributions:
+the top-N of N products is the whole catalogue).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import torch
 from torch import nn
 
 from recsys_rl import slate
+from recsys_rl.candidates import RetrievalConfig, Retriever
 from recsys_rl.records import BANNER_SIZE, BannerBatch, ContextBatch
 
 
@@ -21,9 +28,19 @@ class BannerPolicy(nn.Module):
     Inputs are raw product ids; PAD (-1) in the history is mapped to a padding row that embeds to zero.
     """
 
-    def __init__(self, n_products: int, embed_dim: int = 32, hidden_dim: int = 128, n_user_features: int = 0):
+    def __init__(
+        self,
+        n_products: int,
+        embed_dim: int = 32,
+        hidden_dim: int = 128,
+        n_user_features: int = 0,
+        candidates: int = 1024,
+        retrieval: str = "auto",
+    ):
         super().__init__()
         self.n_products = n_products
+        self.n_candidates, self.retrieval = candidates, retrieval
+        self._retriever: Retriever | None = None
         self.n_user_features = n_user_features
         self.item_in = nn.Embedding(n_products + 1, embed_dim, padding_idx=n_products)
         self.encoder = nn.Sequential(
@@ -66,6 +83,65 @@ class BannerPolicy(nn.Module):
         """(B, D) context representation (used as features by the linear bandit baseline)."""
         return self.to_query(self._hidden(ctx.viewed, ctx.history, ctx.user_features))
 
+    # --- candidates -------------------------------------------------------------------------------
+
+    @property
+    def uses_candidates(self) -> bool:
+        """True when the policy is defined over top-M candidates (N > M > 0), not the full catalogue."""
+        return 0 < self.n_candidates < self.n_products
+
+    @property
+    def retriever(self) -> Retriever:
+        """The candidate step of this version, built from the item table on first use."""
+        if self._retriever is None:
+            self.refresh_candidates()
+        return self._retriever
+
+    def refresh_candidates(self) -> None:
+        """Rebuild the candidate index from the current item table: call when a version is created or
+        loaded (exact search always reads the live table; an IVF index is a snapshot)."""
+        cfg = RetrievalConfig(m=self.n_candidates, kind=self.retrieval)
+        if self._retriever is None:
+            self._retriever = Retriever(self.item_out, self.item_bias, cfg)
+        else:
+            self._retriever.refresh(self.item_out, self.item_bias)
+
+    def score(self, query: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """(B, M) logits of products ids (B, M) for queries (B, D): gathers M rows, never N."""
+        e = self.item_out[ids]  # (B, M, D)
+        return torch.bmm(e, query.unsqueeze(2)).squeeze(2) + self.item_bias[ids]
+
+    @torch.no_grad()
+    def candidates(self, ctx: ContextBatch) -> torch.Tensor:
+        """(B, M) candidate ids per context, best first (all N products when not ``uses_candidates``)."""
+        if not self.uses_candidates:
+            return torch.arange(self.n_products).expand(len(ctx), -1)
+        return self.retriever.search(self.query(ctx))
+
+    def candidate_logits(self, ctx: ContextBatch, ids: torch.Tensor) -> torch.Tensor:
+        """(B, M) logits of candidate ids (B, M) (differentiable)."""
+        return self.score(self.query(ctx), ids)
+
+    def candidate_logits_and_value(self, ctx: ContextBatch, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M) candidate logits and (B,) critic value, sharing one encoder pass."""
+        h = self._hidden(ctx.viewed, ctx.history, ctx.user_features)
+        return self.score(self.to_query(h), ids), self.value_head(h).squeeze(-1)
+
+    def value(self, ctx: ContextBatch) -> torch.Tensor:
+        """(B,) critic value alone (no catalogue scores)."""
+        return self.value_head(self._hidden(ctx.viewed, ctx.history, ctx.user_features)).squeeze(-1)
+
+    @torch.no_grad()
+    def banner_log_prob(self, ctx: ContextBatch, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """(B,) exact log-probability of banners items (B, K) under this policy as it serves: over its
+        candidates when ``uses_candidates`` (-inf for a banner it could not have served)."""
+        if not self.uses_candidates:
+            return slate.log_prob(self.logits(ctx), items, temperature)
+        ids = self.candidates(ctx)
+        pos = slate.candidate_positions(ids, items)
+        lp = slate.log_prob(self.candidate_logits(ctx, ids), pos.clamp_min(0), temperature)
+        return lp.masked_fill((pos < 0).any(1), slate.NEG_INF)
+
     @torch.no_grad()
     def sample(
         self,
@@ -74,7 +150,12 @@ class BannerPolicy(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> BannerBatch:
-        """Draw one banner per context with its exact log-propensity under PL(logits / temperature)."""
+        """Draw one banner per context with its exact log-propensity under PL(logits / temperature)
+        (over the candidates when ``uses_candidates``)."""
+        if self.uses_candidates:
+            ids = self.candidates(ctx)
+            items, lp = slate.restricted_sample(self.candidate_logits(ctx, ids), ids, k, generator, temperature)
+            return BannerBatch(items, lp)
         logits = self.logits(ctx)
         items = slate.gumbel_topk(logits, k, generator, temperature)
         return BannerBatch(items, slate.log_prob(logits, items, temperature))
@@ -82,11 +163,16 @@ class BannerPolicy(nn.Module):
     @torch.no_grad()
     def greedy(self, ctx: ContextBatch, k: int = BANNER_SIZE) -> torch.Tensor:
         """(B, k) the top-k banner: what evaluation and deterministic serving show."""
+        if self.uses_candidates:
+            ids = self.candidates(ctx)
+            return ids.gather(1, slate.greedy(self.candidate_logits(ctx, ids), k))
         return slate.greedy(self.logits(ctx), k)
 
     def frozen_copy(self) -> BannerPolicy:
         """A detached, gradient-free copy: the reference policy for the KL penalty."""
+        retriever, self._retriever = self._retriever, None  # a copy builds its own index
         ref = copy.deepcopy(self)
+        self._retriever = retriever
         ref.requires_grad_(False)
         return ref.eval()
 
@@ -96,6 +182,8 @@ class BannerPolicy(nn.Module):
             "embed_dim": self.item_out.shape[1],
             "hidden_dim": self.to_query.in_features,
             "n_user_features": self.n_user_features,
+            "candidates": self.n_candidates,
+            "retrieval": self.retrieval,
         }
 
 

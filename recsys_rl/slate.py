@@ -131,3 +131,80 @@ def banner_terms(
         entropy = entropy.index_put((idx,), per_position_entropy(lp64, it).sum(-1))
     dtype = logits.dtype
     return logp.to(dtype), kl.to(dtype), entropy.to(dtype)
+
+
+# --- The policy over its candidates -----------------------------------------------------------------
+#
+# At large N a policy is the Plackett–Luce distribution over its per-context candidate set C(x) (its
+# top-M products, ``recsys_rl.candidates``): logits (B, M) over candidate ids (B, M), products outside
+# C(x) have probability zero. Every function above works unchanged on (B, M) candidate logits once the
+# banner's global ids are mapped to candidate positions; these helpers do the mapping.
+#
+# The reference restricted for the KL: pi_ref renormalised over the *policy's* candidates C(x), i.e.
+# per position k, KL(p_k || q_k|C) with both next-item softmaxes taken over C(x) minus the items placed.
+# Why: pi has no mass outside C(x), so the full-catalogue KL is exactly this restricted KL plus
+# sum_k -log Q_ref,k(C(x)), the reference's missing mass; that term needs the reference's logsumexp
+# over all N products per context (as costly as exact retrieval itself at 10^6) and does not depend on
+# the order within C(x). The restricted KL is therefore a lower bound of the full KL, 0 exactly when
+# pi = pi_ref (the fine-tune starts there with the same candidates), and its gradient w.r.t. the
+# policy's logits over C(x) equals the full KL's gradient (the missing-mass term is constant in them).
+
+
+def candidate_positions(cand_ids: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(B, K) position of each banner item in its row of candidate ids (B, M); -1 where absent."""
+    hit = cand_ids.unsqueeze(1) == items.unsqueeze(2)  # (B, K, M), bool: K*M per row is small
+    pos = hit.int().argmax(-1)
+    return torch.where(hit.any(-1), pos, torch.full_like(pos, -1))
+
+
+def with_banner(cand_ids: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate ids extended by the banner's items: (ids (B, M+K), valid (B, M+K) bool).
+
+    A banner item already among the candidates keeps its slot and its copy at the end is invalid
+    (its logit must be masked with ``PAD_LOGIT``). Used where a banner was served by another version
+    whose candidates may differ (the live stream), so its log-prob stays finite and defined.
+    """
+    missing = candidate_positions(cand_ids, items) < 0  # (B, K)
+    same = items.unsqueeze(2) == items.unsqueeze(1)  # (B, K, K): one item shown in several banners
+    missing &= ~torch.tril(same, diagonal=-1).any(2)  # keep only its first copy
+    ids = torch.cat([cand_ids, items], 1)
+    valid = torch.cat([torch.ones_like(cand_ids, dtype=torch.bool), missing], 1)
+    return ids, valid
+
+
+PAD_LOGIT = -1e30
+"""Logit of an invalid candidate slot: exp() is exactly 0 in float64, and unlike -inf it keeps
+s - r = 0 (not nan) where both the policy and the reference are masked."""
+
+
+def restricted_terms(
+    cand_logits: torch.Tensor,
+    ref_cand_logits: torch.Tensor,
+    cand_ids: torch.Tensor,
+    items: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log-prob (B,), KL (B,), entropy (B,)) of banners ``items`` (B, K) (global ids) under the PL over
+    candidates: logits (C, M) of candidate ids (C, M), the reference's logits at the same ids (C, M);
+    ``rows`` (B,) maps banners to context rows as in ``banner_terms``. A banner item that is not a
+    candidate of its row gives log-prob -inf (the policy could not have served it)."""
+    ids = cand_ids if rows is None else cand_ids[rows]
+    pos = candidate_positions(ids, items)
+    absent = (pos < 0).any(1)
+    logp, kl, ent = banner_terms(cand_logits, ref_cand_logits, pos.clamp_min(0), rows)
+    if absent.any():
+        logp = logp.masked_fill(absent, NEG_INF)
+    return logp, kl, ent
+
+
+def restricted_sample(
+    cand_logits: torch.Tensor,
+    cand_ids: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(items (B, k) global ids, log-prob (B,)) of PL(cand_logits / T) over candidates (B, M): Gumbel
+    noise over the M candidates only."""
+    pos = gumbel_topk(cand_logits, k, generator, temperature)
+    return cand_ids.gather(1, pos), log_prob(cand_logits, pos, temperature)

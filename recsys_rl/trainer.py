@@ -37,13 +37,31 @@ def collect(
     policy: BannerPolicy, env: Environment, n_contexts: int, group: int, generator: torch.Generator
 ) -> LoggedBatch:
     """Serve ``group`` sampled banners to each of ``n_contexts`` fresh contexts and observe outcomes."""
+    return collect_with_candidates(policy, env, n_contexts, group, generator)[0]
+
+
+@torch.no_grad()
+def collect_with_candidates(
+    policy: BannerPolicy, env: Environment, n_contexts: int, group: int, generator: torch.Generator
+) -> tuple[LoggedBatch, torch.Tensor | None]:
+    """``collect``, plus the (C, M) candidate ids the banners were drawn from (None on the full path),
+    for the learner to score them on the same set."""
     users = env.sample_users(n_contexts, generator)
     ctx = env.contexts(users, generator)
-    logits = policy.logits(ctx).repeat_interleave(group, 0)  # (C*group, N)
-    items = slate.gumbel_topk(logits, BANNER_SIZE, generator)
-    banners = BannerBatch(items, slate.log_prob(logits, items))
+    cand = None
+    if policy.uses_candidates:
+        cand = policy.candidates(ctx)  # (C, M)
+        logits = policy.candidate_logits(ctx, cand)
+        items, logp = slate.restricted_sample(
+            logits.repeat_interleave(group, 0), cand.repeat_interleave(group, 0), BANNER_SIZE, generator
+        )
+        banners = BannerBatch(items, logp)
+    else:
+        logits = policy.logits(ctx).repeat_interleave(group, 0)  # (C*group, N)
+        items = slate.gumbel_topk(logits, BANNER_SIZE, generator)
+        banners = BannerBatch(items, slate.log_prob(logits, items))
     outcomes = env.respond(users.repeat_interleave(group), items, generator)
-    return LoggedBatch(ctx.repeat_interleave(group), banners, outcomes)
+    return LoggedBatch(ctx.repeat_interleave(group), banners, outcomes), cand
 
 
 def finetune(
@@ -69,6 +87,7 @@ def finetune(
     start, seen = time.perf_counter(), 0
 
     def evaluate(step_stats: dict[str, float]) -> dict[str, float]:
+        policy.refresh_candidates()  # each evaluated policy is a version: its index is rebuilt
         policy.eval()
         m = {**evaluator(policy), **step_stats, "impressions": float(seen)}
         policy.train()
@@ -81,8 +100,10 @@ def finetune(
     with progress_bar(f"fine-tune ({scheme.name})", n_updates * per_update, progress) as advance:
         for u in range(1, n_updates + 1):
             learner.set_progress((u - 1) / n_updates)
-            batch = collect(policy, env, cfg.contexts_per_batch, cfg.banners_per_context, g)
-            stats = learner.update(batch, cfg.banners_per_context)
+            batch, cand = collect_with_candidates(
+                policy, env, cfg.contexts_per_batch, cfg.banners_per_context, g
+            )
+            stats = learner.update(batch, cfg.banners_per_context, cand)
             seen += per_update
             if u % cfg.eval_every == 0 or u == n_updates:
                 last = evaluate(stats)
