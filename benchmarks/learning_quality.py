@@ -27,6 +27,14 @@ from simulator import Simulator
 from simulator.logged import generate_logs
 
 
+def half_gap_impressions(history: list[dict[str, float]], level: float = 0.5) -> int | None:
+    """Impressions at the first evaluation whose gap closed reaches ``level`` (None if none did)."""
+    for m in history:
+        if m["oracle_gap_closed"] >= level:
+            return int(m["impressions"])
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--impressions", type=int, default=1_000_000)
@@ -60,6 +68,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
     gap, kl = res.final["oracle_gap_closed"], res.final["kl_to_reference"]
     print(f"fine-tuned: gap_closed={gap:.3f} kl={kl:.3f} (target {cfg.train.kl_target}) in {seconds:.1f}s")
+    half = half_gap_impressions(res.history)
+    print(f"half_gap_impressions={'never' if half is None else half} (first evaluation at gap_closed >= 0.5)")
 
     bandit_gaps = {}
     if not args.no_bandits:

@@ -19,6 +19,7 @@ from recsys_rl.config import BaselineConfig, PolicyConfig
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import PAD, ContextBatch, LoggedBatch
+from recsys_rl.sparse_optim import MixedAdam
 
 
 def supervised_examples(
@@ -66,8 +67,8 @@ def sampled_softmax_loss(
     """
     q = policy.query(ctx)  # (B, D)
     correction = torch.log(torch.tensor(float(len(negatives))))
-    pos = (q * policy.item_out[targets]).sum(-1) + policy.item_bias[targets] - log_q[targets] - correction
-    neg = q @ policy.item_out[negatives].T + policy.item_bias[negatives] - log_q[negatives] - correction
+    pos = (q * policy.item_rows(targets)).sum(-1) + policy.item_bias[targets] - log_q[targets] - correction
+    neg = q @ policy.item_rows(negatives).T + policy.item_bias[negatives] - log_q[negatives] - correction
     neg = neg.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))  # (B, S)
     logits = torch.cat([pos.unsqueeze(1), neg], 1)
     nll = -torch.log_softmax(logits, 1)[:, 0]
@@ -88,12 +89,18 @@ def train_baseline(
     policy = BannerPolicy(
         n_products, policy_cfg.embed_dim, policy_cfg.hidden_dim,
         candidates=policy_cfg.candidates, retrieval=policy_cfg.retrieval,
+        full_catalogue_max=policy_cfg.full_catalogue_max,
     )  # fmt: skip
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr)
     sampled = 0 < cfg.sampled_negatives < n_products
+    if policy.uses_candidates and not sampled:
+        raise ValueError(
+            f"baseline.sampled_negatives: must be in (0, {n_products}) for a {n_products}-product catalogue "
+            "(the full softmax is only for catalogues up to policy.full_catalogue_max)"
+        )
     if sampled:
         q_dist = proposal(targets, weights, n_products)
         log_q = q_dist.log()

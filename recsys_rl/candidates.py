@@ -28,7 +28,7 @@ import torch
 
 ROW_BLOCK = 128
 COL_BLOCK = 1 << 17
-EXACT_MAX_PRODUCTS = 200_000
+EXACT_MAX_PRODUCTS = 50_000
 """Above this catalogue size ``Retriever(kind="auto")`` uses the IVF index instead of brute force."""
 
 

@@ -15,6 +15,7 @@ from recsys_rl.objective import AdaptiveKL, ppo_kl_loss, reinforce_kl_loss, rloo
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import reward
+from recsys_rl.sparse_optim import MixedAdam, clip_grad_norm
 
 
 class Learner:
@@ -30,7 +31,7 @@ class Learner:
         """``temperature``: the one banners are served at, so ratios compare like with like."""
         self.policy, self.reference, self.scheme, self.cfg = policy, reference, scheme, cfg
         self.temperature = temperature
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        self.opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr)
         self.kl_ctl = AdaptiveKL(
             cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive
         )
@@ -80,6 +81,8 @@ class Learner:
                 if valid is not None:
                     ref_logits = ref_logits.masked_fill(~valid, slate.PAD_LOGIT)
                 values = self.policy.value(ctx)
+                owner = torch.arange(n_ctx).repeat_interleave(group_size)  # banner -> context row
+                positions = slate.candidate_positions(cand[owner], items)  # (B, K), once per batch
             else:
                 ref_logits = self.reference.logits(ctx)  # (C, N)
                 _, values = self.policy.logits_and_value(ctx)
@@ -98,7 +101,7 @@ class Learner:
                     if valid is not None:
                         logits = logits.masked_fill(~valid[c], slate.PAD_LOGIT)
                     logp, kl, ent = slate.restricted_terms(
-                        logits / self.temperature, ref_logits[c], cand[c], it, share
+                        logits / self.temperature, ref_logits[c], cand[c], it, share, positions[rows]
                     )
                 else:
                     logits, v = self.policy.logits_and_value(ctx[c])  # (c, N), (c,)
@@ -114,7 +117,7 @@ class Learner:
                     r = rewards[rows]
                     baseline = r - self._loo(r, group_size) if group_size > 1 else v.detach()
                     ref_lp = (
-                        slate.restricted_terms(ref_logits[c], ref_logits[c], cand[c], it, share)[0]
+                        slate.restricted_terms(ref_logits[c], ref_logits[c], cand[c], it, share, positions[rows])[0]
                         if big
                         else slate.log_prob(ref_logits[c][share], it)
                     )
@@ -124,7 +127,7 @@ class Learner:
                     )  # fmt: skip
                 self.opt.zero_grad(set_to_none=True)
                 terms.total.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                clip_grad_norm(self.opt.params, cfg.max_grad_norm)
                 self.opt.step()
                 for k in ("total", "policy", "kl", "value", "entropy", "clip_frac"):
                     stats.setdefault(k, []).append(float(getattr(terms, k).detach()))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_rl import slate
@@ -34,12 +35,13 @@ class BannerPolicy(nn.Module):
         embed_dim: int = 32,
         hidden_dim: int = 128,
         n_user_features: int = 0,
-        candidates: int = 1024,
+        candidates: int = 512,
         retrieval: str = "auto",
+        full_catalogue_max: int = 20_000,
     ):
         super().__init__()
         self.n_products = n_products
-        self.n_candidates, self.retrieval = candidates, retrieval
+        self.n_candidates, self.retrieval, self.full_catalogue_max = candidates, retrieval, full_catalogue_max
         self._retriever: Retriever | None = None
         self.n_user_features = n_user_features
         self.item_in = nn.Embedding(n_products + 1, embed_dim, padding_idx=n_products)
@@ -53,6 +55,9 @@ class BannerPolicy(nn.Module):
         self.item_out = nn.Parameter(torch.randn(n_products, embed_dim) * embed_dim**-0.5)
         self.item_bias = nn.Parameter(torch.zeros(n_products))
         self.value_head = nn.Linear(hidden_dim, 1)
+        # at large N only the touched rows of the two item tables get gradients (SparseAdam in the
+        # learner), so an update costs O(rows touched), not O(N D)
+        self.item_in.sparse = self.uses_candidates
 
     def _hidden(self, viewed: torch.Tensor, history: torch.Tensor, user_features: torch.Tensor | None):
         mask = history >= 0  # (B, H)
@@ -87,8 +92,12 @@ class BannerPolicy(nn.Module):
 
     @property
     def uses_candidates(self) -> bool:
-        """True when the policy is defined over top-M candidates (N > M > 0), not the full catalogue."""
-        return 0 < self.n_candidates < self.n_products
+        """True when the policy is defined over top-M candidates (N > max(M, full_catalogue_max), M > 0)."""
+        return 0 < self.n_candidates < self.n_products and self.n_products > self.full_catalogue_max
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The item tables whose gradients are sparse rows (empty on the full path)."""
+        return [self.item_in.weight, self.item_out] if self.uses_candidates else []
 
     @property
     def retriever(self) -> Retriever:
@@ -106,9 +115,13 @@ class BannerPolicy(nn.Module):
         else:
             self._retriever.refresh(self.item_out, self.item_bias)
 
+    def item_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """(*ids.shape, D) output embeddings of ids; sparse row gradients at large N."""
+        return F.embedding(ids, self.item_out, sparse=self.uses_candidates)
+
     def score(self, query: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """(B, M) logits of products ids (B, M) for queries (B, D): gathers M rows, never N."""
-        e = self.item_out[ids]  # (B, M, D)
+        e = self.item_rows(ids)  # (B, M, D)
         return torch.bmm(e, query.unsqueeze(2)).squeeze(2) + self.item_bias[ids]
 
     @torch.no_grad()
@@ -117,6 +130,13 @@ class BannerPolicy(nn.Module):
         if not self.uses_candidates:
             return torch.arange(self.n_products).expand(len(ctx), -1)
         return self.retriever.search(self.query(ctx))
+
+    @torch.no_grad()
+    def candidates_and_logits(self, ctx: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, M) candidate ids, (B, M) their logits) with one encoder pass (no gradient)."""
+        q = self.query(ctx)
+        ids = self.retriever.search(q)
+        return ids, self.score(q, ids)
 
     def candidate_logits(self, ctx: ContextBatch, ids: torch.Tensor) -> torch.Tensor:
         """(B, M) logits of candidate ids (B, M) (differentiable)."""
@@ -137,9 +157,9 @@ class BannerPolicy(nn.Module):
         candidates when ``uses_candidates`` (-inf for a banner it could not have served)."""
         if not self.uses_candidates:
             return slate.log_prob(self.logits(ctx), items, temperature)
-        ids = self.candidates(ctx)
+        ids, logits = self.candidates_and_logits(ctx)
         pos = slate.candidate_positions(ids, items)
-        lp = slate.log_prob(self.candidate_logits(ctx, ids), pos.clamp_min(0), temperature)
+        lp = slate.log_prob(logits, pos.clamp_min(0), temperature)
         return lp.masked_fill((pos < 0).any(1), slate.NEG_INF)
 
     @torch.no_grad()
@@ -153,8 +173,8 @@ class BannerPolicy(nn.Module):
         """Draw one banner per context with its exact log-propensity under PL(logits / temperature)
         (over the candidates when ``uses_candidates``)."""
         if self.uses_candidates:
-            ids = self.candidates(ctx)
-            items, lp = slate.restricted_sample(self.candidate_logits(ctx, ids), ids, k, generator, temperature)
+            ids, logits = self.candidates_and_logits(ctx)
+            items, lp = slate.restricted_sample(logits, ids, k, generator, temperature)
             return BannerBatch(items, lp)
         logits = self.logits(ctx)
         items = slate.gumbel_topk(logits, k, generator, temperature)
@@ -164,8 +184,8 @@ class BannerPolicy(nn.Module):
     def greedy(self, ctx: ContextBatch, k: int = BANNER_SIZE) -> torch.Tensor:
         """(B, k) the top-k banner: what evaluation and deterministic serving show."""
         if self.uses_candidates:
-            ids = self.candidates(ctx)
-            return ids.gather(1, slate.greedy(self.candidate_logits(ctx, ids), k))
+            ids, logits = self.candidates_and_logits(ctx)
+            return ids.gather(1, slate.greedy(logits, k))
         return slate.greedy(self.logits(ctx), k)
 
     def frozen_copy(self) -> BannerPolicy:
@@ -184,6 +204,7 @@ class BannerPolicy(nn.Module):
             "n_user_features": self.n_user_features,
             "candidates": self.n_candidates,
             "retrieval": self.retrieval,
+            "full_catalogue_max": self.full_catalogue_max,
         }
 
 

@@ -183,13 +183,17 @@ def restricted_terms(
     cand_ids: torch.Tensor,
     items: torch.Tensor,
     rows: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log-prob (B,), KL (B,), entropy (B,)) of banners ``items`` (B, K) (global ids) under the PL over
     candidates: logits (C, M) of candidate ids (C, M), the reference's logits at the same ids (C, M);
     ``rows`` (B,) maps banners to context rows as in ``banner_terms``. A banner item that is not a
-    candidate of its row gives log-prob -inf (the policy could not have served it)."""
-    ids = cand_ids if rows is None else cand_ids[rows]
-    pos = candidate_positions(ids, items)
+    candidate of its row gives log-prob -inf (the policy could not have served it). ``positions``
+    (B, K): ``candidate_positions`` already computed (the learner reuses them across epochs)."""
+    if positions is None:
+        ids = cand_ids if rows is None else cand_ids[rows]
+        positions = candidate_positions(ids, items)
+    pos = positions
     absent = (pos < 0).any(1)
     logp, kl, ent = banner_terms(cand_logits, ref_cand_logits, pos.clamp_min(0), rows)
     if absent.any():

@@ -50,8 +50,7 @@ def collect_with_candidates(
     ctx = env.contexts(users, generator)
     cand = None
     if policy.uses_candidates:
-        cand = policy.candidates(ctx)  # (C, M)
-        logits = policy.candidate_logits(ctx, cand)
+        cand, logits = policy.candidates_and_logits(ctx)  # (C, M) each
         items, logp = slate.restricted_sample(
             logits.repeat_interleave(group, 0), cand.repeat_interleave(group, 0), BANNER_SIZE, generator
         )

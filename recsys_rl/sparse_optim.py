@@ -1,0 +1,73 @@
+"""Adam for a policy whose item tables get sparse row gradients (large catalogues).
+
+At 10^5-10^6 products a dense Adam step touches all N x D item parameters (three moment updates and a
+sqrt each) although an update only moves the few thousand rows its candidates and contexts used. The
+item tables (``BannerPolicy.sparse_parameters``) therefore take ``torch.optim.SparseAdam`` (lazy Adam:
+moments of a row advance only when the row has a gradient) and the rest plain Adam. On the full path
+there are no sparse parameters and this is exactly ``torch.optim.Adam``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MixedAdam:
+    """Adam on the dense parameters, SparseAdam on the sparse ones, behind one optimiser interface
+    (``param_groups``, ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``)."""
+
+    def __init__(self, module: nn.Module, sparse: list[nn.Parameter], lr: float):
+        ids = {id(p) for p in sparse}
+        dense = [p for p in module.parameters() if id(p) not in ids]
+        self.dense = torch.optim.Adam(dense, lr=lr)
+        self.sparse = torch.optim.SparseAdam(sparse, lr=lr) if sparse else None
+        self.params = dense + list(sparse)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.dense] + ([self.sparse] if self.sparse else [])
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def state_dict(self) -> dict:
+        if self.sparse is None:  # the plain Adam layout, as checkpoints always had on the full path
+            return self.dense.state_dict()
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.sparse is None:
+            self.dense.load_state_dict(state)
+        else:
+            self.dense.load_state_dict(state["dense"])
+            self.sparse.load_state_dict(state["sparse"])
+
+
+@torch.no_grad()
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
+    """``clip_grad_norm_`` that also accepts sparse gradients (their coalesced values count once)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    for i, g in enumerate(grads):
+        if g.is_sparse:
+            grads[i] = g.coalesce()
+    norms = [torch.linalg.vector_norm(g.values() if g.is_sparse else g) for g in grads]
+    if not norms:
+        return 0.0
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for p, g in zip([p for p in params if p.grad is not None], grads, strict=True):
+        if g.is_sparse:
+            p.grad = g * scale
+        else:
+            g.mul_(scale)
+    return float(total)
