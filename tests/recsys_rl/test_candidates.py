@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from recsys_rl import candidates
+from recsys_rl.candidates import IVFIndex, Retriever, RetrievalConfig, exact_topk, recall_at_m
+
+
+def _table(n, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randn(n, generator=g), torch.randn(37, d, generator=g)
+
+
+def test_exact_topk_matches_brute_force_across_blocks(monkeypatch):
+    monkeypatch.setattr(candidates, "ROW_BLOCK", 8)
+    monkeypatch.setattr(candidates, "COL_BLOCK", 100)  # many column blocks, last one ragged
+    items, bias, q = _table(1234)
+    scores, ids = exact_topk(q, items, bias, 50)
+    full = q @ items.T + bias
+    want = full.topk(50, dim=1)
+    assert torch.equal(ids, want.indices)
+    assert torch.allclose(scores, want.values)
+
+
+def test_exact_topk_caps_m_at_catalogue_size():
+    items, bias, q = _table(20)
+    _, ids = exact_topk(q, items, bias, 50)
+    assert ids.shape == (37, 20)
+    assert (ids.sort(1).values == torch.arange(20)).all()
+
+
+def test_ivf_neighbours_match_exact_search_on_small_catalogue():
+    items, bias, q = _table(4000, d=16)
+    exact = exact_topk(q, items, bias, 64)[1]
+    index = IVFIndex(items, bias, nlist=16, nprobe=16)  # every list probed: exhaustive
+    assert torch.equal(index.search(q, 64).sort(1).values, exact.sort(1).values)
+    index.index.nprobe = 8
+    assert recall_at_m(index.search(q, 64), exact) >= 0.8
+
+
+def test_ivf_rebuild_follows_a_new_item_table():
+    items, bias, q = _table(3000, d=16)
+    index = IVFIndex(items, bias, nlist=8, nprobe=8)
+    new_bias = bias.clone()
+    new_bias[:10] += 100.0  # ten products become everyone's best
+    index.rebuild(items, new_bias)
+    assert (index.search(q, 10).sort(1).values == torch.arange(10)).all()
+
+
+def test_retriever_rows_hold_distinct_valid_ids_best_first():
+    items, bias, q = _table(3000, d=16)
+    r = Retriever(items, bias, RetrievalConfig(m=100, kind="ivf", nprobe=4, nlist=16))
+    ids = r.search(q)
+    assert ids.shape == (37, 100) and ids.min() >= 0 and ids.max() < 3000
+    assert (ids.sort(1).values.diff(1) != 0).all()
+    s = (q.unsqueeze(1) * items[ids]).sum(-1) + bias[ids]
+    assert (s.diff(1) <= 1e-5).all()
+
+
+def test_retriever_rejects_unknown_kind():
+    items, bias, _ = _table(10)
+    with pytest.raises(ValueError, match="policy.retrieval"):
+        Retriever(items, bias, RetrievalConfig(kind="hnsw"))
+
+
+def test_recall_at_m_counts_shared_ids():
+    found = torch.tensor([[1, 2, 3, 4]])
+    exact = torch.tensor([[4, 3, 9, 8]])
+    assert recall_at_m(found, exact) == 0.5
+    big = torch.arange(600).unsqueeze(0)
+    assert recall_at_m(big, big.flip(1)[:, :300]) == 1.0
