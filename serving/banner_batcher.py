@@ -240,6 +240,8 @@ class BannerBatcher:
         if model.n_user_features:
             features = torch.tensor([j.user_features for j in jobs], dtype=torch.float32)  # (B, F)
         explore = [j.explore for j in jobs]
+        if model.candidates is not None:
+            return self._impressions(jobs, model, *self._score_candidates(model, viewed, history, features, explore))
         with torch.inference_mode():
             logits = model.logits(viewed, history, features)  # (B, N)
             if not isinstance(logits, torch.Tensor) or logits.shape != (len(jobs), model.n_products):
@@ -260,6 +262,28 @@ class BannerBatcher:
                     sub = logits[rows]
                     items[rows] = slate.gumbel_topk(sub, BANNER_SIZE, self.generator, self.temperature)
                     logp[rows] = slate.log_prob(sub.double(), items[rows], self.temperature)
+        return self._impressions(jobs, model, items, logp)
+
+    def _score_candidates(self, model: LoadedModel, viewed, history, features, explore: list[bool]):
+        """(items (B, K), log-propensity (B,)) of a policy over its candidates: the Plackett–Luce draw
+        over the (B, M) candidate logits, the very definition the learner's log-prob uses."""
+        b = len(viewed)
+        with torch.inference_mode():
+            ids, logits = model.candidates(viewed, history, features)  # (B, M) each
+            if logits.dim() != 2 or logits.shape[0] != b or ids.shape != logits.shape:
+                raise InferenceError(f"expected candidates of shape ({b}, M), got {tuple(logits.shape)}")
+            if not bool(torch.isfinite(logits.amax(dim=1)).all()):
+                raise InferenceError("NaN or infinite candidate logits")
+            pos = slate.greedy(logits, BANNER_SIZE)  # deterministic rows: propensity 1
+            logp = torch.zeros(b, dtype=torch.float64)
+            rows = torch.tensor(explore).nonzero().squeeze(1)
+            if len(rows):
+                sub = logits[rows]
+                pos[rows] = slate.gumbel_topk(sub, BANNER_SIZE, self.generator, self.temperature)
+                logp[rows] = slate.log_prob(sub.double(), pos[rows], self.temperature)
+            return ids.gather(1, pos), logp
+
+    def _impressions(self, jobs: list[BannerJob], model: LoadedModel, items, logp) -> list[Impression]:
         now = time.time()
         out = []
         ids = self.ids.new_many(len(jobs))

@@ -36,6 +36,9 @@ from recsys_rl.records import HISTORY_LEN, PAD
 log = logging.getLogger("serving.model")
 
 Logits = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+Candidates = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
+"""(viewed, history, user_features) -> (ids (B, M), logits (B, M)): a large-catalogue policy's
+candidates and their logits, from the index built with (and swapped together with) the model."""
 
 
 class UnknownVersion(LookupError):
@@ -52,6 +55,7 @@ class LoadedModel:
     n_user_features: int = 0
     source: str = ""
     loaded_at: float = field(default_factory=time.time)
+    candidates: Candidates | None = None  # set for a policy that is defined over its top-M candidates
 
 
 def probe_n_products(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> int:
@@ -79,7 +83,16 @@ def from_policy(policy, version: str, source: str = "") -> LoadedModel:
         def logits(viewed, history, user_features):
             return policy(viewed, history)
 
-    return LoadedModel(version, policy.n_products, logits, policy.n_user_features, source)
+    candidates = None
+    if getattr(policy, "uses_candidates", False):
+        policy.refresh_candidates()  # the index is built here, with the version, before it serves
+
+        def candidates(viewed, history, user_features):
+            return policy.candidates_and_logits(ContextBatch(viewed, history, user_features))
+
+    return LoadedModel(
+        version, policy.n_products, logits, policy.n_user_features, source, candidates=candidates
+    )
 
 
 def from_logits_module(module, version: str, source: str = "") -> LoadedModel:

@@ -76,14 +76,24 @@ def build_population(cfg: SimConfig, catalogue: Catalogue, generator: torch.Gene
     )
 
 
+EXACT_CONSIDERATION_MAX = 200_000
+"""Catalogues up to this size get exact consideration sets (brute force, ~9 s at 100k); larger ones use
+the policy's own retrieval, a faiss IVF inner-product index (``recsys_rl.candidates``)."""
+CONSIDERATION_NPROBE = 32
+
+
 def consideration_sets(
     taste: torch.Tensor, vectors: torch.Tensor, size: int, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each user's top-``size`` products by affinity <t_u, v_j>, scored in blocks of users.
 
     taste: (U, d); vectors: (N, d) -> items (U, M) long (descending affinity), logits (U, M) = A / T.
+    Above EXACT_CONSIDERATION_MAX products the top is found by an IVF index (seeded, deterministic):
+    bounded time and memory at 10^6 products; the affinities of the found products are exact.
     """
     n_users, n_products = taste.shape[0], vectors.shape[0]
+    if n_products > EXACT_CONSIDERATION_MAX:
+        return _indexed_consideration_sets(taste, vectors, size, temperature)
     step = user_chunk_size(n_products)
     items = torch.empty(n_users, size, dtype=torch.long)
     logits = torch.empty(n_users, size)
@@ -102,3 +112,26 @@ def consideration_popularity(items: torch.Tensor, n_products: int) -> torch.Tens
     share = share / share.sum()
     pop = (1 - POPULARITY_SMOOTHING) * share + POPULARITY_SMOOTHING / n_products
     return (pop / pop.sum()).to(torch.float32)
+
+
+def _indexed_consideration_sets(
+    taste: torch.Tensor, vectors: torch.Tensor, size: int, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from recsys_rl.candidates import IVFIndex
+
+    index = IVFIndex(vectors, None, nprobe=CONSIDERATION_NPROBE)
+    items = torch.empty(taste.shape[0], size, dtype=torch.long)
+    logits = torch.empty(taste.shape[0], size)
+    step = 8192
+    for start in range(0, taste.shape[0], step):
+        t = taste[start : start + step]
+        ids = index.search(t, size)
+        bad = (ids < 0).any(1)
+        if bad.any():  # probed lists held fewer than `size` products: exact for those users
+            rows = bad.nonzero().squeeze(1)
+            ids[rows] = torch.topk(t[rows] @ vectors.T, size, dim=1).indices
+        aff = torch.bmm(vectors[ids], t.unsqueeze(2)).squeeze(2)
+        aff, order = aff.sort(1, descending=True)
+        items[start : start + step] = ids.gather(1, order)
+        logits[start : start + step] = aff / temperature
+    return items, logits
