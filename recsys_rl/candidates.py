@@ -28,7 +28,7 @@ import torch
 
 ROW_BLOCK = 128
 COL_BLOCK = 1 << 17
-EXACT_MAX_PRODUCTS = 50_000
+EXACT_MAX_PRODUCTS = 200_000
 """Above this catalogue size ``Retriever(kind="auto")`` uses the IVF index instead of brute force."""
 
 
@@ -82,7 +82,7 @@ class IVFIndex:
         items: torch.Tensor,
         bias: torch.Tensor | None,
         nlist: int | None = None,
-        nprobe: int = 16,
+        nprobe: int = 64,
         seed: int = 0,
     ):
         import faiss
@@ -122,7 +122,7 @@ class RetrievalConfig:
 
     m: int = 1024
     kind: str = "auto"
-    nprobe: int = 16
+    nprobe: int = 64
     nlist: int | None = None
 
 

@@ -114,7 +114,7 @@ class PolicyConfig(_Strict):
         20000, ge=0, description="catalogues up to this size use the full-catalogue path (the reference)"
     )
     retrieval: Literal["auto", "exact", "ivf"] = Field(
-        "auto", description="candidate search: exact blocked top-M, faiss IVF, or auto (IVF above 50k)"
+        "auto", description="candidate search: exact blocked top-M, faiss IVF, or auto (IVF above 200k)"
     )
 
 
