@@ -82,7 +82,9 @@ def worker(size: str, args) -> dict:
     sim = Simulator(cfg.sim)
     out["sim_build_s"] = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as d:
-        logs = read_logs(generate_logs(sim, cfg.baseline.logged_impressions, d, seed=args.seed, progress=False))
+        logs = read_logs(
+            generate_logs(sim, cfg.baseline.logged_impressions, d, seed=args.seed, progress=False)
+        )
     t = time.perf_counter()
     ref = train_baseline(logs, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False)
     out["baseline_s"] = time.perf_counter() - t
@@ -115,7 +117,11 @@ def worker(size: str, args) -> dict:
         full_ref = full.frozen_copy()
         # 256 contexts per batch (not 1024): its (B, N) tensors at 4096 banners x 100k take > 10 GB
         fcfg = cfg.train.model_copy(
-            update={"total_impressions": args.full_impressions, "eval_every": 10**6, "contexts_per_batch": 256}
+            update={
+                "total_impressions": args.full_impressions,
+                "eval_every": 10**6,
+                "contexts_per_batch": 256,
+            }
         )
         fev = TimedEvaluator(ev, "full")
         t = time.perf_counter()

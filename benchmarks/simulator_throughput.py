@@ -6,7 +6,10 @@ Each figure is the best of several timed repeats (least disturbed by other work 
 load1 (the 1-minute load average) says how busy the machine was: on 2 cores, anything above ~1 means
 other processes competed, which slows the 2-thread vectorised path far more than the 1-thread loop.
 
-    python benchmarks/simulator_throughput.py            # small and large presets
+    python benchmarks/simulator_throughput.py            # 1k, 100k and 1M products (small, large, xlarge)
+    python benchmarks/simulator_throughput.py --presets small,large   # skip the 1M build (~1 min)
+
+Each preset line also gives the build time (init_s) and the process's peak RSS so far (rss_mb).
 Last line: simulator: impressions_per_s=<n> loop_impressions_per_s=<n> speedup=<x>   (small catalogue)
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -65,12 +69,13 @@ def main() -> None:
         "--threads", type=int, default=0,
         help="torch threads (0: torch's default, all cores; use 1 when other jobs load the machine)",
     )  # fmt: skip
+    ap.add_argument("--presets", default="xlarge,large,small", help="comma-separated presets")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     results = {}
-    for preset in ("large", "small"):
+    for preset in args.presets.split(","):
         cfg = load(SimConfig, CONFIGS / f"{preset}.yaml")
         t = time.perf_counter()
         sim = Simulator(cfg)
@@ -78,13 +83,15 @@ def main() -> None:
         vec = vectorised_rate(sim, args.batch, args.repeats)
         loop = loop_rate(sim, args.loop_impressions, args.loop_repeats)
         results[preset] = (vec, loop)
+        del sim
         print(
             f"{preset}: n_products={cfg.n_products} n_users={cfg.n_users} init_s={init_s:.2f} "
             f"impressions_per_s={vec:.0f} loop_impressions_per_s={loop:.0f} speedup={vec / loop:.1f} "
-            f"torch_threads={torch.get_num_threads()} load1={os.getloadavg()[0]:.2f}",
+            f"torch_threads={torch.get_num_threads()} load1={os.getloadavg()[0]:.2f} "
+            f"rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
             flush=True,
         )
-    vec, loop = results["small"]
+    vec, loop = results.get("small", next(iter(results.values())))
     print(
         f"simulator: impressions_per_s={vec:.0f} loop_impressions_per_s={loop:.0f} speedup={vec / loop:.1f}"
     )

@@ -177,7 +177,11 @@ class Retriever:
 
 def recall_at_m(found: torch.Tensor, exact: torch.Tensor) -> float:
     """Mean share of the exact top-M ids (B, M) that ``found`` (B, M') also holds."""
-    hit = (found.unsqueeze(2) == exact.unsqueeze(1)).any(1) if found.shape[1] * exact.shape[1] <= 1 << 16 else None
+    hit = (
+        (found.unsqueeze(2) == exact.unsqueeze(1)).any(1)
+        if found.shape[1] * exact.shape[1] <= 1 << 16
+        else None
+    )
     if hit is None:  # large M: sort-based membership, O(B M log M)
         s = found.sort(1).values
         pos = torch.searchsorted(s, exact).clamp_max(s.shape[1] - 1)

@@ -336,9 +336,7 @@ def _sim_value_fn(sim_config: Path, cfg: RunConfig):
 
     def value(policy) -> float:
         return (
-            expected_reward(scheme, sim.expected(es.users, greedy_banners(policy, es.contexts)))
-            .mean()
-            .item()
+            expected_reward(scheme, sim.expected(es.users, greedy_banners(policy, es.contexts))).mean().item()
         )
 
     return lambda logged: value

@@ -109,7 +109,9 @@ class PolicyConfig(_Strict):
     embed_dim: int = Field(32, ge=2, le=1024, description="product embedding / query dimension")
     hidden_dim: int = Field(128, ge=2, le=8192, description="context encoder hidden width")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for exploration")
-    candidates: int = Field(512, ge=0, le=65536, description="top-M candidates per context (0: full catalogue)")
+    candidates: int = Field(
+        512, ge=0, le=65536, description="top-M candidates per context (0: full catalogue)"
+    )
     full_catalogue_max: int = Field(
         20000, ge=0, description="catalogues up to this size use the full-catalogue path (the reference)"
     )

@@ -104,8 +104,10 @@ def greedy_banners(logits_fn, contexts: ContextBatch, n_products: int | None = N
         if not callable(logits_fn) or hasattr(logits_fn, "greedy"):  # a policy on the full path
             logits_fn = logits_fn.logits
         step = CHUNK if n_products is None else _chunk(n_products)
+
         def fn(ctx):
             return slate.greedy(logits_fn(ctx), BANNER_SIZE)
+
     return torch.cat([fn(contexts[i : i + step]) for i in range(0, len(contexts), step)])
 
 

@@ -117,7 +117,9 @@ class Learner:
                     r = rewards[rows]
                     baseline = r - self._loo(r, group_size) if group_size > 1 else v.detach()
                     ref_lp = (
-                        slate.restricted_terms(ref_logits[c], ref_logits[c], cand[c], it, share, positions[rows])[0]
+                        slate.restricted_terms(
+                            ref_logits[c], ref_logits[c], cand[c], it, share, positions[rows]
+                        )[0]
                         if big
                         else slate.log_prob(ref_logits[c][share], it)
                     )

@@ -142,7 +142,9 @@ class BannerPolicy(nn.Module):
         """(B, M) logits of candidate ids (B, M) (differentiable)."""
         return self.score(self.query(ctx), ids)
 
-    def candidate_logits_and_value(self, ctx: ContextBatch, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidate_logits_and_value(
+        self, ctx: ContextBatch, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, M) candidate logits and (B,) critic value, sharing one encoder pass."""
         h = self._hidden(ctx.viewed, ctx.history, ctx.user_features)
         return self.score(self.to_query(h), ids), self.value_head(h).squeeze(-1)
@@ -152,7 +154,9 @@ class BannerPolicy(nn.Module):
         return self.value_head(self._hidden(ctx.viewed, ctx.history, ctx.user_features)).squeeze(-1)
 
     @torch.no_grad()
-    def banner_log_prob(self, ctx: ContextBatch, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    def banner_log_prob(
+        self, ctx: ContextBatch, items: torch.Tensor, temperature: float = 1.0
+    ) -> torch.Tensor:
         """(B,) exact log-probability of banners items (B, K) under this policy as it serves: over its
         candidates when ``uses_candidates`` (-inf for a banner it could not have served)."""
         if not self.uses_candidates:

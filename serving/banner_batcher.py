@@ -241,7 +241,9 @@ class BannerBatcher:
             features = torch.tensor([j.user_features for j in jobs], dtype=torch.float32)  # (B, F)
         explore = [j.explore for j in jobs]
         if model.candidates is not None:
-            return self._impressions(jobs, model, *self._score_candidates(model, viewed, history, features, explore))
+            return self._impressions(
+                jobs, model, *self._score_candidates(model, viewed, history, features, explore)
+            )
         with torch.inference_mode():
             logits = model.logits(viewed, history, features)  # (B, N)
             if not isinstance(logits, torch.Tensor) or logits.shape != (len(jobs), model.n_products):

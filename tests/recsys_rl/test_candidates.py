@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from recsys_rl import candidates
-from recsys_rl.candidates import IVFIndex, Retriever, RetrievalConfig, exact_topk, recall_at_m
+from recsys_rl.candidates import IVFIndex, RetrievalConfig, Retriever, exact_topk, recall_at_m
 
 
 def _table(n, d=8, seed=0):

@@ -3,12 +3,12 @@
 import torch
 import torch.nn.functional as F
 
+from recsys_rl import slate
 from recsys_rl.baseline import sampled_softmax_loss
 from recsys_rl.config import load_reward, load_run
 from recsys_rl.learner import Learner
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import ContextBatch, LoggedBatch, OutcomeBatch
-from recsys_rl import slate
 
 
 def restricted_policy(n=400, m=32, retrieval="exact", seed=0) -> BannerPolicy:
@@ -63,7 +63,9 @@ def test_learner_update_over_candidates_keeps_probabilities_and_starts_at_zero_k
 
     clicks = torch.zeros(128, 5)
     clicks[:, 0] = (items[:, 0] % 2).float()  # odd products at the top get clicked
-    batch = LoggedBatch(ctx.repeat_interleave(2), BannerBatch(items, logp), OutcomeBatch(clicks, clicks, clicks))
+    batch = LoggedBatch(
+        ctx.repeat_interleave(2), BannerBatch(items, logp), OutcomeBatch(clicks, clicks, clicks)
+    )
     learner = Learner(p, ref, load_reward("ctr"), cfg, seed=0)
     before = p.item_out.detach().clone()
     stats = learner.update(batch, group_size=2, candidates=cand)

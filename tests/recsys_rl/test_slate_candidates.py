@@ -36,7 +36,9 @@ def test_restricted_terms_match_enumeration_over_candidates():
     assert math.isclose((p * kl).sum().item(), (p * (p / q).log()).sum().item(), rel_tol=1e-9)
     assert math.isclose((p * ent).sum().item(), -(p * p.log()).sum().item(), rel_tol=1e-9)
     # the full-catalogue KL to the unrestricted reference is this plus the reference's missing mass
-    full_q = torch.tensor([pl_prob({j: math.exp(r[j]) for j in range(n)}, b) for b in banners], dtype=torch.float64)
+    full_q = torch.tensor(
+        [pl_prob({j: math.exp(r[j]) for j in range(n)}, b) for b in banners], dtype=torch.float64
+    )
     full_kl = (p * (p / full_q).log()).sum().item()
     assert full_kl >= (p * kl).sum().item()
 

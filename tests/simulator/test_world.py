@@ -106,3 +106,16 @@ def test_respond_rejects_bad_banner_shape_and_ids(sim):
         sim.expected(users, torch.full((3, 5), sim.n_products))
     with pytest.raises(ValueError, match="same product twice"):
         sim.respond(users, torch.tensor([[1, 2, 3, 4, 1]] * 3), g)
+
+
+def test_indexed_consideration_sets_match_exact_ones(monkeypatch):
+    from recsys_rl.candidates import recall_at_m
+    from simulator import users
+
+    sim = Simulator(small_config(n_products=5000, n_users=500))
+    monkeypatch.setattr(users, "EXACT_CONSIDERATION_MAX", 0)  # as above 200k products
+    items, logits = users.consideration_sets(sim.population.taste, sim.catalogue.vectors, 30, 0.3)
+    assert recall_at_m(items, sim.population.consider_items) >= 0.95
+    assert (logits.diff(dim=1) <= 0).all()  # descending affinity, exact values
+    aff = (sim.population.taste.unsqueeze(1) * sim.catalogue.vectors[items]).sum(-1)
+    assert torch.allclose(logits, aff / 0.3, atol=1e-5)
