@@ -11,6 +11,8 @@ top-M candidates, and report
 - gap: reference->oracle gap closed at the end of the budget (and the whole curve, one line per
   evaluation),
 - recall (1M): recall@M of the IVF candidates against the exact top-M, on the fine-tuned policy,
+  tie-aware (a found product scoring at least the exact M-th score counts; products that tie there,
+  e.g. untrained ones at score 0, are interchangeable); ``recall_ids`` is the plain id overlap,
 - serving (1M): p50/p99/rps of ``/v1/banners`` at concurrency 8 (wrk, ``--serve-seconds``) on the
   fine-tuned 1M policy, one uvicorn worker, 1 torch thread.
 
@@ -59,7 +61,7 @@ def worker(size: str, args) -> dict:
     import torch
 
     from recsys_rl.baseline import train_baseline
-    from recsys_rl.candidates import exact_topk, recall_at_m
+    from recsys_rl.candidates import exact_topk, recall_at_m, recall_with_ties
     from recsys_rl.config import builtin_rewards, load_reward, load_run
     from recsys_rl.evaluation import Evaluator
     from recsys_rl.jobs import trainable_copy
@@ -132,8 +134,9 @@ def worker(size: str, args) -> dict:
         with torch.no_grad():
             q = policy.query(ev.eval_set.contexts[:512])
             found = policy.retriever.search(q)
-            exact = exact_topk(q, policy.item_out, policy.item_bias, policy.retriever.m)[1]
-        out["recall"] = recall_at_m(found, exact)
+            exact_s, exact = exact_topk(q, policy.item_out, policy.item_bias, policy.retriever.m)
+            out["recall_ids"] = recall_at_m(found, exact)
+            out["recall"] = recall_with_ties(policy.score(q, found), exact_s)
     if size == "1m" and args.serve_seconds:
         path = Path(tempfile.mkdtemp()) / "policy-1m.pt"
         save_policy(policy, path)
@@ -199,7 +202,7 @@ def main() -> None:
               f"gap={r['gap']:.3f} kl={r['kl']:.3f} rss_mb={r['rss_mb']:.0f} sim_build_s={r['sim_build_s']:.1f} "
               f"baseline_s={r['baseline_s']:.1f} evaluator_s={r['evaluator_s']:.1f} wall_s={time.perf_counter() - t:.0f}"
               + (f" full_ips={r['full_ips']:.0f}" if "full_ips" in r else "")
-              + (f" recall={r['recall']:.4f}" if "recall" in r else "")
+              + (f" recall={r['recall']:.4f} recall_ids={r['recall_ids']:.4f}" if "recall" in r else "")
               + (f" serve_p50_ms={r['serve_p50_ms']:.2f} serve_p99_ms={r['serve_p99_ms']:.2f} "
                  f"serve_rps={r['serve_rps']:.0f} non2xx={r['serve_non2xx']}" if "serve_p99_ms" in r else ""))  # fmt: skip
         print(f"  {size} curve (impressions, gap_closed, kl): "

@@ -187,3 +187,13 @@ def recall_at_m(found: torch.Tensor, exact: torch.Tensor) -> float:
         pos = torch.searchsorted(s, exact).clamp_max(s.shape[1] - 1)
         hit = s.gather(1, pos) == exact
     return hit.float().mean().item()
+
+
+def recall_with_ties(found_scores: torch.Tensor, exact_scores: torch.Tensor, tol: float = 1e-6) -> float:
+    """Tie-aware recall@M: the share of found products (B, M) scoring at least the exact M-th score.
+
+    Equal to ``recall_at_m`` when scores are distinct; where many products tie at the M-th score
+    (untrained products at 0) any of them is as good a candidate, which exact-id recall would not count.
+    """
+    threshold = exact_scores[:, -1:] - tol
+    return (found_scores >= threshold).float().mean().item()

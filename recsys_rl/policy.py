@@ -58,6 +58,13 @@ class BannerPolicy(nn.Module):
         # at large N only the touched rows of the two item tables get gradients (SparseAdam in the
         # learner), so an update costs O(rows touched), not O(N D)
         self.item_in.sparse = self.uses_candidates
+        if self.uses_candidates:
+            # Large catalogues: output embeddings start at zero. Most products never appear in the
+            # logs the baseline learns from; with a random init they keep random scores that push
+            # them into every context's top-M (and make the candidate index search a random cloud).
+            # At zero an untrained product scores its bias until data moves it.
+            with torch.no_grad():
+                self.item_out.zero_()
 
     def _hidden(self, viewed: torch.Tensor, history: torch.Tensor, user_features: torch.Tensor | None):
         mask = history >= 0  # (B, H)

@@ -68,3 +68,9 @@ def test_recall_at_m_counts_shared_ids():
     assert recall_at_m(found, exact) == 0.5
     big = torch.arange(600).unsqueeze(0)
     assert recall_at_m(big, big.flip(1)[:, :300]) == 1.0
+
+
+def test_recall_with_ties_counts_equally_good_products():
+    exact = torch.tensor([[3.0, 2.0, 0.0, 0.0]])
+    assert candidates.recall_with_ties(torch.tensor([[3.0, 2.0, 0.0, 0.0]]), exact) == 1.0
+    assert candidates.recall_with_ties(torch.tensor([[3.0, 0.0, 0.0, -1.0]]), exact) == 0.75

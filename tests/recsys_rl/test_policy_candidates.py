@@ -16,6 +16,7 @@ def restricted_policy(n=400, m=32, retrieval="exact", seed=0) -> BannerPolicy:
     p = BannerPolicy(n, 8, 16, candidates=m, retrieval=retrieval, full_catalogue_max=0)
     with torch.no_grad():
         p.item_bias.normal_()
+        p.item_out.normal_()  # a trained-looking table (large policies start at zero)
     return p
 
 

@@ -23,6 +23,7 @@ def candidate_policy() -> BannerPolicy:
     p = BannerPolicy(3000, 8, 16, candidates=48, retrieval="ivf", full_catalogue_max=0)
     with torch.no_grad():
         p.item_bias.normal_()
+        p.item_out.normal_()  # a trained-looking table (large policies start at zero)
     return p
 
 
