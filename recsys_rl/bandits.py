@@ -17,6 +17,14 @@ from recsys_rl.records import BANNER_SIZE, ContextBatch
 from recsys_rl.rewards import position_rewards
 
 
+LARGE_ELEMENTS = 1 << 24
+"""Above this many (contexts x products) scores per round, epsilon-greedy acts without a (B, N) matrix."""
+
+
+MAX_POSTERIOR_ELEMENTS = 1 << 28
+"""Largest (N, d, d) posterior LinearThompson allocates (1 GiB of float32): ~240k products at d = 33."""
+
+
 class EpsilonGreedy:
     """Context-free: per-product mean reward; exploit the top-5 or, with prob epsilon, a random banner."""
 
@@ -31,10 +39,30 @@ class EpsilonGreedy:
 
     def act(self, ctx: ContextBatch, g: torch.Generator) -> torch.Tensor:
         b = len(ctx)
+        if b * self.n > LARGE_ELEMENTS:
+            return self._act_large(b, g)
         scores = self.logits(ctx) + 1e-6 * torch.rand(b, self.n, generator=g)  # random tie-break
         explore = torch.rand(b, generator=g) < self.epsilon
         scores = torch.where(explore.unsqueeze(1), torch.rand(b, self.n, generator=g), scores)
         return slate.greedy(scores, BANNER_SIZE)
+
+    def _act_large(self, b: int, g: torch.Generator) -> torch.Tensor:
+        """Bounded memory at large N: O(N + B) per round instead of (B, N). Exploiting rows share one
+        random tie-break of the means per round (the agent is context-free); exploring rows show K
+        distinct uniform products (rows with a repeat redrawn)."""
+        means = self.sums / self.counts.clamp_min(1)
+        best = (means + 1e-6 * torch.rand(self.n, generator=g)).topk(BANNER_SIZE).indices
+        items = best.expand(b, -1).clone()
+        explore = (torch.rand(b, generator=g) < self.epsilon).nonzero().squeeze(1)
+        rand = torch.randint(0, self.n, (len(explore), BANNER_SIZE), generator=g)
+        while len(rand):
+            s = rand.sort(1).values
+            bad = (s[:, 1:] == s[:, :-1]).any(1).nonzero().squeeze(1)
+            if not len(bad):
+                break
+            rand[bad] = torch.randint(0, self.n, (len(bad), BANNER_SIZE), generator=g)
+        items[explore] = rand
+        return items
 
     def update(self, ctx: ContextBatch, items: torch.Tensor, rewards: torch.Tensor) -> None:
         self.sums.index_add_(0, items.reshape(-1), rewards.reshape(-1))
@@ -51,6 +79,12 @@ class LinearThompson:
     def __init__(self, n_products: int, features: BannerPolicy, v: float = 0.3, ridge: float = 1.0):
         self.n, self.features, self.v = n_products, features, v
         d = features.item_out.shape[1] + 1
+        if n_products * d * d > MAX_POSTERIOR_ELEMENTS:
+            raise ValueError(
+                f"n_products: LinearThompson keeps a {d}x{d} posterior per product, "
+                f"{n_products * d * d * 4 / 2**30:.1f} GiB at {n_products} products (limit "
+                f"{MAX_POSTERIOR_ELEMENTS * 4 / 2**30:.0f} GiB); use EpsilonGreedy at this catalogue size"
+            )
         self.A = ridge * torch.eye(d).repeat(n_products, 1, 1)  # (N, d, d)
         self.b = torch.zeros(n_products, d)
 

@@ -51,3 +51,15 @@ def test_fine_tuning_over_candidates_improves_reward_with_bounded_kl(reference):
     assert res.final["reward_graded"] > ev.reference_metrics["reward_graded"] * 1.05
     assert 0 < res.final["kl_to_reference"] < 3 * cfg.kl_target
     assert res.history[0]["kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_epsilon_greedy_acts_without_a_contexts_by_products_matrix(monkeypatch):
+    from recsys_rl import bandits
+
+    monkeypatch.setattr(bandits, "LARGE_ELEMENTS", 0)  # as at 10^6 products
+    sim, scheme = many_sim(), load_reward("graded")
+    agent = bandits.run_bandit(bandits.EpsilonGreedy(sim.n_products), sim, scheme, 20_000, 2000, 0, False)
+    g = torch.Generator().manual_seed(0)
+    items = agent.act(sim.contexts(sim.sample_users(500, g), g), g)
+    assert items.shape == (500, 5) and (items.sort(1).values.diff(1) != 0).all()
+    assert agent.counts.sum() == 100_000  # every shown slot counted
