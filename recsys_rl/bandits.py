@@ -16,7 +16,6 @@ from recsys_rl.progress import progress_bar
 from recsys_rl.records import BANNER_SIZE, ContextBatch
 from recsys_rl.rewards import position_rewards
 
-
 LARGE_ELEMENTS = 1 << 24
 """Above this many (contexts x products) scores per round, epsilon-greedy acts without a (B, N) matrix."""
 
