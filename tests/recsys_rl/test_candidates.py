@@ -74,3 +74,13 @@ def test_recall_with_ties_counts_equally_good_products():
     exact = torch.tensor([[3.0, 2.0, 0.0, 0.0]])
     assert candidates.recall_with_ties(torch.tensor([[3.0, 2.0, 0.0, 0.0]]), exact) == 1.0
     assert candidates.recall_with_ties(torch.tensor([[3.0, 0.0, 0.0, -1.0]]), exact) == 0.75
+
+
+def test_ivf_retriever_keeps_untrained_products_apart_and_exact():
+    items, bias, q = _table(4000, d=16)
+    items[::2] = 0.0  # half the catalogue never trained: they score their bias
+    bias[::2] *= 3.0  # and some of them beat trained products
+    r = Retriever(items, bias, RetrievalConfig(m=80, kind="ivf", nprobe=16, nlist=16))
+    assert len(r.active_ids) == 2000 and r.index.n == 2000
+    exact = exact_topk(q, items, bias, 80)[1]
+    assert torch.equal(r.search(q).sort(1).values, exact.sort(1).values)  # all lists probed: exact
