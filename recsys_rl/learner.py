@@ -47,12 +47,19 @@ class Learner:
             for group in self.opt.param_groups:
                 group["lr"] = self.cfg.lr * max(1.0 - fraction, 0.0)
 
-    def update(self, batch: LoggedBatch, group_size: int = 1) -> dict[str, float]:
-        """Optimise on one batch for ``cfg.epochs`` passes; returns the mean of each loss term."""
+    def update(
+        self, batch: LoggedBatch, group_size: int = 1, rewards: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """Optimise on one batch for ``cfg.epochs`` passes; returns the mean of each loss term.
+
+        ``rewards`` (B,): per-banner rewards to use instead of the scheme's reward of ``batch.outcomes``
+        (e.g. a learned reward model's expected reward, no sampling noise).
+        """
         cfg, n_ctx = self.cfg, len(batch) // group_size
         ctx = batch.contexts[::group_size] if group_size > 1 else batch.contexts  # (C,) unique contexts
         items, logp_b = batch.banners.items, batch.banners.log_prob
-        rewards = reward(self.scheme, batch.outcomes)  # (B,)
+        if rewards is None:
+            rewards = reward(self.scheme, batch.outcomes)  # (B,)
         with torch.no_grad():
             ref_logits = self.reference.logits(ctx)  # (C, N)
             _, values = self.policy.logits_and_value(ctx)
