@@ -17,6 +17,8 @@ class RewardModelConfig(BaseModel):
     batch_size: int = Field(1024, ge=1, description="impressions per gradient step")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    validation_share: float = Field(0.2, gt=0, lt=1, description="share of impressions held out for validation")
+    validation_share: float = Field(
+        0.2, gt=0, lt=1, description="share of impressions held out for validation"
+    )
     calibration_bins: int = Field(10, ge=2, description="equal-width bins of the calibration error and plot")
     seed: int = Field(0, description="seed of the split, initialisation and minibatch order")

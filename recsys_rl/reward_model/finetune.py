@@ -37,8 +37,11 @@ def scored_batch(
     rows = torch.arange(len(ctx)).repeat_interleave(group)
     rewards = banner_rewards(model, scheme, ctx, items, rows)
     zeros = torch.zeros(items.shape)
-    batch = LoggedBatch(ctx.repeat_interleave(group), BannerBatch(items, slate.log_prob(logits, items)),
-                        OutcomeBatch(zeros, zeros, zeros))  # fmt: skip  (outcomes unused: rewards given)
+    batch = LoggedBatch(
+        ctx.repeat_interleave(group),
+        BannerBatch(items, slate.log_prob(logits, items)),
+        OutcomeBatch(zeros, zeros, zeros),
+    )  # fmt: skip  (outcomes unused: rewards given)
     return batch, rewards
 
 

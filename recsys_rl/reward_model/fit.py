@@ -39,7 +39,9 @@ def check_logs(logs: LoggedBatch, n_products: int) -> None:
     """Refuse logs that cannot identify the model, naming the field and the problem."""
     n = len(logs)
     if n < MIN_IMPRESSIONS:
-        raise RewardModelDataError(f"logs: impressions: {n}, need at least {MIN_IMPRESSIONS} to fit and validate")
+        raise RewardModelDataError(
+            f"logs: impressions: {n}, need at least {MIN_IMPRESSIONS} to fit and validate"
+        )
     ids = torch.cat([logs.banners.items.reshape(-1), logs.contexts.viewed, logs.contexts.history.reshape(-1)])
     ids = ids[ids >= 0]
     if len(ids) and int(ids.max()) >= n_products:
@@ -55,7 +57,9 @@ def check_logs(logs: LoggedBatch, n_products: int) -> None:
     clicks = int(o.clicks.sum())
     if clicks == 0 or clicks == o.clicks.numel():
         what = "no click" if clicks == 0 else "a click at every position"
-        raise RewardModelDataError(f"logs: clicks: {what} in {n} impressions; click probabilities are not identified")
+        raise RewardModelDataError(
+            f"logs: clicks: {what} in {n} impressions; click probabilities are not identified"
+        )
     if bool(((o.units > 0) & (o.clicks == 0)).any()):
         raise RewardModelDataError("logs: units: a purchase at a position that was not clicked")
 

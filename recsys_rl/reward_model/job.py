@@ -58,9 +58,13 @@ def train_reward_model_job(
         mlflow.log_metrics(metrics)
         tracking.log_figure(reliability_figure(curves, metrics), "reliability.png")
         table = pd.DataFrame(
-            {o: {m: metrics[f"{m}_{o}"] for m in ("log_loss", "auc", "ece", "n", "base_rate")}
-             for o in curves}  # fmt: skip
+            {
+                o: {m: metrics[f"{m}_{o}"] for m in ("log_loss", "auc", "ece", "n", "base_rate")}
+                for o in curves
+            }  # fmt: skip
         ).T
         tracking.log_table(table, "reward_model_validation")
         uri, version = log_reward_model(result.model, registered_name)
-    return RewardModelRun(run.info.run_id, uri, None if version is None else str(version), metrics, result.model)
+    return RewardModelRun(
+        run.info.run_id, uri, None if version is None else str(version), metrics, result.model
+    )

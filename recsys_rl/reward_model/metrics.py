@@ -44,7 +44,9 @@ def predictions(model: BannerRewardModel, batch: LoggedBatch, chunk: int = 8192)
         parts["purchase"].append((torch.sigmoid(buy[clicked]).numpy(), o.purchases[clicked].numpy()))
         lam = ext[bought].clamp(max=4.0).exp()
         parts["multi"].append((-torch.expm1(-lam).numpy(), o.multi[bought].numpy()))
-    return {k: (np.concatenate([p for p, _ in v]), np.concatenate([y for _, y in v])) for k, v in parts.items()}
+    return {
+        k: (np.concatenate([p for p, _ in v]), np.concatenate([y for _, y in v])) for k, v in parts.items()
+    }
 
 
 def reliability(p: np.ndarray, y: np.ndarray, bins: int) -> Reliability:

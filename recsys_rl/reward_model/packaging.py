@@ -54,7 +54,9 @@ class RewardModelPyfunc(mlflow.pyfunc.PythonModel):
             torch.as_tensor(np.asarray(model_input["history"]), dtype=torch.long),
         )
         with torch.no_grad():
-            exp = self.model.expected(ctx, torch.as_tensor(np.asarray(model_input["items"]), dtype=torch.long))
+            exp = self.model.expected(
+                ctx, torch.as_tensor(np.asarray(model_input["items"]), dtype=torch.long)
+            )
         return {k: getattr(exp, k).numpy() for k in OUTPUTS}
 
 
@@ -105,11 +107,15 @@ def load_reward_model(uri: str, option: str = "--reward-model") -> BannerRewardM
     if not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:/", "file:")):
         path = Path(uri)
         if not path.is_file():
-            raise ValueError(f"{option}: {uri}: not a model URI (models:/NAME/VERSION, runs:/ID/...) nor a file")
+            raise ValueError(
+                f"{option}: {uri}: not a model URI (models:/NAME/VERSION, runs:/ID/...) nor a file"
+            )
         try:
             return load_weights(path)
         except Exception as e:  # torch.load / state-dict errors: all mean "not a reward-model file"
-            raise ValueError(f"{option}: {uri}: not a reward-model weights file ({type(e).__name__})") from None
+            raise ValueError(
+                f"{option}: {uri}: not a reward-model weights file ({type(e).__name__})"
+            ) from None
     try:
         loaded = mlflow.pyfunc.load_model(uri)
     except Exception as e:  # MlflowException, missing artifacts
@@ -121,7 +127,9 @@ def load_reward_model(uri: str, option: str = "--reward-model") -> BannerRewardM
     return inner.model
 
 
-def check_catalogue(model: BannerRewardModel, n_products: int, what: str, option: str = "--reward-model") -> None:
+def check_catalogue(
+    model: BannerRewardModel, n_products: int, what: str, option: str = "--reward-model"
+) -> None:
     """Refuse a reward model of another catalogue: it would score the wrong products."""
     if model.n_products != n_products:
         raise ValueError(

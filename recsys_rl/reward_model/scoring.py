@@ -15,8 +15,6 @@ from recsys_rl.records import BANNER_SIZE, ContextBatch
 from recsys_rl.reward_model.model import BannerRewardModel
 from recsys_rl.rewards import expected_reward
 
-CHUNK_BANNERS = 1 << 16
-
 
 def check_scheme(model: BannerRewardModel, scheme: RewardScheme) -> None:
     """A revenue scheme needs the prices a log with revenue gave the model."""
