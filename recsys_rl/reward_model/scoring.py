@@ -48,3 +48,23 @@ def policy_value(
         items = slate.gumbel_topk(logits[rows], BANNER_SIZE, generator)
         total += float(banner_rewards(model, scheme, c, items, rows).sum())
     return total / (len(ctx) * n_samples)
+
+
+@torch.no_grad()
+def argmax_banners(model: BannerRewardModel, scheme: RewardScheme, ctx: ContextBatch, chunk: int = 1024):
+    """(C, K) the banner the reward model rates highest per context: the limit of optimising it (KL -> inf).
+
+    Exact for the model: its examination does not depend on the other products shown and (fitted on
+    logs where the top slot is examined most) is non-increasing, so sorting products by their expected
+    reward given examination, g(x, j), and placing the best first maximises sum_k exam[k] g(x, a_k).
+    """
+    k = model.n_positions
+    out = []
+    for s in range(0, len(ctx), chunk):
+        rel, buy, ext = model.catalogue_logits(ctx[s : s + chunk])  # (c, N) each
+        lam = ext.clamp(max=4.0).exp()
+        per_buy = (scheme.purchase + scheme.multi_purchase * -torch.expm1(-lam) + scheme.units * (1 + lam)
+                   + scheme.revenue * model.prices * (1 + lam))  # fmt: skip
+        g = torch.sigmoid(rel) * (scheme.click + torch.sigmoid(buy) * per_buy)
+        out.append(g.topk(k, dim=1).indices)
+    return torch.cat(out)

@@ -32,7 +32,7 @@ from recsys_rl.records import BANNER_SIZE, ContextBatch
 from recsys_rl.reward_model.best_of_n import best_of_n, best_of_n_kl, n_for_kl
 from recsys_rl.reward_model.finetune import rm_finetune
 from recsys_rl.reward_model.model import BannerRewardModel
-from recsys_rl.reward_model.scoring import policy_value
+from recsys_rl.reward_model.scoring import argmax_banners, banner_rewards, policy_value
 
 EXPERIMENT = "recsys-rl-kl-sweep"
 
@@ -76,6 +76,8 @@ class SweepResult:
     recommended_kl_target: float = math.nan
     summary: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
+    argmax_proxy: float = math.nan  # the reward model's argmax banner: the KL -> inf limit
+    argmax_gold: float = math.nan
 
 
 @torch.no_grad()
@@ -129,6 +131,13 @@ def sweep_figure(res: SweepResult):
             f = res.fits.get(f"{method}_{value}")
             if f is not None and math.isfinite(f.alpha):
                 ax.plot(grid, ref + f(grid), ls, color=colours[method], alpha=0.9 if value == "gold" else 0.5)
+    ax.axhline(
+        res.argmax_proxy, color="gray", ls="--", lw=1, label="reward model's argmax banner: proxy (KL→∞)"
+    )
+    if math.isfinite(res.argmax_gold):
+        ax.axhline(
+            res.argmax_gold, color="gray", ls="-", lw=1, label="reward model's argmax banner: gold (KL→∞)"
+        )
     if math.isfinite(res.recommended_kl_target):
         peak = res.summary.get("gold_peak_kl", math.nan)
         ax.axvline(
@@ -155,6 +164,7 @@ def kl_sweep(
     judge,
     *,
     bon_max_n: int = 4096,
+    widen_to: float | None = None,
     experiment: str = EXPERIMENT,
     evaluator=None,
     progress: bool = True,
@@ -163,7 +173,8 @@ def kl_sweep(
     """Fine-tune per budget, run best-of-n, value both twice (proxy, gold), fit, plot, log to MLflow.
 
     ``judge``: ``ExactJudge`` or ``DoublyRobustJudge`` (its contexts are where proxy and gold are
-    measured). ``evaluator``: an ``Evaluator`` on the same env, for the greedy oracle_gap_closed.
+    measured). ``widen_to``: while the RL gold still peaks at the largest budget, double it (up to this).
+    The reward model's own argmax banner (the limit of optimising it, KL -> inf) is valued too. ``evaluator``: an ``Evaluator`` on the same env, for the greedy oracle_gap_closed.
     """
     if not kl_targets or any(not t > 0 for t in kl_targets):
         raise ValueError(f"--kl-targets: need positive budgets, got {kl_targets}")
@@ -172,6 +183,9 @@ def kl_sweep(
     g = torch.Generator().manual_seed(seed + 5)
     ref_proxy = policy_value(model, scheme, reference.logits, ctx, g)
     ref_gold = judge.policy(reference.logits, torch.Generator().manual_seed(seed + 6))
+    top = argmax_banners(model, scheme, ctx)
+    argmax_proxy = float(banner_rewards(model, scheme, ctx, top).mean())
+    argmax_gold = judge.banners(top)
     tracking.setup(cfg.tracking, experiment)
     rows = []
     with mlflow.start_run(run_name=f"kl-sweep-{scheme.name}") as parent:
@@ -179,8 +193,12 @@ def kl_sweep(
         mlflow.log_params({"kl_targets": ",".join(f"{t:g}" for t in kl_targets), "reward": scheme.name,
                            "seed": seed, "bon_max_n": bon_max_n,
                            "train_total_impressions": cfg.train.total_impressions})  # fmt: skip
-        mlflow.log_metrics({"reference_proxy": ref_proxy, "reference_gold": ref_gold})
-        for t in sorted(kl_targets):
+        mlflow.log_metrics({"reference_proxy": ref_proxy, "reference_gold": ref_gold, "argmax_proxy": argmax_proxy}
+                           | ({"argmax_gold": argmax_gold} if math.isfinite(argmax_gold) else {}))  # fmt: skip
+        budgets, done = sorted(kl_targets), 0
+        while done < len(budgets):
+            t = budgets[done]
+            done += 1
             train_cfg = cfg.train.model_copy(
                 update={"kl_target": t, "kl_hard_limit": max(cfg.train.kl_hard_limit, 2 * t)}
             )
@@ -217,9 +235,16 @@ def kl_sweep(
                 log(f"kl_target={t:g}: RL kl={rl['kl']:.3f} proxy={rl['proxy']:.4f} gold={rl['gold']:.4f}"
                     + (f" | best-of-{n}: kl={bon['kl']:.3f} proxy={bon['proxy']:.4f} gold={bon['gold']:.4f}"
                        if n <= bon_max_n else f" | best-of-{n} over --bon-max-n {bon_max_n}: skipped"))  # fmt: skip
+            if done == len(budgets) and widen_to and 2 * t <= widen_to:
+                golds = [r["gold"] for r in rows if r["method"] == "rl"]
+                if golds and max(golds) == golds[-1]:  # the gold still rises at the largest budget
+                    log(f"no gold peak up to kl_target={t:g}: widening the sweep to {2 * t:g}")
+                    budgets.append(2 * t)
         table = pd.DataFrame(rows)
         table["sqrt_kl"] = np.sqrt(table["kl"].clip(lower=0))
-        res = SweepResult(table, ref_proxy, ref_gold, judge.label)
+        res = SweepResult(
+            table, ref_proxy, ref_gold, judge.label, argmax_proxy=argmax_proxy, argmax_gold=argmax_gold
+        )
         for method in ("rl", "bon"):
             part = table[table["method"] == method]
             for value, ref in (("proxy", ref_proxy), ("gold", ref_gold)):
