@@ -88,3 +88,12 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
                                     *base, "--quiet", "--set", "baseline.epochs=1"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "best-of-16" in r.output and "proxy_value" in r.output
+
+    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
+                                    "--kl-targets", "0.5,1", *base, "--quiet", "--set", "baseline.epochs=1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = " ".join(r.output.split())
+    assert "gold (doubly robust on held-out logs)" in out and "recommended kl_target" in out
+    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
+                                    "--kl-targets", "0.5,-1", *base])  # fmt: skip
+    assert r.exit_code == 2 and "error: --kl-targets: budgets must be positive" in r.output
