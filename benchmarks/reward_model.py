@@ -78,6 +78,9 @@ def main() -> None:
         default=64.0,
         help="widen the sweep (doubling) up to this while the gold still rises",
     )
+    ap.add_argument(
+        "--tracking-uri", default=None, help="keep the sweep's MLflow runs here (default: a temp store)"
+    )
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -129,7 +132,7 @@ def main() -> None:
     judge = ExactJudge(sim, scheme, TRAIN.eval_users, args.seed + 1000)
     with tempfile.TemporaryDirectory() as d:
         cfg = RunConfig(seed=args.seed, train=TRAIN, policy=POLICY,
-                        tracking=TrackingConfig(tracking_uri=f"sqlite:///{d}/mlflow.db"))  # fmt: skip
+                        tracking=TrackingConfig(tracking_uri=args.tracking_uri or f"sqlite:///{d}/mlflow.db"))  # fmt: skip
         res = kl_sweep(reference, rm, logs.contexts, scheme, cfg, targets, judge, evaluator=ev,
                        widen_to=args.max_kl, progress=args.progress)  # fmt: skip
     widest = float(res.table["kl_target"].max())

@@ -18,6 +18,7 @@ MLflow: one parent run (plot, table, recommendation) with one nested child run p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import mlflow
@@ -168,13 +169,14 @@ def kl_sweep(
     experiment: str = EXPERIMENT,
     evaluator=None,
     progress: bool = True,
-    log: callable = print,
+    log: Callable[[str], None] = print,
 ) -> SweepResult:
     """Fine-tune per budget, run best-of-n, value both twice (proxy, gold), fit, plot, log to MLflow.
 
     ``judge``: ``ExactJudge`` or ``DoublyRobustJudge`` (its contexts are where proxy and gold are
     measured). ``widen_to``: while the RL gold still peaks at the largest budget, double it (up to this).
-    The reward model's own argmax banner (the limit of optimising it, KL -> inf) is valued too. ``evaluator``: an ``Evaluator`` on the same env, for the greedy oracle_gap_closed.
+    The reward model's own argmax banner (the limit of optimising it, KL -> inf) is valued too.
+    ``evaluator``: an ``Evaluator`` on the same env, for the greedy oracle_gap_closed.
     """
     if not kl_targets or any(not t > 0 for t in kl_targets):
         raise ValueError(f"--kl-targets: need positive budgets, got {kl_targets}")
@@ -199,9 +201,7 @@ def kl_sweep(
         while done < len(budgets):
             t = budgets[done]
             done += 1
-            train_cfg = cfg.train.model_copy(
-                update={"kl_target": t, "kl_hard_limit": max(cfg.train.kl_hard_limit, 2 * t)}
-            )
+            train_cfg = cfg.train.model_copy(update={"kl_target": t})
             with mlflow.start_run(run_name=f"kl_target={t:g}", nested=True):
                 mlflow.set_tags({"job": "kl_sweep_budget", "reward_scheme": scheme.name})
                 mlflow.log_params({"kl_target": t, "reward": scheme.name, "seed": seed})
