@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys_rl.cli_evaluate import evaluate
+from recsys_rl.cli_reward_model import sweep_with_reward_model, train_reward_model, train_with_reward_model
 from recsys_rl.cli_serve import drive, serve
 from recsys_rl.cli_simulate import simulate
 from recsys_rl.config import ConfigError, RunConfig, load_reward, load_run
@@ -51,6 +52,9 @@ def friendly(fn):
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+app.command("train-reward-model")(friendly(train_reward_model))
 
 
 def _overrides(pairs: list[str] | None) -> dict:
@@ -156,6 +160,11 @@ def train_cmd(
         None, "--sim-config", help="with --logs: also judge exactly on this simulator"
     ),
     reward: str = typer.Option(None, "--reward", help="reward scheme name or YAML (overrides the config)"),
+    reward_model: str = typer.Option(
+        None,
+        "--reward-model",
+        help="with --logs: RL against this reward model (models:/banner-reward-model/1)",
+    ),
     set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.kl_target=2"),
     workdir: Path = typer.Option(Path("recsys-rl-runs"), "--workdir", help="where simulated logs go"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
@@ -170,6 +179,11 @@ def train_cmd(
         ov["reward"] = reward
     cfg = load_run(config, ov)
     ref = load_policy(reference).frozen_copy() if reference else None
+    if reward_model is not None:
+        if logs is None:
+            raise ValueError("--reward-model: needs --logs (the logged contexts to fine-tune on)")
+        _threads(cfg)
+        return train_with_reward_model(cfg, logs, reward_model, ref, sim_config, quiet)
     if logs is not None:
         from recsys_rl.logs import read_logs
 
@@ -203,8 +217,29 @@ def sweep_cmd(
     experiment: str = typer.Option("recsys-rl-sweep", "--experiment", help="MLflow experiment for all runs"),
     workdir: Path = typer.Option(Path("recsys-rl-runs"), "--workdir", help="where simulated logs go"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    reward_model: str = typer.Option(
+        None, "--reward-model", help="sweep KL budgets against this reward model instead (proxy vs gold)"
+    ),
+    kl_targets: str = typer.Option(
+        "0.25,0.5,1,2,4,8,16", "--kl-targets", help="with --reward-model: budgets"
+    ),
+    logs: Path = typer.Option(
+        None, "--logs", help="with --reward-model: logged contexts (80/20 train/held-out)"
+    ),
+    reference: Path = typer.Option(None, "--reference", help="with --reward-model: a saved reference"),
+    sim_config: Path = typer.Option(
+        None, "--sim-config", help="with --reward-model: exact gold on this simulator"
+    ),
+    bon_max_n: int = typer.Option(4096, "--bon-max-n", min=1, help="with --reward-model: largest best-of-n"),
 ) -> None:
     """One run per reward scheme (x beta) in one experiment, sharing one baseline: compare them in the UI."""
+    if reward_model is not None:  # over-optimisation sweep: recsys_rl.reward_model.sweep
+        from recsys_rl.policy import load_policy
+
+        cfg = load_run(config, _overrides(set_))
+        ref = load_policy(reference).frozen_copy() if reference else None
+        return sweep_with_reward_model(cfg, reward_model, kl_targets, logs, ref, sim_config,
+                                       None if experiment == "recsys-rl-sweep" else experiment, bon_max_n, quiet)  # fmt: skip
     import pandas as pd
 
     from recsys_rl.baseline import train_baseline

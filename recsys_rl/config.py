@@ -186,6 +186,12 @@ class OnlineConfig(_Strict):
     min_value_gain: float = Field(
         0.0, ge=0, description="> 0: register only a version whose value beats the current by this share"
     )
+    reward_model: str | None = Field(
+        None, description="models:/banner-reward-model/N: also check its value of a candidate (off if unset)"
+    )
+    reward_model_tolerance: float = Field(
+        0.02, ge=0, description="relative drop of the reward model's value that blocks a registration"
+    )
     poll_s: float = Field(1.0, gt=0, description="sleep when too few impressions are ready")
     checkpoint_dir: str = Field("online-checkpoint", min_length=1, description="trainer state + offset")
     alias: str = Field("champion", min_length=1, description="registry alias that serving follows")

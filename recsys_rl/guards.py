@@ -33,6 +33,7 @@ class GuardReport:
     value: float
     current_value: float
     reasons: list[str] = field(default_factory=list)
+    reward_model_value: float = math.nan  # the reward model's value of the candidate, when checked
 
 
 def finite(policy: BannerPolicy) -> bool:
@@ -44,6 +45,9 @@ class GuardRails:
     kl_hard_limit: float
     tolerance: float = 0.02  # relative drop of the value allowed before refusing
     min_gain: float = 0.0  # > 0: the candidate must beat the current value by this share instead
+    # optional: a learned reward model's value on the recent contexts (recsys_rl.reward_model.guard)
+    reward_model_value: Callable[[LoggedBatch], ValueFn] | None = None
+    reward_model_tolerance: float = 0.02
 
     def check(
         self,
@@ -70,7 +74,16 @@ class GuardRails:
             reasons.append(
                 f"value {value:.4f} below current {current_value:.4f} by more than {self.tolerance:.0%}"
             )
-        return GuardReport(not reasons, kl, value, current_value, reasons)
+        rm_value = math.nan
+        if self.reward_model_value is not None:
+            rm_fn = self.reward_model_value(logged)
+            rm_value, rm_current = rm_fn(candidate), rm_fn(current)
+            if not rm_value >= rm_current - self.reward_model_tolerance * abs(rm_current):
+                reasons.append(
+                    f"reward-model value {rm_value:.4f} below current {rm_current:.4f} by more than "
+                    f"{self.reward_model_tolerance:.0%}"
+                )
+        return GuardReport(not reasons, kl, value, current_value, reasons, rm_value)
 
 
 def snips_value(logged: LoggedBatch, scheme: RewardScheme, temperature: float = 1.0) -> ValueFn:

@@ -62,17 +62,24 @@ class Learner:
         return slate.with_banner(self.policy.candidates(ctx), served)
 
     def update(
-        self, batch: LoggedBatch, group_size: int = 1, candidates: torch.Tensor | None = None
+        self,
+        batch: LoggedBatch,
+        group_size: int = 1,
+        candidates: torch.Tensor | None = None,
+        rewards: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Optimise on one batch for ``cfg.epochs`` passes; returns the mean of each loss term.
 
         ``candidates`` (C, M): per context, the candidate ids its banners were drawn from (only used
         when the policy ``uses_candidates``); see ``_candidates``.
+        ``rewards`` (B,): per-banner rewards to use instead of the scheme's reward of ``batch.outcomes``
+        (e.g. a learned reward model's expected reward, no sampling noise).
         """
         cfg, n_ctx = self.cfg, len(batch) // group_size
         ctx = batch.contexts[::group_size] if group_size > 1 else batch.contexts  # (C,) unique contexts
         items, logp_b = batch.banners.items, batch.banners.log_prob
-        rewards = reward(self.scheme, batch.outcomes)  # (B,)
+        if rewards is None:
+            rewards = reward(self.scheme, batch.outcomes)  # (B,)
         big = self.policy.uses_candidates
         with torch.no_grad():
             if big:  # everything over (C, M) candidates, never (C, N)

@@ -51,6 +51,11 @@ class OnlineTrainer:
         self.guards = GuardRails(
             cfg.train.kl_hard_limit, cfg.online.value_tolerance, cfg.online.min_value_gain
         )
+        if cfg.online.reward_model:  # optional extra guard rail: the learned reward model's value
+            from recsys_rl.reward_model.guard import reward_model_guard
+
+            self.guards.reward_model_value = reward_model_guard(cfg.online.reward_model, self.scheme, reference)
+            self.guards.reward_model_tolerance = cfg.online.reward_model_tolerance
         self.ckpt = Path(cfg.online.checkpoint_dir) / CHECKPOINT
         self.updates = self.impressions = 0
         self.registered: list[str] = []

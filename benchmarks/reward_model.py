@@ -1,0 +1,157 @@
+"""The RLHF path on logged data: a learned reward model, fine-tuning against it, over-optimisation.
+
+Design, and why:
+- World: the small test catalogue, SimConfig(n_products=200, n_categories=10, n_users=3000,
+  consideration_size=30), as in benchmarks/ope_accuracy.py, so the whole run takes a few minutes.
+- Reference: the baseline trained on 20k impressions of the popularity logger (``train_baseline``).
+- Logs: --impressions (100k) impressions of the exploring logger (``ExploringBehaviour``: the reference
+  in production with epsilon = 0.1 uniform exploration), seeded, through Parquet and ``read_logs``.
+  Everything below learns from these logs alone; the simulator only judges (exact expectations).
+- Reward model: ``fit_reward_model`` on the logs (20% held out: auc_click, ece_click are held-out).
+- RL: ``rm_finetune`` on the logged contexts at the default budget (kl_target 3): rm_gap_closed is its
+  greedy policy's exact fraction of the reference->oracle gap on the ``graded`` reward (``Evaluator``).
+- Best-of-n (n = 16, KL = log 16 - 15/16 = 1.83): bon_gap_closed, exact, same users.
+- Top-K off-policy correction: ``offline_finetune`` on the same logs, as ``recsys-rl train --logs``
+  runs it (show-rate behaviour probabilities): topk_gap_closed.
+- Sweep: ``kl_sweep`` over --kl-targets with the exact judge (gold = exact value of the sampling
+  policy on 4096 fixed users, 4 banners each; proxy = the reward model's value of the same banners).
+  gold_peak_kl is the measured KL of the RL budget with the highest gold; the "past peak" figures
+  compare the largest budget with it (proxy gain, gold loss). If the gold still rises at the largest
+  budget the script says so and widens the range (x2 steps, up to --max-kl).
+- MLflow: the sweep is logged to a temporary SQLite store (parent run + one child per budget + plot).
+
+    python benchmarks/reward_model.py [--impressions 100000] [--seed 0] [--kl-targets 0.25,...,16]
+
+Last line: reward_model: auc_click=<x> ece_click=<x> rm_gap_closed=<x> bon_gap_closed=<x>
+topk_gap_closed=<x> gold_peak_kl=<x> proxy_gain_past_peak=<x> gold_loss_past_peak=<x>
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from recsys_rl.baseline import train_baseline
+from recsys_rl.config import (
+    BaselineConfig,
+    PolicyConfig,
+    RunConfig,
+    SimConfig,
+    TrackingConfig,
+    TrainConfig,
+    builtin_rewards,
+    load_reward,
+)
+from recsys_rl.evaluation import Evaluator
+from recsys_rl.logs import read_logs
+from recsys_rl.offline import offline_finetune
+from recsys_rl.reward_model import RewardModelConfig, fit_reward_model
+from recsys_rl.reward_model.best_of_n import best_of_n
+from recsys_rl.reward_model.finetune import rm_finetune
+from recsys_rl.reward_model.judges import ExactJudge
+from recsys_rl.reward_model.metrics import evaluate
+from recsys_rl.reward_model.sweep import kl_sweep
+from simulator import Simulator
+from simulator.behaviour import ExploringBehaviour
+from simulator.logged import generate_logs
+
+WORLD = SimConfig(n_products=200, n_categories=10, n_users=3000, consideration_size=30)
+POLICY = PolicyConfig(embed_dim=16, hidden_dim=64)
+BASELINE = BaselineConfig(logged_impressions=20_000, epochs=2)
+TRAIN = TrainConfig(total_impressions=400_000, contexts_per_batch=512, banners_per_context=4,
+                    minibatch_size=1024, eval_users=4096)  # fmt: skip
+EPSILON = 0.1
+BON_N = 16
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--impressions", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kl-targets", default="0.25,0.5,1,2,4,8,16")
+    ap.add_argument(
+        "--max-kl",
+        type=float,
+        default=64.0,
+        help="widen the sweep (doubling) up to this while the gold still rises",
+    )
+    ap.add_argument(
+        "--tracking-uri", default=None, help="keep the sweep's MLflow runs here (default: a temp store)"
+    )
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+
+    def clock() -> str:
+        return f"{time.perf_counter() - start:.0f}s wall, {time.process_time():.0f}s CPU"
+
+    sim = Simulator(WORLD)
+    scheme = load_reward("graded")
+    with tempfile.TemporaryDirectory() as d:
+        pop_logs = read_logs(generate_logs(sim, BASELINE.logged_impressions, f"{d}/pop", seed=2**40 + args.seed,
+                                           progress=False))  # fmt: skip
+        reference = train_baseline(pop_logs, sim.n_products, POLICY, BASELINE, args.seed, progress=False)
+        logger = ExploringBehaviour(reference.logits, sim.n_products, EPSILON)
+        logs = read_logs(generate_logs(sim, args.impressions, f"{d}/explore", seed=args.seed, progress=False,
+                                       behaviour=logger))  # fmt: skip
+    print(
+        f"{len(logs):,} logged impressions of the reference with ε={EPSILON} exploration, {clock()}",
+        flush=True,
+    )
+
+    fit = fit_reward_model(logs, sim.n_products, RewardModelConfig(seed=args.seed), progress=args.progress)
+    rm = fit.model
+    m, _ = evaluate(rm, fit.validation)
+    exam = ", ".join(f"{x:.3f}" for x in rm.examination().tolist())
+    print(f"reward model (best epoch {fit.best_epoch}): held-out AUC click {m['auc_click']:.4f} purchase "
+          f"{m['auc_purchase']:.4f} multi {m['auc_multi']:.4f}; ECE click {m['ece_click']:.4f}; "
+          f"examination {exam} (true {WORLD.position_bias}), {clock()}", flush=True)  # fmt: skip
+
+    ev = Evaluator(sim, reference, scheme, builtin_rewards(), TRAIN.eval_users, args.seed + 1000)
+    print(f"reference graded={ev.reference_metrics['reward_graded']:.4f} "
+          f"oracle graded={ev.oracle_metrics['reward_graded']:.4f}", flush=True)  # fmt: skip
+    policy, _ = rm_finetune(reference, rm, logs.contexts, scheme, TRAIN, args.seed, progress=args.progress)
+    rl = ev(policy)
+    print(f"RL vs reward model (kl_target {TRAIN.kl_target:g}): gap_closed={rl['oracle_gap_closed']:.4f} "
+          f"kl={rl['kl_to_reference']:.3f}, {clock()}", flush=True)  # fmt: skip
+    items, _ = best_of_n(reference.logits, rm, scheme, ev.eval_set.contexts, BON_N,
+                         torch.Generator().manual_seed(args.seed + 3))  # fmt: skip
+    bon_gap = ev.gap_closed(ev.score_banners(items)["reward_graded"])
+    print(f"best-of-{BON_N}: gap_closed={bon_gap:.4f}", flush=True)
+    topk, _ = offline_finetune(reference, logs, scheme, TRAIN.model_copy(update={"minibatch_size": 512}),
+                               args.seed, progress=args.progress)  # fmt: skip
+    tk = ev(topk.eval())
+    print(f"top-K off-policy correction: gap_closed={tk['oracle_gap_closed']:.4f} "
+          f"kl={tk['kl_to_reference']:.3f}, {clock()}", flush=True)  # fmt: skip
+
+    targets = [float(t) for t in args.kl_targets.split(",")]
+    judge = ExactJudge(sim, scheme, TRAIN.eval_users, args.seed + 1000)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = RunConfig(seed=args.seed, train=TRAIN, policy=POLICY,
+                        tracking=TrackingConfig(tracking_uri=args.tracking_uri or f"sqlite:///{d}/mlflow.db"))  # fmt: skip
+        res = kl_sweep(reference, rm, logs.contexts, scheme, cfg, targets, judge, evaluator=ev,
+                       widen_to=args.max_kl, progress=args.progress)  # fmt: skip
+    widest = float(res.table["kl_target"].max())
+    if widest > max(targets):
+        print(f"no gold peak up to kl_target {max(targets):g}: the sweep was widened to {widest:g}")
+    print(f"reward model's argmax banner (KL -> inf): proxy={res.argmax_proxy:.4f} gold={res.argmax_gold:.4f}; "
+          f"reference proxy={res.reference_proxy:.4f} gold={res.reference_gold:.4f}")  # fmt: skip
+    s = res.summary
+    for name, f in res.fits.items():
+        print(f"fit {name}: alpha={f.alpha:.4f} beta={f.beta:.4f} peak KL={f.peak_kl:.3g}")
+    print(f"gold peak at kl_target={s['gold_peak_kl_target']:g} (measured KL {s['gold_peak_kl']:.3f}); "
+          f"sweep range up to {widest:g}; {clock()} (machine shared)")  # fmt: skip
+    print(
+        f"reward_model: auc_click={m['auc_click']:.4f} ece_click={m['ece_click']:.4f} "
+        f"rm_gap_closed={rl['oracle_gap_closed']:.4f} bon_gap_closed={bon_gap:.4f} "
+        f"topk_gap_closed={tk['oracle_gap_closed']:.4f} gold_peak_kl={s['gold_peak_kl']:.4f} "
+        f"proxy_gain_past_peak={s['proxy_gain_past_peak']:.4f} gold_loss_past_peak={s['gold_loss_past_peak']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
