@@ -45,7 +45,10 @@ def setup(cfg: TrackingConfig, experiment: str | None = None) -> str:
 
 def start_run(cfg: RunConfig, scheme_name: str, data_source: str, run_name: str | None = None):
     """Open a run with the flattened config as params and the tags people filter on."""
-    run = mlflow.start_run(run_name=run_name or f"{scheme_name}-seed{cfg.seed}")
+    # inside an open run (a sweep's parent) the job is its nested child: tag mlflow.parentRunId
+    run = mlflow.start_run(
+        run_name=run_name or f"{scheme_name}-seed{cfg.seed}", nested=mlflow.active_run() is not None
+    )
     params = {k: str(v) for k, v in flatten(cfg).items()}
     params["reward"] = scheme_name
     mlflow.log_params(params)
@@ -113,6 +116,28 @@ def learning_curves(
     ax[1, 1].legend()
     for a in ax.flat:
         a.set_xlabel("impressions")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_comparison(table: pd.DataFrame, metrics: list[str]):
+    """Side-by-side bars of each metric (one panel each) for every row of a sweep table (reference first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 3
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
+    colors = ["gray"] + [f"C{i}" for i in range(len(table) - 1)]
+    for ax, m in zip(axes.flat, metrics, strict=False):
+        ax.barh(table.index.astype(str), table[m].astype(float), color=colors)
+        ax.set_title(m)
+        ax.invert_yaxis()
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.suptitle("sweep: exact expected metrics per impression (reference in gray)")
     fig.tight_layout()
     return fig
 

@@ -6,7 +6,6 @@ import sys
 import mlflow
 import pandas as pd
 import pytest
-import torch
 
 CLI = [sys.executable, "-m", "recsys_rl"]
 
