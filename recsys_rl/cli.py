@@ -232,7 +232,7 @@ def sweep_cmd(
     ),
     bon_max_n: int = typer.Option(4096, "--bon-max-n", min=1, help="with --reward-model: largest best-of-n"),
 ) -> None:
-    """One run per reward scheme (x beta) in one experiment, sharing one baseline: compare them in the UI."""
+    """A parent run with one nested run per reward scheme (x beta), sharing one baseline: compare them in the UI."""
     if reward_model is not None:  # over-optimisation sweep: recsys_rl.reward_model.sweep
         from recsys_rl.policy import load_policy
 
@@ -240,6 +240,7 @@ def sweep_cmd(
         ref = load_policy(reference).frozen_copy() if reference else None
         return sweep_with_reward_model(cfg, reward_model, kl_targets, logs, ref, sim_config,
                                        None if experiment == "recsys-rl-sweep" else experiment, bon_max_n, quiet)  # fmt: skip
+    import mlflow
     import pandas as pd
 
     from recsys_rl.baseline import train_baseline
@@ -253,25 +254,35 @@ def sweep_cmd(
     sim = _simulator(cfg)
     batch = _logs_for(cfg, sim, None, workdir, not quiet)
     ref = train_baseline(batch, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, not quiet)
+    from recsys_rl import tracking
+
+    tracking.setup(cfg.tracking, experiment)
     rows = {}
-    for name in names:
-        for beta in beta_list:
-            ov = {"reward": name}
-            if beta is not None:
-                ov.update({"train.kl_beta": beta, "train.kl_adaptive": False})
-            run_cfg = load_run(config, {**_overrides(set_), **ov})
-            label = name if beta is None else f"{name} beta={beta:g}"
-            res = train_job(run_cfg, sim, reference=ref, data_source="simulator", run_name=label,
-                            experiment=experiment, progress=not quiet)  # fmt: skip
-            rows.setdefault("reference", res.table.loc["reference"])
-            rows[label] = res.table.loc["fine-tuned"]
-            console.print(f"{label}: run {res.run_id}")
-    table = pd.DataFrame(rows).T
-    show = ["ctr", "purchase_rate", "revenue_per_impression", "multi_purchase_rate", "reward_ctr",
-            "reward_purchase", "reward_graded", "reward_revenue", "kl_to_reference"]  # fmt: skip
+    with mlflow.start_run(run_name=f"sweep-{'-'.join(names)}") as parent:
+        mlflow.set_tags({"sweep": "reward_schemes", "reward_schemes": ",".join(names),
+                         "betas": betas or "adaptive", "data_source": "simulator"})  # fmt: skip
+        for name in names:
+            for beta in beta_list:
+                ov = {"reward": name}
+                if beta is not None:
+                    ov.update({"train.kl_beta": beta, "train.kl_adaptive": False})
+                run_cfg = load_run(config, {**_overrides(set_), **ov})
+                label = name if beta is None else f"{name} beta={beta:g}"
+                res = train_job(run_cfg, sim, reference=ref, data_source="simulator", run_name=label,
+                                experiment=experiment, progress=not quiet)  # fmt: skip
+                rows.setdefault("reference", res.table.loc["reference"])
+                rows[label] = res.table.loc["fine-tuned"]
+                console.print(f"{label}: run {res.run_id} (child of {parent.info.run_id})")
+        table = pd.DataFrame(rows).T
+        show = ["ctr", "purchase_rate", "revenue_per_impression", "multi_purchase_rate", "reward_ctr",
+                "reward_purchase", "reward_graded", "reward_revenue", "kl_to_reference"]  # fmt: skip
+        tracking.log_table(table[show], "sweep_comparison")
+        tracking.log_figure(tracking.sweep_comparison(table, show), "sweep_comparison.png")
     print_table(table[show], f"sweep ({experiment}): exact expected metrics per impression")
     table[show].to_csv(workdir / "sweep.csv")
-    console.print(f"table saved to {workdir / 'sweep.csv'}; compare runs: recsys-rl ui")
+    console.print(
+        f"table saved to {workdir / 'sweep.csv'}; sweep run {parent.info.run_id}: compare runs: recsys-rl ui"
+    )
 
 
 @app.command("quickstart")

@@ -1,4 +1,4 @@
-"""MLflow tracking: one run per training job, plots and the policy as a registered pt2 model.
+"""MLflow tracking: one run per training job, plots and the policy as a registered pyfunc model.
 
 The embedded default store is SQLite on local disk (MLflow 3 refuses a bare ./mlruns file store);
 A team points runs at its server with ``MLFLOW_TRACKING_URI`` or an explicit ``tracking.tracking_uri``
@@ -12,17 +12,17 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 
 import recsys_rl
 from recsys_rl.config import RunConfig, TrackingConfig, flatten
 from recsys_rl.policy import BannerPolicy
-from recsys_rl.records import HISTORY_LEN, PAD
 
-PIP_REQUIREMENTS = ["torch==2.13.0", f"mlflow=={mlflow.__version__}"]
+# The MLflow 3 UI opens an experiment by this tag: "custom_model_development" ("Machine learning" in its
+# bundle's experiment-kind enum) is the classic runs table and charts; untagged experiments open on
+# the GenAI traces overview. A kind someone set by hand is left alone.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
@@ -37,13 +37,18 @@ def setup(cfg: TrackingConfig, experiment: str | None = None) -> str:
     """Point MLflow at the configured store and experiment; returns the URI in use."""
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment or cfg.experiment)
+    exp = mlflow.set_experiment(experiment or cfg.experiment)
+    if exp.tags.get(EXPERIMENT_KIND_TAG) is None:
+        mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return uri
 
 
 def start_run(cfg: RunConfig, scheme_name: str, data_source: str, run_name: str | None = None):
     """Open a run with the flattened config as params and the tags people filter on."""
-    run = mlflow.start_run(run_name=run_name or f"{scheme_name}-seed{cfg.seed}")
+    # inside an open run (a sweep's parent) the job is its nested child: tag mlflow.parentRunId
+    run = mlflow.start_run(
+        run_name=run_name or f"{scheme_name}-seed{cfg.seed}", nested=mlflow.active_run() is not None
+    )
     params = {k: str(v) for k, v in flatten(cfg).items()}
     params["reward"] = scheme_name
     mlflow.log_params(params)
@@ -115,6 +120,28 @@ def learning_curves(
     return fig
 
 
+def sweep_comparison(table: pd.DataFrame, metrics: list[str]):
+    """Side-by-side bars of each metric (one panel each) for every row of a sweep table (reference first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 3
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
+    colors = ["gray"] + [f"C{i}" for i in range(len(table) - 1)]
+    for ax, m in zip(axes.flat, metrics, strict=False):
+        ax.barh(table.index.astype(str), table[m].astype(float), color=colors)
+        ax.set_title(m)
+        ax.invert_yaxis()
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.suptitle("sweep: exact expected metrics per impression (reference in gray)")
+    fig.tight_layout()
+    return fig
+
+
 def log_figure(fig, name: str) -> None:
     import matplotlib.pyplot as plt
 
@@ -131,48 +158,24 @@ def log_table(table: pd.DataFrame, name: str) -> None:
     mlflow.log_table(table.reset_index(), artifact_file=f"{name}.json")
 
 
-def _signature(n_products: int) -> ModelSignature:
-    return ModelSignature(
-        inputs=Schema(
-            [
-                TensorSpec(np.dtype(np.int64), (-1,), "viewed"),
-                TensorSpec(np.dtype(np.int64), (-1, HISTORY_LEN), "history"),
-            ]
-        ),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_products), "logits")]),
-    )
-
-
-def input_example(n_products: int) -> list[np.ndarray]:
-    """Two contexts (a batch of 1 would freeze the exported batch size at 1)."""
-    viewed = np.array([0, min(1, n_products - 1)], dtype=np.int64)
-    history = np.full((2, HISTORY_LEN), PAD, dtype=np.int64)
-    history[:, 0] = min(2, n_products - 1)
-    return [viewed, history]
-
-
 def log_policy(policy: BannerPolicy, registered_name: str | None, alias: str | None = None):
-    """Log the policy (logits = f(viewed, history)) in MLflow's pytorch flavour, pt2 format; register it.
+    """Log the policy as a standard MLflow pyfunc model (``recsys_rl.mlflow_model``: signature, input
+    example, pinned requirements, the torch weights as an artifact); register it, point ``alias`` at it.
 
-    pt2 is a traced graph: loading it runs no pickled code, and it needs no recsys_rl import to serve.
     Returns (model_uri, registered version or None).
     """
-    policy = policy.eval()
-    info = mlflow.pytorch.log_model(
-        policy,
-        name="policy",
-        input_example=input_example(policy.n_products),
-        signature=_signature(policy.n_products),
-        pip_requirements=PIP_REQUIREMENTS,
-        serialization_format="pt2",
-        registered_model_name=registered_name,
-    )
+    from recsys_rl import mlflow_model
+
+    with tempfile.TemporaryDirectory(prefix="recsys-policy-") as d:
+        info = mlflow_model.log_model(policy.eval(), registered_name, d)
     version = info.registered_model_version
     if registered_name and alias and version is not None:
         mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, str(version))
     return info.model_uri, version
 
 
-def load_logits_model(uri: str):
-    """A callable (viewed (B,), history (B, H)) -> logits (B, N) from a model URI."""
-    return mlflow.pytorch.load_model(uri)
+def load_logits_model(uri: str) -> BannerPolicy:
+    """A callable (viewed (B,), history (B, H)) -> logits (B, N) from a model URI: the logged weights."""
+    from recsys_rl import mlflow_model
+
+    return mlflow_model.load_banner_policy(uri).eval()

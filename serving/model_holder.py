@@ -8,7 +8,8 @@ poller thread (or the admin's), never on the request path.
 Sources say which version they point at now and load a given version:
 
 - ``RegistrySource``: an MLflow registered model followed at an alias (``models:/name@champion``),
-  or fixed at a version (``models:/name/3``); loads the logged pt2 model (no recsys_rl code needed);
+  or fixed at a version (``models:/name/3``); loads the torch weights stored in the pyfunc model's directory (the
+  pt2 model for versions logged before it);
 - ``FileSource``: a ``save_policy`` file; its version is a hash of the file's bytes, so rewriting the
   file is a new version.
 
@@ -182,6 +183,9 @@ class RegistrySource:
         import mlflow
         from mlflow.exceptions import MlflowException
 
+        from recsys_rl.mlflow_model import download_weights
+        from recsys_rl.policy import load_policy
+
         tag = self.normalise(version)
         number = tag.rsplit("/", 1)[1]
         try:
@@ -190,8 +194,13 @@ class RegistrySource:
             raise UnknownVersion(f"version: {self.name!r} has no version {number}") from exc
         uri = f"models:/{self.name}/{number}"
         # Download by the version's storage location with our tracking URI: a models:/ URI would be
-        # resolved against the process-wide registry URI, not this source's.
+        # resolved against the process-wide registry URI, not this source's. Only MLmodel and the
+        # torch weights are fetched (the fast path: no pandas, no pyfunc wrapper on the request path).
         with tempfile.TemporaryDirectory(prefix="recsys-serve-") as tmp:
+            weights = download_weights(where, tmp, self.tracking_uri)
+            if weights is not None:
+                return from_policy(load_policy(weights), tag, uri)
+            # a version logged before the pyfunc model (pytorch flavour, pt2 format only)
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=where, dst_path=tmp, tracking_uri=self.tracking_uri
             )

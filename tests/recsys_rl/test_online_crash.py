@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from recsys_rl import tracking
 from recsys_rl.events import open_store
 from recsys_rl.online import CHECKPOINT
 from recsys_rl.policy import save_policy
@@ -60,5 +61,5 @@ def test_sigkill_mid_run_then_restart_consumes_every_event_once(tmp_path, refere
     assert versions and all(v.status == "READY" for v in versions)
     mlflow.set_tracking_uri(db)
     for v in versions:
-        model = mlflow.pytorch.load_model(f"models:/banner-policy/{v.version}")
+        model = tracking.load_logits_model(f"models:/banner-policy/{v.version}")
         assert model(torch.tensor([1, 2]), torch.full((2, 10), -1)).shape == (2, SMALL.n_products)

@@ -1,0 +1,219 @@
+"""The policy as a standard MLflow model: a python_function over a DataFrame of contexts.
+
+What MLflow's own tools need (``mlflow models serve``, ``mlflow.pyfunc.load_model``, ``mlflow models
+generate-dockerfile``, ``mlflow.models.evaluate``): a pyfunc with a signature, an input example and
+pinned requirements. What the banner service needs: the torch weights, read directly without pandas.
+Both live in one model directory:
+
+    MLmodel                      python_function flavour (this module's ``BannerPolicyModel``)
+    artifacts/policy.pt          ``recsys_rl.policy.save_policy`` file (hparams + state_dict)
+    code/recsys_rl/              this package, so the model loads where recsys-rl is not installed
+    input_example.json, requirements.txt, python_env.yaml, ...
+
+Input: one row per context, columns ``viewed`` (long), ``history`` (list of long, most recent first,
+at most 10, no padding) and optional ``user_features`` (list of double, for models trained with them).
+Output: one row per context, ``items`` (list of 5 long, display order), ``propensity`` and
+``log_propensity`` (of that exact ordered banner under the policy that chose it). Params:
+``mode`` = ``deterministic`` (the top 5, propensity 1; the default, so predictions are reproducible)
+or ``explore`` (a Plackett–Luce draw at ``temperature``, as the service explores), ``seed`` (>= 0
+for a reproducible draw, -1 for fresh randomness).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+import recsys_rl
+from recsys_rl import slate
+from recsys_rl.policy import BannerPolicy, load_policy, save_policy
+from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
+
+WEIGHTS_KEY = "policy"  # the artifact's key in the pyfunc flavour (its file is artifacts/policy.pt)
+MODES = ("deterministic", "explore")
+
+
+def pip_requirements() -> list[str]:
+    """Exact pins of what loading the model imports (torch stays at the project's local CPU build)."""
+    import cloudpickle
+    import pyarrow
+
+    return [
+        "torch==2.13.0",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+        f"pyarrow=={pyarrow.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+    ]
+
+
+def _bad(message: str) -> MlflowException:
+    """A 400 from ``mlflow models serve`` (a plain exception would be a 500)."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def contexts_from_frame(df: pd.DataFrame, n_products: int, n_user_features: int):
+    """DataFrame of contexts -> (viewed (B,), history (B, H) PAD-padded, user_features (B, F) | None).
+
+    Vectorised: the ragged histories are flattened once and scattered into the padded matrix.
+    """
+    for col in ("viewed", "history"):
+        if col not in df.columns:
+            raise _bad(f"{col}: missing column (expected viewed, history[, user_features])")
+    viewed = torch.as_tensor(np.array(df["viewed"], dtype=np.int64))
+    lists = [np.asarray(h, dtype=np.int64).reshape(-1) for h in df["history"]]
+    lengths = np.array([len(h) for h in lists], dtype=np.int64)
+    if len(lengths) and lengths.max() > HISTORY_LEN:
+        row = int(lengths.argmax())
+        raise _bad(f"history[{row}]: at most {HISTORY_LEN} purchases, got {int(lengths[row])}")
+    history = np.full((len(df), HISTORY_LEN), PAD, dtype=np.int64)
+    if lengths.sum():
+        rows = np.repeat(np.arange(len(df)), lengths)
+        cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        history[rows, cols] = np.concatenate(lists)
+    for name, ids in (("viewed", viewed.numpy()), ("history", history[history != PAD])):
+        bad = (ids < 0) | (ids >= n_products)
+        if bad.any():
+            raise _bad(f"{name}: product id {int(ids[bad][0])} is outside the catalogue [0, {n_products})")
+    features = None
+    if n_user_features:
+        if "user_features" not in df.columns:
+            raise _bad(f"user_features: this model needs {n_user_features} user features per context")
+        rows_f = [np.asarray(f, dtype=np.float32).reshape(-1) for f in df["user_features"]]
+        wrong = [i for i, f in enumerate(rows_f) if len(f) != n_user_features]
+        if wrong:
+            raise _bad(
+                f"user_features[{wrong[0]}]: expected {n_user_features} values, got {len(rows_f[wrong[0]])}"
+            )
+        features = torch.as_tensor(np.stack(rows_f))
+    return viewed, torch.as_tensor(history), features
+
+
+def choose_banners(
+    policy: BannerPolicy, viewed, history, user_features, mode: str, temperature: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(items (B, K), log_propensity (B,) float64): the top K (log 1 = 0) or a PL draw with its exact log-prob."""
+    from recsys_rl.records import ContextBatch
+
+    with torch.inference_mode():
+        logits = policy.logits(ContextBatch(viewed, history, user_features))
+        if mode == "deterministic":
+            return slate.greedy(logits, BANNER_SIZE), torch.zeros(len(viewed), dtype=torch.float64)
+        generator = torch.Generator().manual_seed(seed) if seed >= 0 else None
+        items = slate.gumbel_topk(logits, BANNER_SIZE, generator, temperature)
+        return items, slate.log_prob(logits.double(), items, temperature)
+
+
+class BannerPolicyModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper of a ``BannerPolicy`` saved as the ``policy`` artifact (see the module docstring)."""
+
+    def load_context(self, context) -> None:
+        self.policy = load_policy(context.artifacts[WEIGHTS_KEY]).eval().requires_grad_(False)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        params = params or {}
+        mode = params.get("mode", "deterministic")
+        if mode not in MODES:
+            raise _bad(f"params.mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        temperature = float(params.get("temperature", 1.0))
+        if not temperature > 0:
+            raise _bad(f"params.temperature: must be > 0, got {temperature}")
+        p = self.policy
+        viewed, history, features = contexts_from_frame(model_input, p.n_products, p.n_user_features)
+        items, logp = choose_banners(
+            p, viewed, history, features, mode, temperature, int(params.get("seed", -1))
+        )
+        logp = logp.numpy()
+        return pd.DataFrame(
+            {"items": list(items.numpy()), "propensity": np.exp(logp), "log_propensity": logp}
+        )
+
+
+def signature(n_user_features: int = 0) -> ModelSignature:
+    inputs = [ColSpec("long", "viewed"), ColSpec(Array("long"), "history")]
+    inputs.append(ColSpec(Array("double"), "user_features", required=bool(n_user_features)))
+    return ModelSignature(
+        inputs=Schema(inputs),
+        outputs=Schema(
+            [
+                ColSpec(Array("long"), "items"),
+                ColSpec("double", "propensity"),
+                ColSpec("double", "log_propensity"),
+            ]
+        ),
+        params=ParamSchema(
+            [
+                ParamSpec("mode", "string", "deterministic"),
+                ParamSpec("temperature", "double", 1.0),
+                ParamSpec("seed", "long", -1),
+            ]
+        ),
+    )
+
+
+def input_example(policy: BannerPolicy) -> pd.DataFrame:
+    """Two contexts: a product page with a short history, and one with none."""
+    n = policy.n_products
+    df = pd.DataFrame({"viewed": [0, min(1, n - 1)], "history": [[min(2, n - 1), min(3, n - 1)], []]})
+    if policy.n_user_features:
+        df["user_features"] = [[0.0] * policy.n_user_features] * 2
+    return df
+
+
+def log_model(policy: BannerPolicy, registered_name: str | None, workdir: str | Path):
+    """Log ``policy`` as a pyfunc model named ``policy`` in the active run (registering it when a name is
+    given); ``workdir`` holds the weights file until MLflow has copied it. Returns MLflow's ModelInfo."""
+    weights = Path(workdir) / "policy.pt"
+    save_policy(policy, weights)
+    return mlflow.pyfunc.log_model(
+        name="policy",
+        python_model=BannerPolicyModel(),
+        artifacts={WEIGHTS_KEY: str(weights)},
+        code_paths=[str(Path(recsys_rl.__file__).parent)],
+        signature=signature(policy.n_user_features),
+        input_example=input_example(policy),
+        pip_requirements=pip_requirements(),
+        registered_model_name=registered_name,
+    )
+
+
+def download_weights(artifact_uri: str, dst: str | Path, tracking_uri: str | None = None) -> Path | None:
+    """Fetch only ``MLmodel`` and the weights file of a logged model (not its code or environment files):
+    the fast path of the banner service. None when the model has no weights artifact (old pt2 format)."""
+    base = artifact_uri.rstrip("/")
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{base}/MLmodel", dst_path=str(dst), tracking_uri=tracking_uri
+    ))  # fmt: skip
+    conf = Model.load(str(local)).flavors.get("python_function", {})
+    rel = conf.get("artifacts", {}).get(WEIGHTS_KEY, {}).get("path")
+    if rel is None:
+        return None
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{base}/{rel}", dst_path=str(Path(dst) / "weights"), tracking_uri=tracking_uri
+    ))  # fmt: skip
+
+
+def load_banner_policy(model_uri: str, tracking_uri: str | None = None) -> BannerPolicy:
+    """The ``BannerPolicy`` of a logged model (e.g. ``models:/banner-policy/3``), read from its weights."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="recsys-model-") as tmp:
+        if model_uri.startswith("models:/"):
+            from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+            model_uri = ModelsArtifactRepository.get_underlying_uri(model_uri)
+        path = download_weights(model_uri, tmp, tracking_uri)
+        if path is None:
+            raise ValueError(
+                f"model: {model_uri} has no {WEIGHTS_KEY!r} weights artifact (not a recsys-rl pyfunc)"
+            )
+        return load_policy(path)
