@@ -25,9 +25,9 @@ from serving.impression_ids import ImpressionIds
 from serving.metrics import ServingMetrics
 from serving.middleware import ServingMiddleware
 from serving.model_holder import FileSource, ModelHolder, ModelSource, RegistrySource
-from serving.models import BannerRequest, FeedbackEvent, FeedbackRequest
+from serving.models import BannerRequest, FeedbackEvent, FeedbackRequest, PinRequest
 from serving.routers import admin_router, banners_router, feedback_router, ops_router
-from serving.routers.openapi import add_schemas
+from serving.routers.openapi import Limits, api_document
 from serving.services import Services
 
 log = logging.getLogger("serving")
@@ -102,12 +102,24 @@ def create_app(
     for router in (banners_router, feedback_router, ops_router, admin_router):
         app.include_router(router(services))
 
-    default_openapi = app.openapi
+    default_openapi = app.openapi  # FastAPI's document, generated once and cached by FastAPI
+    documents: dict[Limits, dict] = {}
 
     def openapi() -> dict:
-        if app.openapi_schema is None:
-            app.openapi_schema = add_schemas(default_openapi(), BannerRequest, FeedbackRequest, FeedbackEvent)
-        return app.openapi_schema
+        """The exact document for the model being served (its catalogue bounds the product ids)."""
+        model = holder.current
+        limits = Limits(
+            None if model is None else model.n_products,
+            0 if model is None else model.n_user_features,
+            cfg.max_batch_events,
+            None if model is None else model.version,
+        )
+        doc = documents.get(limits)
+        if doc is None:
+            doc = documents[limits] = api_document(
+                default_openapi(), limits, BannerRequest, FeedbackRequest, FeedbackEvent, PinRequest
+            )
+        return doc
 
     app.openapi = openapi
     return app
