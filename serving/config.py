@@ -76,6 +76,13 @@ class ServeConfig(BaseModel):
     )
     host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes (uvicorn workers) on one port, sharing the event store, the "
+        "registry alias and the signing secret; /metrics aggregates them (prometheus multiprocess mode)",
+    )
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch intra-op threads (1 is fastest per request)"
     )

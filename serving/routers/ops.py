@@ -80,6 +80,6 @@ def ops_router(services: Services) -> APIRouter:
         },
     )
     async def metrics() -> Response:
-        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(services.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
 
     return router
