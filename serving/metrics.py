@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from serving.model_holder import ModelHolder
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SYNC_INTERVAL_S = 1.0
 
@@ -30,8 +32,6 @@ def multiprocess_dir() -> str | None:
     """The multiprocess directory when this process runs in multiprocess mode, else None."""
     return os.environ.get(MULTIPROC_ENV) or None
 
-
-from serving.model_holder import ModelHolder
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
