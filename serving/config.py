@@ -69,7 +69,7 @@ class ServeConfig(BaseModel):
         description="key signing impression ids; default $RECSYS_RL_SECRET; unset = a key made once and "
         "kept in the event store (shared by the servers on that store, kept across restarts)",
     )
-    max_batch_events: int = Field(1000, ge=1, description="most feedback events in one request (more -> 413)")
+    max_batch_events: int = Field(1000, ge=1, description="most feedback events in one request (more -> 422)")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (more -> 413)")
     max_scoring_batch: int = Field(
         256, ge=1, description="most concurrent banner requests scored in one forward"
