@@ -107,8 +107,8 @@ class HolderSync:
         self.pinned.set(int(h.pinned))
         labels = None if cur is None else (cur.version, str(cur.n_products), cur.source)
         if labels != self._labels:
-            if self._labels is not None:
-                self.info.remove(*self._labels)
+            if self._labels is not None:  # a multiprocess value cannot be removed from its file
+                self.info.labels(*self._labels).set(0)
             if labels is not None:
                 self.info.labels(*labels).set(1)
             self._labels = labels

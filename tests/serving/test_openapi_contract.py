@@ -98,7 +98,7 @@ def test_schemathesis_with_all_checks_finds_nothing(tmp_path, policy_file):
         run = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
              "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
-             "--max-examples", "100", "--seed", "14", "--generation-database", "none",
+             "--max-examples", "150", "--seed", "14", "--generation-database", "none",
              "--header", f"X-Admin-Token: {TOKEN}", "--request-timeout", "10", "--no-color"],
             capture_output=True, text=True, timeout=SCHEMATHESIS_TIMEOUT_S, cwd=tmp_path,
             env={**os.environ, "NO_COLOR": "1"},

@@ -36,12 +36,14 @@ READY_TIMEOUT_S = 180.0  # N workers each import torch and load the model; the m
 
 
 @contextmanager
-def server(tmp_path: Path, policy_file: Path, events: str, name: str, workers: int) -> Iterator[tuple]:
+def server(
+    tmp_path: Path, policy_file: Path, events: str, name: str, workers: int, reload_interval_s: float = 0
+) -> Iterator[tuple]:
     """``recsys-rl serve --workers N`` as its own process; yields (process, base URL) once ready."""
     port = free_port()
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump({"policy_path": str(policy_file), "events": events, "port": port,
-                                   "reload_interval_s": 0}))  # fmt: skip
+                                   "reload_interval_s": reload_interval_s}))  # fmt: skip
     log_path = tmp_path / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -139,6 +141,42 @@ def test_feedback_on_a_banner_is_accepted_by_another_worker_on_redis(tmp_path, p
         cross_worker_feedback(tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}")
     finally:
         drop_redis_prefix(prefix)
+
+
+def served_versions(url: str) -> dict[str, str]:
+    """pid -> the version that worker serves, from the aggregated /metrics."""
+    out = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("recsys_model_info{") and line.endswith(" 1.0"):
+            labels = dict(
+                kv.split("=", 1) for kv in line[len("recsys_model_info{") : line.index("}")].split(",")
+            )
+            out[labels["pid"].strip('"')] = labels["version"].strip('"')
+    return out
+
+
+def test_each_worker_hot_swaps_on_its_own(tmp_path, policy_file):
+    """A new model in the followed source reaches every worker, each by its own poll."""
+    from recsys_rl.policy import save_policy
+    from tests.serving.helpers import tiny_policy
+
+    with server(tmp_path, policy_file, f"sqlite:///{tmp_path}/events.db", "swap", 2, 0.5) as (_, url):
+        time.sleep(2 * SYNC_INTERVAL_S)
+        before = served_versions(url)
+        assert len(before) == 2 and len(set(before.values())) == 1, before
+        save_policy(tiny_policy(seed=7), policy_file.with_suffix(".new"))
+        policy_file.with_suffix(".new").replace(policy_file)  # atomic, as a deploy would
+        deadline = time.monotonic() + 60
+        while True:
+            after = served_versions(url)
+            if len(after) == 2 and not set(after.values()) & set(before.values()):
+                break
+            assert time.monotonic() < deadline, (before, after)
+            time.sleep(0.5)
+        for p, c in clients_by_worker(url, 2).items():  # and each serves banners from it
+            b = banner(c, 1)
+            assert b["pid"] == p and b["model_version"] == after[str(p)]
+            c.close()
 
 
 THREADS = 6
