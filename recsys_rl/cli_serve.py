@@ -45,16 +45,22 @@ def serve(
     temperature: Annotated[
         float | None, typer.Option("--temperature", help="exploration temperature")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", help="server processes on the port, sharing store, alias and secret (default 1)"
+        ),
+    ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="log every request")] = False,
 ) -> None:
-    """Serve banners over HTTP (one uvicorn worker) with feedback, health, metrics and hot reload."""
+    """Serve banners over HTTP (uvicorn; one or more worker processes) with feedback, health, metrics
+    and hot reload."""
     import uvicorn
 
-    from serving.app import create_app
     from serving.config import load_config
 
     overrides = dict(host=host, port=port, model_uri=model_uri, policy_path=policy_path, events=events,
-                     temperature=temperature)  # fmt: skip
+                     temperature=temperature, workers=workers)  # fmt: skip
     try:
         cfg = load_config(config, overrides)
     except ConfigError as e:
@@ -63,12 +69,45 @@ def serve(
         raise _fail("no model to serve: give --model-uri, --policy-path or a config with one")
     if cfg.policy_path is not None and not Path(cfg.policy_path).is_file():
         raise _fail(f"policy_path: {cfg.policy_path}: file not found")
+    if cfg.workers > 1:
+        _serve_workers(cfg, access_log)
+        return
+    from serving.app import create_app
+
     try:
         app = create_app(cfg)
     except ValueError as e:
         raise _fail(str(e)) from None
     gc.freeze()  # startup objects (torch, mlflow, the app) leave the collector: no 50 ms full collections
     uvicorn.run(app, host=cfg.host, port=cfg.port, workers=1, access_log=access_log, log_level="info")
+
+
+def _serve_workers(cfg, access_log: bool) -> None:
+    """``cfg.workers`` uvicorn worker processes (restarted by uvicorn's supervisor if one dies), each
+    building the app from ``cfg`` (``serving.worker``), with prometheus-client's multiprocess mode on:
+    a fresh ``PROMETHEUS_MULTIPROC_DIR`` for this run (or the caller's, emptied), removed at exit."""
+    import os
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from serving.metrics import MULTIPROC_ENV
+    from serving.worker import CONFIG_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    metrics_dir = Path(given) if given else Path(tempfile.mkdtemp(prefix="recsys-rl-metrics-"))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):  # values of a previous run must not add up with this one's
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    os.environ[CONFIG_ENV] = cfg.model_dump_json()
+    try:
+        uvicorn.run("serving.worker:app", factory=True, host=cfg.host, port=cfg.port, workers=cfg.workers,
+                    access_log=access_log, log_level="info")  # fmt: skip
+    finally:
+        if not given:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @dataclass

@@ -7,6 +7,7 @@ starts itself it also closes or stops at shutdown (after the impressions already
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from contextlib import asynccontextmanager
@@ -22,12 +23,12 @@ from serving.banner_batcher import BannerBatcher
 from serving.config import ServeConfig
 from serving.errors import install_error_handlers
 from serving.impression_ids import ImpressionIds
-from serving.metrics import ServingMetrics
+from serving.metrics import SYNC_INTERVAL_S, ServingMetrics
 from serving.middleware import ServingMiddleware
 from serving.model_holder import FileSource, ModelHolder, ModelSource, RegistrySource
-from serving.models import BannerRequest, FeedbackEvent, FeedbackRequest
+from serving.models import BannerRequest, FeedbackEvent, FeedbackRequest, PinRequest
 from serving.routers import admin_router, banners_router, feedback_router, ops_router
-from serving.routers.openapi import add_schemas
+from serving.routers.openapi import Limits, api_document
 from serving.services import Services
 
 log = logging.getLogger("serving")
@@ -42,6 +43,12 @@ def model_source(cfg: ServeConfig) -> ModelSource | None:
     if cfg.policy_path is not None:
         return FileSource(Path(cfg.policy_path))
     return None
+
+
+async def _sync_forever(metrics: ServingMetrics) -> None:
+    while True:
+        metrics.holder_sync.sync()
+        await asyncio.sleep(SYNC_INTERVAL_S)
 
 
 def create_app(
@@ -78,9 +85,14 @@ def create_app(
         started = holder.source is not None and not holder.running
         if started:
             holder.start()
+        syncing = None
+        if metrics.holder_sync is not None:  # multiprocess mode: publish this worker's model state
+            syncing = asyncio.create_task(_sync_forever(metrics))
         try:
             yield
         finally:
+            if syncing is not None:
+                syncing.cancel()
             batcher, services.batcher = services.batcher, None
             await batcher.drain()
             if started:
@@ -88,6 +100,7 @@ def create_app(
             if opened is not None:
                 services.store = None
                 opened.close()
+            metrics.worker_exit()
 
     app = FastAPI(
         title="recsys-rl banner service",
@@ -102,12 +115,24 @@ def create_app(
     for router in (banners_router, feedback_router, ops_router, admin_router):
         app.include_router(router(services))
 
-    default_openapi = app.openapi
+    default_openapi = app.openapi  # FastAPI's document, generated once and cached by FastAPI
+    documents: dict[Limits, dict] = {}
 
     def openapi() -> dict:
-        if app.openapi_schema is None:
-            app.openapi_schema = add_schemas(default_openapi(), BannerRequest, FeedbackRequest, FeedbackEvent)
-        return app.openapi_schema
+        """The exact document for the model being served (its catalogue bounds the product ids)."""
+        model = holder.current
+        limits = Limits(
+            None if model is None else model.n_products,
+            0 if model is None else model.n_user_features,
+            cfg.max_batch_events,
+            None if model is None else model.version,
+        )
+        doc = documents.get(limits)
+        if doc is None:
+            doc = documents[limits] = api_document(
+                default_openapi(), limits, BannerRequest, FeedbackRequest, FeedbackEvent, PinRequest
+            )
+        return doc
 
     app.openapi = openapi
     return app

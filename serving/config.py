@@ -69,13 +69,20 @@ class ServeConfig(BaseModel):
         description="key signing impression ids; default $RECSYS_RL_SECRET; unset = a key made once and "
         "kept in the event store (shared by the servers on that store, kept across restarts)",
     )
-    max_batch_events: int = Field(1000, ge=1, description="most feedback events in one request (more -> 413)")
+    max_batch_events: int = Field(1000, ge=1, description="most feedback events in one request (more -> 422)")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="largest request body accepted (more -> 413)")
     max_scoring_batch: int = Field(
         256, ge=1, description="most concurrent banner requests scored in one forward"
     )
     host: str = Field("127.0.0.1", min_length=1, description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0 = any free port)")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes (uvicorn workers) on one port, sharing the event store, the "
+        "registry alias and the signing secret; /metrics aggregates them (prometheus multiprocess mode)",
+    )
     torch_threads: int = Field(
         1, ge=1, le=64, description="torch intra-op threads (1 is fastest per request)"
     )

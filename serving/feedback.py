@@ -15,10 +15,16 @@ from recsys_rl.events import EventStore, Feedback, Impression
 from serving.errors import ApiError
 from serving.models import FeedbackEvent
 
+NOT_FOUND = frozenset(("forged", "unknown"))
+
 
 class FeedbackRejected(ApiError):
+    """Events that are well formed but do not match what was served: 404 when every problem is an
+    impression this service did not serve (forged or unknown id), else 409 (the event conflicts with
+    its impression: product not in the banner, or past the attribution window)."""
+
     def __init__(self, problems: list[dict], reasons: Counter) -> None:
-        super().__init__(422, problems)
+        super().__init__(404 if NOT_FOUND.issuperset(reasons) else 409, problems)
         self.reasons = reasons
 
 
@@ -53,7 +59,7 @@ def ingest(
 ) -> tuple[int, int]:
     """Validate ``events`` against their impressions and append them durably (blocking: call from a
     worker thread). With ``verify``, impression ids are first checked by signature (``check_signatures``).
-    Returns (new events stored, duplicates acknowledged). Raises ``FeedbackRejected`` (422) naming
+    Returns (new events stored, duplicates acknowledged). Raises ``FeedbackRejected`` (404/409) naming
     every bad event, with the count of each reason (forged, unknown, too_late, not_in_banner)."""
     if verify is not None:
         check_signatures(events, verify, prefix)

@@ -2,15 +2,36 @@
 
 Request counts and latencies are recorded by the middleware; the banner and feedback paths count
 what they wrote; the model version, swaps and reload failures are read from the holder at scrape time.
+
+Under ``recsys-rl serve --workers N`` the workers run in prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR`` set before they start): every value lives in a per-process file and
+``/metrics``, whichever worker answers, is the ``MultiProcessCollector``'s aggregate of all of them.
+There the holder's state cannot be read at scrape time from the other workers, so each worker copies
+it into metrics of its own (``HolderSync``: on each scrape and every ``SYNC_INTERVAL_S``): swaps and
+reload failures as counters (summed over workers), loaded/pinned as gauges (``livemin``: 1 only when
+every worker has a model; ``livemax``), the served version per worker (``liveall``, labelled by pid:
+each worker hot-swaps on its own). Files of workers that died without cleaning up (SIGKILL) are
+marked dead at the next scrape.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from serving.model_holder import ModelHolder
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SYNC_INTERVAL_S = 1.0
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when this process runs in multiprocess mode, else None."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -43,10 +64,79 @@ class _HolderCollector(Collector):
         )
 
 
+class HolderSync:
+    """The holder's state as this worker's multiprocess metrics (see the module docstring)."""
+
+    def __init__(self, holder: ModelHolder, registry: CollectorRegistry) -> None:
+        self.holder = holder
+        self.pid = os.getpid()
+        self.swaps = Counter(
+            "recsys_model_swaps", "models swapped in (reloads, pins, rollbacks)", registry=registry
+        )
+        self.failures = Counter(
+            "recsys_model_reload_failures", "failed polls/loads of the model source", registry=registry
+        )
+        self.loaded = Gauge(
+            "recsys_model_loaded",
+            "1 once every worker serves a model",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.pinned = Gauge(
+            "recsys_model_pinned", "1 while a worker is pinned (not following the registry)",
+            registry=registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.info = Gauge(
+            "recsys_model_info", "the model each worker serves (1 for its current version)",
+            ["version", "n_products", "source"], registry=registry, multiprocess_mode="liveall",
+        )  # fmt: skip
+        self._seen_swaps = self._seen_failures = 0
+        self._labels: tuple | None = None
+
+    def sync(self) -> None:
+        h = self.holder
+        swaps, failures = h.swaps, h.reload_failures
+        if swaps > self._seen_swaps:
+            self.swaps.inc(swaps - self._seen_swaps)
+            self._seen_swaps = swaps
+        if failures > self._seen_failures:
+            self.failures.inc(failures - self._seen_failures)
+            self._seen_failures = failures
+        cur = h.current
+        self.loaded.set(int(cur is not None))
+        self.pinned.set(int(h.pinned))
+        labels = None if cur is None else (cur.version, str(cur.n_products), cur.source)
+        if labels != self._labels:
+            if self._labels is not None:  # a multiprocess value cannot be removed from its file
+                self.info.labels(*self._labels).set(0)
+            if labels is not None:
+                self.info.labels(*labels).set(1)
+            self._labels = labels
+
+
+def _mark_dead_workers(path: str) -> None:
+    """Drop the live-gauge files of processes that are gone (a SIGKILLed worker never cleans up)."""
+    pids = set()
+    for name in os.listdir(path):
+        if name.startswith("gauge_live") and name.endswith(".db"):
+            pid = name.rsplit("_", 1)[-1][:-3]
+            if pid.isdigit():
+                pids.add(int(pid))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 class ServingMetrics:
-    """All metrics of one app, registered in ``self.registry``."""
+    """All metrics of one app, registered in ``self.registry``; ``exposition()`` is what /metrics shows
+    (this registry, or in multiprocess mode the aggregate of every worker's files)."""
 
     def __init__(self, holder: ModelHolder, temperature: float) -> None:
+        self.multiprocess_dir = multiprocess_dir()
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "recsys_http_requests",
@@ -86,11 +176,31 @@ class ServingMetrics:
             buckets=BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self.temperature = Gauge(
-            "recsys_exploration_temperature", "temperature of explore-mode sampling", registry=r
-        )
+            "recsys_exploration_temperature", "temperature of explore-mode sampling", registry=r,
+            multiprocess_mode="livemax",
+        )  # fmt: skip
         self.temperature.set(temperature)
-        r.register(_HolderCollector(holder))
         self._children: dict = {}
+        self.holder_sync: HolderSync | None = None
+        if self.multiprocess_dir is None:
+            r.register(_HolderCollector(holder))
+            self._exposition = r
+        else:
+            self.holder_sync = HolderSync(holder, r)
+            self._exposition = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposition, path=self.multiprocess_dir)
+
+    def exposition(self) -> CollectorRegistry:
+        """The registry /metrics renders (brought up to date first in multiprocess mode)."""
+        if self.holder_sync is not None:
+            self.holder_sync.sync()
+            _mark_dead_workers(self.multiprocess_dir)
+        return self._exposition
+
+    def worker_exit(self) -> None:
+        """Multiprocess bookkeeping when this worker stops: its live gauges leave the aggregate."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, status)

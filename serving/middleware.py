@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (no per-request task or stream wrapping): body size limit and request metrics.
+"""Pure ASGI middleware (no per-request task or stream wrapping): body size limit, request metrics,
+and an ``X-Worker-Pid`` header naming the server process that answered (``serve --workers N``).
 
 The body is read here, up to ``max_body_bytes``: a declared Content-Length over the limit is refused
 before reading anything, a body that turns out longer (chunked, or lying) is refused as soon as it
@@ -8,12 +9,14 @@ handed to the app as one message.
 
 from __future__ import annotations
 
+import os
 import time
 
 from serving.errors import error_response
 from serving.metrics import ServingMetrics
 
 _BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH", "POST", "PUT", "PATCH"))
+WORKER_HEADER = b"x-worker-pid"
 
 
 class ServingMiddleware:
@@ -21,6 +24,7 @@ class ServingMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self._worker = (WORKER_HEADER, str(os.getpid()).encode())  # built in the worker process
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -33,6 +37,7 @@ class ServingMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), self._worker]
             await send(message)
 
         try:

@@ -9,13 +9,35 @@ path such as ``history[3]`` or ``events[2].units``.
 from __future__ import annotations
 
 import math
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from recsys_rl.records import BANNER_SIZE, HISTORY_LEN
 
 MAX_USER_FEATURES = 1024
+MAX_ID = 2**63 - 1  # ids are stored as signed 64-bit integers (SQLite INTEGER)
+MAX_UNITS = 1_000_000
+EXAMPLE_IMPRESSION_ID = "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e.9d1c07be58f2a64c3e0b7a19d4f6c2e8"
+IMPRESSION_ID_PATTERN = r"^[0-9a-f]{32}\.[0-9a-f]{32}$"  # serving.impression_ids: <token>.<tag>
+
+
+def _integral(v: object) -> object:
+    """JSON Schema counts 10.0 as an integer, so the API does too (strict mode otherwise refuses any
+    float); 10.5, strings and booleans are still refused."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
+"""An integer field of a request body: strict, but 10.0 is 10 (see ``_integral``)."""
 
 
 class _Body(BaseModel):
@@ -27,16 +49,17 @@ class BannerRequest(_Body):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"user_id": 42, "viewed": 17, "history": [3, 981, 45], "mode": "explore"}]
+            "examples": [{"user_id": 42, "viewed": 4, "history": [3, 1, 2], "mode": "explore"}]
         }
     )
 
-    user_id: int = Field(ge=0, description="the shopper")
-    viewed: int = Field(ge=0, description="product being viewed")
-    history: list[int] = Field(
+    user_id: Int = Field(ge=0, le=MAX_ID, description="the shopper")
+    viewed: Int = Field(ge=0, le=MAX_ID, description="product being viewed (in the served catalogue)")
+    history: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(
         default_factory=list,
         max_length=HISTORY_LEN,
-        description="last purchases, most recent first, distinct",
+        json_schema_extra={"uniqueItems": True},
+        description="last purchases, most recent first, distinct (in the served catalogue)",
     )
     user_features: list[float] | None = Field(
         None, max_length=MAX_USER_FEATURES, description="optional features, used by models trained with them"
@@ -45,6 +68,11 @@ class BannerRequest(_Body):
     mode: Literal["explore", "deterministic"] = Field(
         "explore", description="explore: sampled banner (logged for learning); deterministic: the top 5"
     )
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _integral_items(cls, v: object) -> object:  # as Int, per item (a list item validator would
+        return [_integral(x) for x in v] if isinstance(v, list) else v  # lose its bounds in the schema)
 
     @field_validator("history")
     @classmethod
@@ -76,9 +104,9 @@ class BannerResponse(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
+                    "impression_id": EXAMPLE_IMPRESSION_ID,
                     "model_version": "banner-policy/3",
-                    "items": [17, 250, 3, 981, 640],
+                    "items": [2, 0, 3, 1, 4],
                     "propensity": 2.1e-06,
                     "log_propensity": -13.07,
                     "mode": "explore",
@@ -87,37 +115,67 @@ class BannerResponse(BaseModel):
         }
     )
 
-    impression_id: str = Field(description="unguessable id to quote in feedback")
+    impression_id: str = Field(
+        pattern=IMPRESSION_ID_PATTERN, description="unguessable id to quote in feedback"
+    )
     model_version: str = Field(description="the policy version that chose the banner")
-    items: list[int] = Field(description="5 distinct product ids in display order")
-    propensity: float = Field(description="probability the policy gave this exact ordered banner")
-    log_propensity: float = Field(description="its log (exact; propensity may underflow to 0)")
+    items: list[Annotated[int, Field(ge=0)]] = Field(
+        min_length=BANNER_SIZE,
+        max_length=BANNER_SIZE,
+        json_schema_extra={"uniqueItems": True},
+        description="5 distinct product ids in display order",
+    )
+    propensity: float = Field(ge=0, le=1, description="probability the policy gave this exact ordered banner")
+    log_propensity: float = Field(le=0, description="its log (exact; propensity may underflow to 0)")
     mode: Literal["explore", "deterministic"]
+
+
+def _click_or_purchase(schema: dict) -> None:
+    """FeedbackEvent's JSON schema as what the validator enforces: ``oneOf`` a click (units 0 or absent)
+    or a purchase (units >= 1, required), told apart by ``type``; the shared fields stay as they are.
+    """
+    props, required = schema["properties"], schema["required"]
+    title, description = schema["title"], schema.get("description")
+    schema.clear()
+
+    def branch(kind: str, units: dict, need_units: bool) -> dict:
+        units = {**props["units"], **units}
+        if need_units:
+            units.pop("default")
+        p = {**props, "type": {"type": "string", "const": kind}, "units": units}
+        req = [*required, *(["units"] if need_units else [])]
+        return {"type": "object", "title": f"{title} ({kind})", "properties": p, "required": req,
+                "additionalProperties": False}  # fmt: skip
+
+    schema.update(
+        title=title,
+        description=description,
+        oneOf=[branch("click", {"maximum": 0}, False), branch("purchase", {"minimum": 1}, True)],
+        examples=[
+            {
+                "event_id": "c-7f3e",
+                "impression_id": EXAMPLE_IMPRESSION_ID,
+                "type": "purchase",
+                "product_id": 2,
+                "units": 2,
+                "price": 19.99,
+            }
+        ],
+    )
 
 
 class FeedbackEvent(_Body):
     """A click on, or purchase of, a product shown in a banner."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "event_id": "c-7f3e",
-                    "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
-                    "type": "purchase",
-                    "product_id": 250,
-                    "units": 2,
-                    "price": 19.99,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=_click_or_purchase)
 
     event_id: str = Field(min_length=1, max_length=128, description="client-chosen id; resending is harmless")
-    impression_id: str = Field(min_length=1, max_length=128, description="from the banner response")
+    impression_id: str = Field(pattern=IMPRESSION_ID_PATTERN, description="from the banner response")
     type: Literal["click", "purchase"]
-    product_id: int = Field(ge=0, description="a product of that banner")
-    units: int = Field(0, ge=0, description="units bought (>= 1 for a purchase, 0 or absent for a click)")
+    product_id: Int = Field(ge=0, le=MAX_ID, description="a product of that banner")
+    units: Int = Field(
+        0, ge=0, le=MAX_UNITS, description="units bought (>= 1 for a purchase, 0 or absent for a click)"
+    )
     price: float = Field(0.0, ge=0, allow_inf_nan=False, description="unit price paid")
 
     @model_validator(mode="after")
@@ -139,9 +197,9 @@ class FeedbackRequest(_Body):
                     "events": [
                         {
                             "event_id": "c-7f3e",
-                            "impression_id": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
+                            "impression_id": EXAMPLE_IMPRESSION_ID,
                             "type": "click",
-                            "product_id": 250,
+                            "product_id": 2,
                         },
                     ]
                 }
@@ -149,7 +207,9 @@ class FeedbackRequest(_Body):
         }  # fmt: skip
     )
 
-    events: list[FeedbackEvent] = Field(min_length=1, description="events, at most max_batch_events")
+    events: list[FeedbackEvent] = Field(
+        min_length=1, description="events, at most the server's max_batch_events (maxItems)"
+    )
 
 
 class FeedbackResponse(BaseModel):
@@ -165,6 +225,37 @@ class PinRequest(_Body):
     model_config = ConfigDict(json_schema_extra={"examples": [{"version": "3"}]})
 
     version: str = Field(min_length=1, description="registry version to serve, e.g. '3' or 'banner-policy/3'")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    status: Literal["ready"]
+    model_version: str = Field(description="the version being served")
+    n_products: int = Field(ge=1, description="its catalogue size (product ids are below it)")
+    n_user_features: int = Field(ge=0, description="user features it needs (0: none)")
+    temperature: float = Field(gt=0, description="exploration temperature")
+
+
+class AdminState(BaseModel):
+    """What is served, whether it is pinned, what the server follows, and what it can roll back to."""
+
+    current: str | None = Field(description="the version being served (null before one is loaded)")
+    n_products: int | None = Field(ge=1, description="its catalogue size")
+    pinned: bool = Field(description="true while pinned (not following the registry alias)")
+    following: str | None = Field(description="the model source followed (null: a fixed model)")
+    history: list[str] = Field(description="versions available for rollback, most recent first")
+
+
+class VersionsResponse(AdminState):
+    available: list[str] = Field(description="versions of the source that can be pinned")
+    available_error: str | None = Field(
+        None, description="why the source's versions could not be listed (absent when they could)"
+    )
 
 
 class ErrorItem(BaseModel):

@@ -9,22 +9,29 @@ from __future__ import annotations
 import secrets
 
 import orjson
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Request, Security
+from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from serving.errors import ApiError
 from serving.model_holder import UnknownVersion
-from serving.models import ErrorResponse, PinRequest
+from serving.models import AdminState, PinRequest, VersionsResponse, field_errors
+from serving.routers.openapi import error_responses, json_body
 from serving.services import Services
 
 TOKEN_HEADER = "X-Admin-Token"
+API_KEY = APIKeyHeader(
+    name=TOKEN_HEADER, scheme_name="AdminToken", description="the server's admin_token", auto_error=False
+)
+STATE = {200: {"model": AdminState, "description": "the served version and the rollback history"}}
 
 
 def admin_router(services: Services) -> APIRouter:
     holder = services.holder
 
-    async def authorise(token: str | None = Header(None, alias=TOKEN_HEADER)) -> None:
+    async def authorise(token: str | None = Security(API_KEY)) -> None:
         """Runs before the body is validated, so a caller without the token learns nothing more."""
         expected = services.admin_token
         if expected is None:
@@ -38,7 +45,7 @@ def admin_router(services: Services) -> APIRouter:
         prefix="/admin",
         tags=["admin"],
         dependencies=[Depends(authorise)],
-        responses={401: {"model": ErrorResponse, "description": f"missing or wrong {TOKEN_HEADER}"}},
+        responses=error_responses(401, descriptions={401: f"missing or wrong {TOKEN_HEADER}"}),
     )
 
     def state() -> dict:
@@ -54,7 +61,11 @@ def admin_router(services: Services) -> APIRouter:
     def answer(body: dict) -> Response:
         return Response(orjson.dumps(body), media_type="application/json")
 
-    @router.get("/versions", summary="Served version, rollback history and registry versions")
+    @router.get(
+        "/versions",
+        summary="Served version, rollback history and registry versions",
+        responses={200: {"model": VersionsResponse, "description": "the state and the pinnable versions"}},
+    )
     async def versions() -> Response:
         body = state()
         available = []
@@ -68,10 +79,16 @@ def admin_router(services: Services) -> APIRouter:
 
     @router.post(
         "/pin",
+        operation_id="pin_version",
         summary="Serve exactly this version (stop following the alias)",
-        responses={404: {"model": ErrorResponse, "description": "no such version"}},
+        responses={**STATE, **error_responses(404, 422, descriptions={404: "no such version"})},
+        openapi_extra=json_body(PinRequest),
     )
-    async def pin(req: PinRequest) -> Response:
+    async def pin(request: Request) -> Response:
+        try:
+            req = PinRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise ApiError(422, field_errors(exc)) from None
         try:
             await run_in_threadpool(holder.pin, req.version)
         except UnknownVersion as exc:
@@ -81,7 +98,7 @@ def admin_router(services: Services) -> APIRouter:
     @router.post(
         "/rollback",
         summary="Serve the previously served version again (and stay on it)",
-        responses={409: {"model": ErrorResponse, "description": "nothing to roll back to"}},
+        responses={**STATE, **error_responses(409, descriptions={409: "nothing to roll back to"})},
     )
     async def rollback() -> Response:
         try:
@@ -90,7 +107,14 @@ def admin_router(services: Services) -> APIRouter:
             raise ApiError(409, str(exc).removeprefix("rollback: "), None) from None
         return answer(state())
 
-    @router.post("/unpin", summary="Follow the registry alias again (polls it now)")
+    @router.post(
+        "/unpin",
+        summary="Follow the registry alias again (polls it now)",
+        responses={
+            **STATE,
+            **error_responses(503, descriptions={503: "unpinned, but loading the alias's version failed"}),
+        },
+    )
     async def unpin() -> Response:
         try:
             await run_in_threadpool(holder.unpin)

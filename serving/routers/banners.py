@@ -8,15 +8,13 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from serving.errors import ApiError
-from serving.models import BannerRequest, BannerResponse, ErrorResponse, field_errors
-from serving.routers.openapi import json_body
+from serving.models import BannerRequest, BannerResponse, field_errors
+from serving.routers.openapi import error_responses, json_body
 from serving.services import Services
 
-ERRORS = {
-    413: {"model": ErrorResponse, "description": "body too large"},
-    422: {"model": ErrorResponse, "description": "invalid request; each problem names its field"},
-    503: {"model": ErrorResponse, "description": "no model loaded yet, or the event store is unavailable"},
-}
+ERRORS = error_responses(
+    413, 422, 503, descriptions={503: "no model loaded yet, or the event store is unavailable"}
+)
 
 
 def check_catalogue(req: BannerRequest, n_products: int, n_user_features: int) -> None:
@@ -46,6 +44,7 @@ def banners_router(services: Services) -> APIRouter:
 
     @router.post(
         "/v1/banners",
+        operation_id="serve_banner",
         summary="Choose a banner for a context",
         responses={200: {"model": BannerResponse, "description": "the banner, logged"}, **ERRORS},
         openapi_extra=json_body(BannerRequest),

@@ -10,9 +10,13 @@ from starlette.responses import Response
 
 from serving.errors import ApiError
 from serving.feedback import FeedbackRejected, ingest
-from serving.models import ErrorResponse, FeedbackEvent, FeedbackRequest, FeedbackResponse, field_errors
-from serving.routers.openapi import json_body
+from serving.models import FeedbackEvent, FeedbackRequest, FeedbackResponse, field_errors
+from serving.routers.openapi import error_responses, json_body
 from serving.services import Services
+
+
+class _TooMany(ApiError):
+    """More events than max_batch_events (counted as such, not as invalid)."""
 
 
 def feedback_router(services: Services) -> APIRouter:
@@ -34,8 +38,8 @@ def feedback_router(services: Services) -> APIRouter:
         events = data["events"]
         if isinstance(events, list) and len(events) > cfg.max_batch_events:
             metrics.rejected.labels("too_many").inc(len(events))
-            raise ApiError(
-                413, f"{len(events)} events in one request; at most {cfg.max_batch_events}", "events"
+            raise _TooMany(
+                422, f"{len(events)} events in one request; at most {cfg.max_batch_events}", "events"
             )
         try:
             return FeedbackRequest.model_validate(data).events, "events"
@@ -44,12 +48,25 @@ def feedback_router(services: Services) -> APIRouter:
 
     @router.post(
         "/v1/feedback",
+        operation_id="post_feedback",
         summary="Record clicks and purchases",
         responses={
             200: {"model": FeedbackResponse, "description": "stored (or already stored) durably"},
-            413: {"model": ErrorResponse, "description": "body or batch too large"},
-            422: {"model": ErrorResponse, "description": "invalid events; nothing of the batch was stored"},
-            503: {"model": ErrorResponse, "description": "the event store is unavailable"},
+            **error_responses(
+                404,
+                409,
+                413,
+                422,
+                503,
+                descriptions={
+                    404: "an event quotes an impression this service did not serve (unknown or forged "
+                    "id); nothing of the batch was stored",
+                    409: "an event does not fit its impression (product not in the banner, or past "
+                    "the attribution window); nothing of the batch was stored",
+                    422: "invalid events (or more than max_batch_events); nothing of the batch was stored",
+                    503: "the event store is unavailable",
+                },
+            ),  # fmt: skip
         },
         openapi_extra=json_body(FeedbackRequest, FeedbackEvent),
     )
@@ -61,7 +78,7 @@ def feedback_router(services: Services) -> APIRouter:
         try:
             events, prefix = parse(await request.body())
         except ApiError as exc:
-            if exc.status == 422:
+            if exc.status == 422 and not isinstance(exc, _TooMany):
                 metrics.rejected.labels("invalid").inc()
             raise
         store = services.ready_store()

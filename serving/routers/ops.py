@@ -8,9 +8,11 @@ import orjson
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from serving.errors import error_response
+from serving.models import HealthResponse, ReadyResponse
+from serving.routers.openapi import error_responses
 from serving.services import Services
 
 STORE_PROBE_TIMEOUT_S = 2.0
@@ -19,14 +21,21 @@ STORE_PROBE_TIMEOUT_S = 2.0
 def ops_router(services: Services) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="Liveness: the process answers")
+    @router.get(
+        "/healthz",
+        summary="Liveness: the process answers",
+        responses={200: {"model": HealthResponse, "description": "alive"}},
+    )
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     @router.get(
         "/readyz",
         summary="Readiness: a model is loaded and the event store answers",
-        responses={503: {"description": "not ready; the detail says why"}},
+        responses={
+            200: {"model": ReadyResponse, "description": "ready: the model served and its catalogue"},
+            **error_responses(503, descriptions={503: "not ready; the detail says why"}),
+        },
     )
     async def readyz() -> Response:
         problems = []
@@ -59,8 +68,18 @@ def ops_router(services: Services) -> APIRouter:
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics (text exposition format)",
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "the metrics, in the Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
-        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(services.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
 
     return router

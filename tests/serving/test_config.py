@@ -62,3 +62,9 @@ def test_the_shipped_config_loads_with_the_defaults():
     defaults = ServeConfig()
     assert shipped.model_uri == "models:/banner-policy@champion"
     assert shipped.model_dump(exclude={"model_uri"}) == defaults.model_dump(exclude={"model_uri"})
+
+
+def test_workers_default_to_one_and_must_be_at_least_one():
+    assert load_config(None).workers == 1 and load_config(None, {"workers": 4}).workers == 4
+    with pytest.raises(ConfigError, match=r"workers: Input should be greater than or equal to 1"):
+        load_config(None, {"workers": 0})

@@ -54,7 +54,7 @@ def test_unknown_impression_is_refused_naming_the_event(client, store):
     imp = serve_banner(client)
     bad = {**event(imp, "x1"), "impression_id": signed_id()}
     r = client.post("/v1/feedback", json={"events": [event(imp, "ok"), bad]})
-    assert r.status_code == 422 and fields(r) == ["events[1].impression_id"]
+    assert r.status_code == 404 and fields(r) == ["events[1].impression_id"]
     assert "unknown impression" in r.json()["detail"][0]["message"]
     assert store.count_feedback() == 0  # all or nothing
 
@@ -63,7 +63,7 @@ def test_product_not_in_the_banner_is_refused(client):
     imp = serve_banner(client)
     other = next(p for p in range(50) if p not in imp["items"])
     r = client.post("/v1/feedback", json={"events": [{**event(imp, "x"), "product_id": other}]})
-    assert r.status_code == 422 and fields(r) == ["events[0].product_id"]
+    assert r.status_code == 409 and fields(r) == ["events[0].product_id"]
     assert "not in the banner" in r.json()["detail"][0]["message"]
 
 
@@ -99,14 +99,14 @@ def test_body_that_is_not_an_event_or_batch_is_refused(client):
     assert fields(client.post("/v1/feedback", json={"events": []})) == ["events"]
 
 
-def test_batch_over_the_limit_gets_413_and_nothing_is_stored(tmp_path, store):
+def test_batch_over_the_limit_gets_422_and_nothing_is_stored(tmp_path, store):
     app = create_app(config(tmp_path, max_batch_events=3), store=store, holder=tiny_holder())
     with TestClient(app) as c:
         imp = serve_banner(c)
         r = c.post("/v1/feedback", json={"events": [event(imp, f"e{i}") for i in range(4)]})
         ok = c.post("/v1/feedback", json={"events": [event(imp, f"e{i}") for i in range(3)]})
         metrics = c.get("/metrics").text
-    assert r.status_code == 413 and fields(r) == ["events"]
+    assert r.status_code == 422 and fields(r) == ["events"]  # the schema's maxItems
     assert "at most 3" in r.json()["detail"][0]["message"]
     assert ok.json() == {"accepted": 3, "duplicates": 0}
     assert 'recsys_feedback_rejected_total{reason="too_many"} 4.0' in metrics
@@ -123,7 +123,7 @@ def test_feedback_after_the_attribution_window_is_refused(tmp_path, store):
         r = c.post("/v1/feedback", json={"event_id": "late", "impression_id": old_id, "type": "click",
                                          "product_id": 12})  # fmt: skip
         metrics = c.get("/metrics").text
-    assert r.status_code == 422 and fields(r) == ["impression_id"]
+    assert r.status_code == 409 and fields(r) == ["impression_id"]
     assert 'recsys_feedback_rejected_total{reason="too_late"} 1.0' in metrics
     assert "attribution window" in r.json()["detail"][0]["message"]
 
@@ -132,12 +132,15 @@ def test_metrics_count_written_duplicate_and_rejected_feedback(client):
     imp = serve_banner(client)
     client.post("/v1/feedback", json={"events": [event(imp, "a"), event(imp, "b", 1)]})
     client.post("/v1/feedback", json=event(imp, "a"))
-    client.post("/v1/feedback", json={**event(imp, "z"), "impression_id": "nope"})
+    client.post("/v1/feedback", json={**event(imp, "z"), "impression_id": "nope"})  # not an id: invalid
+    forged = "0" * 32 + "." + "0" * 32
+    client.post("/v1/feedback", json={**event(imp, "v"), "impression_id": forged})
     client.post("/v1/feedback", json={**event(imp, "y"), "impression_id": signed_id()})
     client.post("/v1/feedback", json={**event(imp, "w"), "product_id": 50})
     text = client.get("/metrics").text
     assert "recsys_feedback_events_written_total 2.0" in text
     assert "recsys_feedback_duplicates_total 1.0" in text
+    assert 'recsys_feedback_rejected_total{reason="invalid"} 1.0' in text
     assert 'recsys_feedback_rejected_total{reason="forged"} 1.0' in text
     assert 'recsys_feedback_rejected_total{reason="unknown"} 1.0' in text
     assert 'recsys_feedback_rejected_total{reason="not_in_banner"} 1.0' in text

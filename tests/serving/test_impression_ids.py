@@ -89,7 +89,6 @@ def forged_variants(real: str) -> dict[str, str]:
         "tampered_tag": real[:-1] + flip(real[-1]),
         "other_token_same_tag": flip(token[0]) + real[1:],
         "other_secret": ImpressionIds("another-secret-of-16+").new(),
-        "unsigned_uuid": "3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e",
     }
 
 
@@ -102,7 +101,7 @@ def test_forged_ids_are_refused_before_any_store_lookup(tmp_path, counting, kind
         r = c.post("/v1/feedback", json={"events": [click(banner["impression_id"], banner["items"][0], "ok"),
                                                    click(forged, banner["items"][0], "bad")]})  # fmt: skip
         metrics = c.get("/metrics").text
-    assert r.status_code == 422 and fields(r) == ["events[1].impression_id"]
+    assert r.status_code == 404 and fields(r) == ["events[1].impression_id"]
     assert "bad signature" in r.json()["detail"][0]["message"]
     assert counting.lookups == 0
     assert counting.count_feedback() == 0  # all or nothing: the valid event is not stored either
@@ -126,5 +125,14 @@ def test_ids_from_a_server_with_another_secret_are_refused(tmp_path, counting):
         banner = serve_banner(c)
     with TestClient(create_app(config(tmp_path), store=counting, holder=tiny_holder())) as c:
         r = c.post("/v1/feedback", json=click(banner["impression_id"], banner["items"][0]))
-    assert r.status_code == 422 and fields(r) == ["impression_id"]
+    assert r.status_code == 404 and fields(r) == ["impression_id"]
     assert counting.count_feedback() == 0
+
+
+def test_an_id_not_shaped_like_ours_is_refused_by_the_schema(tmp_path, counting):
+    """An id that is not <32 hex>.<32 hex> fails the documented pattern (422) before any check."""
+    with TestClient(create_app(config(tmp_path), store=counting, holder=tiny_holder())) as c:
+        banner = serve_banner(c)
+        r = c.post("/v1/feedback", json=click("3f0c9a4be1d54b7f9a0e6c1d2b3a4f5e", banner["items"][0]))
+    assert r.status_code == 422 and fields(r) == ["impression_id"] and "pattern" in r.text
+    assert counting.lookups == 0 and counting.count_feedback() == 0
