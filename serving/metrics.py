@@ -89,8 +89,31 @@ class ServingMetrics:
             "recsys_exploration_temperature", "temperature of explore-mode sampling", registry=r
         )
         self.temperature.set(temperature)
+        self.store_best_effort = Gauge(
+            "recsys_event_store_best_effort",
+            "1 when the event store runs with durability best-effort (acknowledged events may not survive "
+            "a restart of its server), 0 when durable",
+            registry=r,
+        )
+        self.registry_poll_failures = Counter(
+            "recsys_registry_poll_failures",
+            "polls of the model source (MLflow registry) that failed",
+            registry=r,
+        )
+        self.registry_stale_since = Gauge(
+            "recsys_registry_stale_since_seconds",
+            "unix time since which the model source has not answered a poll (0 while it answers)",
+            registry=r,
+        )
+        self._holder = holder
+        holder.poll_listeners.append(self._on_poll)
         r.register(_HolderCollector(holder))
         self._children: dict = {}
+
+    def _on_poll(self, ok: bool) -> None:
+        if not ok:
+            self.registry_poll_failures.inc()
+        self.registry_stale_since.set(self._holder.stale_since or 0)
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, status)

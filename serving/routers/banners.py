@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from serving.errors import ApiError
+from serving.errors import ApiError, store_unavailable
 from serving.models import BannerRequest, BannerResponse, ErrorResponse, field_errors
 from serving.routers.openapi import json_body
 from serving.services import Services
@@ -15,7 +15,14 @@ from serving.services import Services
 ERRORS = {
     413: {"model": ErrorResponse, "description": "body too large"},
     422: {"model": ErrorResponse, "description": "invalid request; each problem names its field"},
-    503: {"model": ErrorResponse, "description": "no model loaded yet, or the event store is unavailable"},
+    503: {
+        "model": ErrorResponse,
+        "description": "no model loaded yet, or the event store is unavailable (Redis down, disk full): "
+        "no banner is served unlogged; retry after the Retry-After seconds",
+        "headers": {
+            "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+        },
+    },
 }
 
 
@@ -71,7 +78,7 @@ def banners_router(services: Services) -> APIRouter:
         except ApiError:
             raise
         except Exception as exc:
-            raise ApiError(503, f"could not log the impression: {type(exc).__name__}: {exc}") from exc
+            raise store_unavailable("could not log the impression", exc) from exc
         body = {
             "impression_id": imp.impression_id,
             "model_version": imp.policy_version,

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from serving.errors import ApiError
+from serving.errors import ApiError, store_unavailable
 from serving.feedback import FeedbackRejected, ingest
 from serving.models import ErrorResponse, FeedbackEvent, FeedbackRequest, FeedbackResponse, field_errors
 from serving.routers.openapi import json_body
@@ -49,7 +49,17 @@ def feedback_router(services: Services) -> APIRouter:
             200: {"model": FeedbackResponse, "description": "stored (or already stored) durably"},
             413: {"model": ErrorResponse, "description": "body or batch too large"},
             422: {"model": ErrorResponse, "description": "invalid events; nothing of the batch was stored"},
-            503: {"model": ErrorResponse, "description": "the event store is unavailable"},
+            503: {
+                "model": ErrorResponse,
+                "description": "the event store is unavailable (Redis down, disk full): nothing was "
+                "acknowledged; resend the same batch after the Retry-After seconds",
+                "headers": {
+                    "Retry-After": {
+                        "description": "seconds to wait before retrying",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
         },
         openapi_extra=json_body(FeedbackRequest, FeedbackEvent),
     )
@@ -74,7 +84,7 @@ def feedback_router(services: Services) -> APIRouter:
                 metrics.rejected.labels(reason).inc(n)
             raise
         except Exception as exc:
-            raise ApiError(503, f"could not store the feedback: {type(exc).__name__}: {exc}") from exc
+            raise store_unavailable("could not store the feedback", exc) from exc
         metrics.feedback.inc(new)
         metrics.duplicates.inc(dup)
         return Response(orjson.dumps({"accepted": new, "duplicates": dup}), media_type="application/json")
