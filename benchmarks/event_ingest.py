@@ -92,7 +92,7 @@ def main() -> None:
 
     redis_rate = float("nan")
     try:
-        store = open_store(f"{args.redis}?prefix=bench-{uuid.uuid4().hex[:8]}")
+        store = open_store(f"{args.redis}?prefix=bench-{uuid.uuid4().hex[:8]}&durability=best-effort")
     except ConnectionError as exc:
         print(f"redis: skipped ({exc})")
     else:

@@ -17,11 +17,20 @@ the lines before the last. Exits 1 on any 5xx, transport error or lost event.
     python benchmarks/soak.py [--duration 60] [--swap-every 30] [--threads 8] [--n-products 1000]
 
 Last line: ``soak: requests=<n> errors_5xx=<n> p99_ms=<x> lost_events=<n> rss_growth_mb=<x>``.
+
+``--faults``: the store is a redis-server of the soak's own (AOF on, ``appendfsync always``, durable)
+and the model is followed in an MLflow server of its own (swaps register new versions); at a third
+of the duration the redis-server is SIGKILLed and restarted, at two thirds the MLflow server. A fault
+window runs from the kill until the service answers 2xx again (to a request sent after the kill);
+5xx answers outside every window are counted apart. Last line then adds
+``faults=<n> errors_5xx_outside_faults=<n> recovery_s_max=<x>``; exits 1 on a 5xx outside a window,
+a transport error or a lost event.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import signal
@@ -40,6 +49,7 @@ import numpy as np
 import torch
 import yaml
 from _net import free_port, wait_ready
+from _services import MlflowServer, RedisServer
 
 from recsys_rl.events import open_store
 from recsys_rl.policy import BannerPolicy, save_policy
@@ -56,6 +66,7 @@ class ThreadStats:
     acked_events: list[str] = field(default_factory=list)
     acked_impressions: list[str] = field(default_factory=list)
     versions: Counter = field(default_factory=Counter)
+    answers: list[tuple[float, float, int]] = field(default_factory=list)  # (sent, answered, status)
 
 
 def rss_mb(pid: int) -> float:
@@ -110,6 +121,7 @@ def post(
     http: httpx.Client, path: str, body: dict, out: ThreadStats, counting: threading.Event
 ) -> dict | None:
     t0 = time.perf_counter()
+    sent = time.monotonic()
     try:
         r = http.post(path, json=body)
     except httpx.HTTPError:
@@ -119,6 +131,7 @@ def post(
     if counting.is_set():
         out.latencies.append(time.perf_counter() - t0)
         out.statuses[r.status_code] += 1
+        out.answers.append((sent, time.monotonic(), r.status_code))
     return r.json() if 200 <= r.status_code < 300 else None
 
 
@@ -136,6 +149,7 @@ def main() -> int:
     ap.add_argument("--n-products", type=int, default=1000)
     ap.add_argument("--events", default=None, help="event store URI (default: SQLite in a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--faults", action="store_true", help="restart Redis and MLflow once each (see above)")
     args = ap.parse_args()
     if not 0 < args.duration <= 300:
         ap.error(f"--duration: between 0 and 300 seconds, got {args.duration:g}")
@@ -150,6 +164,17 @@ def main() -> int:
         port = free_port()
         cfg = {"policy_path": str(policy), "events": events_uri, "port": port, "reload_interval_s": 1.0,
                "secret": uuid.uuid4().hex, "seed": args.seed}  # fmt: skip
+        services: list = []
+        if args.faults:
+            redis_server, mlflow_server = RedisServer(tmp / "redis"), MlflowServer(tmp / "mlflow")
+            for svc in (redis_server, mlflow_server):
+                svc.start(120)
+                services.append(svc)
+            events_uri = cfg["events"] = f"{redis_server.url}?prefix=soak"
+            register(mlflow_server.url, policy)
+            del cfg["policy_path"]
+            cfg |= {"model_uri": "models:/soak-policy@champion", "tracking_uri": mlflow_server.url}
+        faults: list[tuple[str, float]] = []  # (service, time of the kill)
         (tmp / "serve.yaml").write_text(yaml.safe_dump(cfg))
         log = open(tmp / "server.log", "wb")
         proc = subprocess.Popen(
@@ -174,10 +199,24 @@ def main() -> int:
             counting.set()
             t0 = time.monotonic()
             swaps, next_swap = 0, t0 + args.swap_every
+            plan = (
+                [(t0 + args.duration / 3, redis_server), (t0 + 2 * args.duration / 3, mlflow_server)]
+                if args.faults
+                else []
+            )
             while (now := time.monotonic()) < t0 + args.duration:
+                if plan and now >= plan[0][0]:
+                    svc = plan.pop(0)[1]
+                    faults.append((svc.name, time.monotonic()))
+                    svc.restart(120)  # SIGKILL, then start on the same port and data
                 if now >= next_swap:
                     swaps += 1
                     write_policy(policy, args.n_products, args.seed + swaps)
+                    if args.faults:
+                        try:
+                            register(mlflow_server.url, policy)
+                        except Exception as exc:  # noqa: BLE001 - MLflow restarting: swap later
+                            print(f"soak: swap skipped ({type(exc).__name__})")
                     next_swap += args.swap_every
                 time.sleep(min(0.2, max(0.0, t0 + args.duration - now)))
             rss_end = rss_mb(proc.pid)
@@ -196,7 +235,11 @@ def main() -> int:
             log.close()
         if len(results) != args.threads:
             raise RuntimeError(f"{args.threads - len(results)} client threads failed; see {tmp}/server.log")
-        imps, events = stored_ids(events_uri)
+        try:
+            imps, events = stored_ids(events_uri)
+        finally:
+            for svc in services:
+                svc.stop()
 
     latencies = np.concatenate([np.asarray(r.latencies) for r in results])
     statuses = sum((r.statuses for r in results), Counter())
@@ -215,9 +258,37 @@ def main() -> int:
     print(f"soak: swaps={swaps} versions_served={len(versions)} acked_impressions={len(acked_imps)} "
           f"lost_impressions={lost_imps} acked_events={len(acked_events)} "
           f"rss_start_mb={rss_start:.1f} rss_end_mb={rss_end:.1f}")  # fmt: skip
-    print(f"soak: requests={n} errors_5xx={errors_5xx} p99_ms={p99:.2f} lost_events={lost_events} "
-          f"rss_growth_mb={rss_end - rss_start:.1f}")  # fmt: skip
-    return 1 if errors_5xx or transport or lost_events or lost_imps else 0
+    last = (f"soak: requests={n} errors_5xx={errors_5xx} p99_ms={p99:.2f} lost_events={lost_events} "
+            f"rss_growth_mb={rss_end - rss_start:.1f}")  # fmt: skip
+    if not args.faults:
+        print(last)
+        return 1 if errors_5xx or transport or lost_events or lost_imps else 0
+    answers = sorted(a for r in results for a in r.answers)
+    windows = []
+    for name, killed in faults:
+        back = min(
+            (done for sent, done, status in answers if sent >= killed and status < 300), default=math.inf
+        )
+        windows.append((name, killed, back))
+        print(f"soak: fault {name}: recovery_s={back - killed:.2f}")
+    outside = sum(
+        1 for sent, done, status in answers
+        if status >= 500 and not any(done >= k and sent <= b for _, k, b in windows)
+    )  # fmt: skip
+    recovery = max((b - k for _, k, b in windows), default=0.0)
+    print(f"{last} faults={len(windows)} errors_5xx_outside_faults={outside} recovery_s_max={recovery:.2f}")
+    return 1 if outside or transport or lost_events or lost_imps or len(windows) < 2 else 0
+
+
+def register(tracking_uri: str, policy: Path) -> None:
+    """Log the policy file as a new version of soak-policy in the MLflow server, alias champion."""
+    import mlflow
+
+    from recsys_rl.policy import load_policy
+    from recsys_rl.tracking import log_policy
+
+    mlflow.set_tracking_uri(tracking_uri)
+    log_policy(load_policy(policy), "soak-policy", "champion")
 
 
 if __name__ == "__main__":

@@ -195,6 +195,10 @@ class OnlineConfig(_Strict):
     poll_s: float = Field(1.0, gt=0, description="sleep when too few impressions are ready")
     checkpoint_dir: str = Field("online-checkpoint", min_length=1, description="trainer state + offset")
     alias: str = Field("champion", min_length=1, description="registry alias that serving follows")
+    retry_s: float = Field(
+        1.0, gt=0, description="first wait before retrying an unavailable event store or MLflow (doubles)"
+    )
+    retry_max_s: float = Field(30.0, gt=0, description="longest wait between those retries")
 
 
 class RunConfig(_Strict):

@@ -4,6 +4,18 @@ Exactly-once training: the checkpoint (policy, optimiser, beta, and the offset a
 written atomically *before* the offset is committed to the store. On restart the checkpoint wins: if
 the store's committed offset lags it (a crash between the two), the checkpoint's offset is committed
 first, so no event is trained on twice and none is skipped.
+
+Faults of what it depends on:
+
+- the event store unavailable (``StoreUnavailable``: Redis down, disk full): the loop waits, retrying
+  with backoff (``online.retry_s`` doubling to ``retry_max_s``), and resumes from its committed
+  offset; an offset whose commit failed is committed before anything is read again, so the batch
+  already trained on does not come back;
+- MLflow unreachable: training and checkpointing go on (step metrics of the outage are dropped, with a
+  warning); a version that passed the guard rails stays pending, in the checkpoint too, and its
+  registration is retried with backoff until it goes through, exactly once
+  (``recsys_rl.registration``: the version is tagged with the update it came from, and a retry first
+  looks for that tag).
 """
 
 from __future__ import annotations
@@ -18,9 +30,9 @@ from pathlib import Path
 import mlflow
 import torch
 
-from recsys_rl import tracking
+from recsys_rl import registration, tracking
 from recsys_rl.config import RunConfig, load_reward
-from recsys_rl.events import EventStore
+from recsys_rl.events import EventStore, StoreUnavailable
 from recsys_rl.guards import GuardRails, ValueFn, snips_value
 from recsys_rl.jobs import trainable_copy
 from recsys_rl.learner import Learner
@@ -54,12 +66,21 @@ class OnlineTrainer:
         if cfg.online.reward_model:  # optional extra guard rail: the learned reward model's value
             from recsys_rl.reward_model.guard import reward_model_guard
 
-            self.guards.reward_model_value = reward_model_guard(cfg.online.reward_model, self.scheme, reference)
+            self.guards.reward_model_value = reward_model_guard(
+                cfg.online.reward_model, self.scheme, reference
+            )
             self.guards.reward_model_tolerance = cfg.online.reward_model_tolerance
         self.ckpt = Path(cfg.online.checkpoint_dir) / CHECKPOINT
         self.updates = self.impressions = 0
         self.registered: list[str] = []
+        self.pending: tuple[str, BannerPolicy] | None = None  # (key, candidate) awaiting registration
+        self._offset = None  # offset after the last batch trained on (what the checkpoint holds)
+        self._uncommitted = None  # an offset checkpointed but whose commit to the store failed
+        self._register_wait, self._register_at = cfg.online.retry_s, 0.0
+        self.metrics_dropped = 0
         self._stop = False
+        for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+            os.environ.setdefault(var, value)  # fail fast: this loop retries itself, with backoff
         self._resume()
 
     # -- state -------------------------------------------------------------------------------------
@@ -73,6 +94,7 @@ class OnlineTrainer:
             "impressions": self.impressions,
             "registered": list(self.registered),
             "offset": offset,
+            "pending": None if self.pending is None else (self.pending[0], self.pending[1].state_dict()),
         }
 
     def _save(self, offset) -> None:
@@ -96,6 +118,12 @@ class OnlineTrainer:
         self.learner.opt.load_state_dict(s["optimizer"])
         self.learner.kl_ctl.beta = s["beta"]
         self.updates, self.impressions, self.registered = s["updates"], s["impressions"], s["registered"]
+        if s.get("pending") is not None:
+            key, state = s["pending"]
+            pending = trainable_copy(self.reference)
+            pending.load_state_dict(state)
+            self.pending = (key, pending.frozen_copy())
+        self._offset = s["offset"]
         consumer = self.cfg.online.consumer
         if s["offset"] is not None and self.store.committed(consumer) != s["offset"]:
             self.store.commit(consumer, s["offset"])  # crashed after checkpoint, before commit
@@ -105,6 +133,10 @@ class OnlineTrainer:
     def step(self) -> dict[str, float] | None:
         """Train on the next ready batch; None when fewer than ``min_batch`` impressions are ready."""
         oc = self.cfg.online
+        self.retry_registration()
+        if self._uncommitted is not None:  # checkpointed, commit failed: commit before reading again
+            self.store.commit(oc.consumer, self._uncommitted)
+            self._uncommitted = None
         batch = self.store.read_ready(oc.consumer, self.clock() - oc.attribution_window_s, oc.batch_size)
         if len(batch) < oc.min_batch:
             return None  # not committed: the same impressions come back next time, with more
@@ -115,13 +147,22 @@ class OnlineTrainer:
             stats = self.learner.update(logged[explored], group_size=1)
         self.updates += 1
         self.impressions += len(batch)
+        self._offset = batch.offset
         self._save(batch.offset)
-        self.store.commit(oc.consumer, batch.offset)
+        try:
+            self.store.commit(oc.consumer, batch.offset)
+        except StoreUnavailable as exc:
+            self._uncommitted = batch.offset  # the checkpoint has it; committed at the next step
+            self.log(f"update {self.updates}: offset not committed yet ({exc}); will retry")
         if self.updates % oc.register_every == 0:
             stats.update(self._maybe_register(logged))
         stats["impressions_consumed"] = float(self.impressions)
         if mlflow.active_run():
-            tracking.log_metrics(stats, step=self.updates)
+            try:
+                tracking.log_metrics(stats, step=self.updates)
+            except Exception as exc:  # noqa: BLE001 - MLflow down: training goes on, these metrics are lost
+                self.metrics_dropped += 1
+                self.log(f"update {self.updates}: metrics not logged (MLflow: {type(exc).__name__})")
         return stats
 
     def _maybe_register(self, logged: LoggedBatch) -> dict[str, float]:
@@ -134,15 +175,39 @@ class OnlineTrainer:
             self.log(f"update {self.updates}: not registered: {'; '.join(rep.reasons)}")
             out["registered"] = 0.0
             return out
-        _, version = tracking.log_policy(candidate, self.cfg.tracking.registered_model, self.cfg.online.alias)
-        self.current = candidate
-        self.registered.append(str(version))
-        self._save(self.store.committed(self.cfg.online.consumer))
-        self.log(
-            f"update {self.updates}: registered version {version} (kl={rep.kl:.3f}, value={rep.value:.4f})"
-        )
-        out["registered"] = 1.0
+        if self.pending is not None:  # the last one is not through yet: it goes first
+            self.log(f"update {self.updates}: passed, but version {self.pending[0]} is still pending")
+            out["registered"] = 0.0
+            return out
+        self.pending = (f"{self.cfg.online.consumer}:{self.updates}", candidate)
+        self._save(self._offset)  # pending survives a restart: registered once whatever happens
+        self.log(f"update {self.updates}: passed the guard rails (kl={rep.kl:.3f}, value={rep.value:.4f})")
+        self._register_wait, self._register_at = self.cfg.online.retry_s, 0.0
+        out["registered"] = float(self.retry_registration())
         return out
+
+    def retry_registration(self) -> bool:
+        """Register the pending version if its retry is due; True if it went through now."""
+        if self.pending is None or self.clock() < self._register_at:
+            return False
+        key, candidate = self.pending
+        try:
+            version = registration.register_once(
+                candidate, self.cfg.tracking.registered_model, self.cfg.online.alias, key
+            )
+        except Exception as exc:  # noqa: BLE001 - MLflow unreachable or failing: keep training, retry later
+            self._register_at = self.clock() + self._register_wait
+            self.log(
+                f"registration of {key} failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"retrying in {self._register_wait:g} s"
+            )
+            self._register_wait = min(2 * self._register_wait, self.cfg.online.retry_max_s)
+            return False
+        self.current, self.pending = candidate, None
+        self.registered.append(version)
+        self._save(self._offset)
+        self.log(f"registered version {version} ({key})")
+        return True
 
     # -- loop --------------------------------------------------------------------------------------
     def stop(self, *_) -> None:
@@ -154,8 +219,20 @@ class OnlineTrainer:
             with contextlib.suppress(ValueError):  # not the main thread (tests)
                 signal.signal(sig, self.stop)
         done, idle_since = 0, self.clock()
+        wait, down_since = self.cfg.online.retry_s, None
         while not self._stop:
-            stats = self.step()
+            try:
+                stats = self.step()
+            except StoreUnavailable as exc:  # wait for the store; resume from the committed offset
+                if down_since is None:
+                    down_since = self.clock()
+                    self.log(f"event store unavailable, waiting: {exc}")
+                time.sleep(wait)
+                wait = min(2 * wait, self.cfg.online.retry_max_s)
+                continue
+            if down_since is not None:
+                self.log(f"event store back after {self.clock() - down_since:.1f} s")
+                wait, down_since = self.cfg.online.retry_s, None
             if stats is None:
                 if idle_exit_s is not None and self.clock() - idle_since > idle_exit_s:
                     break

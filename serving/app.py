@@ -69,7 +69,10 @@ def create_app(
     async def lifespan(_: FastAPI):
         opened = None
         if services.store is None:
-            opened = services.store = await run_in_threadpool(open_store, cfg.events)
+            opened = services.store = await run_in_threadpool(
+                lambda: open_store(cfg.events, durability=cfg.durability)
+            )
+        metrics.store_best_effort.set(int(services.store.durability == "best-effort"))
         ids = services.ids = await run_in_threadpool(ImpressionIds.resolve, cfg.secret, services.store)
         services.batcher = BannerBatcher(
             services.store,

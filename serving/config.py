@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,6 +39,12 @@ class ServeConfig(BaseModel):
     )
     events: str = Field(
         "sqlite:///events.db", min_length=1, description="event store URI (sqlite:/// or redis://)"
+    )
+    durability: Literal["durable", "best-effort"] = Field(
+        "durable",
+        description="what the event store must guarantee: 'durable' refuses to start on a Redis that would "
+        "lose acknowledged events on a restart (needs appendonly yes + appendfsync always); 'best-effort' "
+        "starts anyway, warns once and shows recsys_event_store_best_effort 1 on /metrics",
     )
     temperature: float = Field(1.0, gt=0, le=100, description="exploration temperature of banner sampling")
     seed: int | None = Field(None, description="seed of the exploration noise; None draws one at start")

@@ -18,11 +18,22 @@ from serving.models import field_errors
 class ApiError(Exception):
     """An HTTP error with its problems listed per field."""
 
-    def __init__(self, status: int, items: list[dict] | str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, items: list[dict] | str, field: str | None = None, headers: dict | None = None
+    ) -> None:
         if isinstance(items, str):
             items = [{"field": field, "message": items}]
         super().__init__(f"{status}: {items}")
-        self.status, self.items = status, items
+        self.status, self.items, self.headers = status, items, headers
+
+
+RETRY_AFTER_S = 1  # what a 503 for a store outage asks clients to wait before retrying
+
+
+def store_unavailable(what: str, exc: BaseException) -> ApiError:
+    """503 with Retry-After for a failed store call: nothing of the request was acknowledged, and
+    retrying the same request is safe (appends are idempotent by id)."""
+    return ApiError(503, f"{what}: {type(exc).__name__}: {exc}", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def error_response(status: int, items: list[dict], headers: dict | None = None) -> Response:
@@ -31,7 +42,7 @@ def error_response(status: int, items: list[dict], headers: dict | None = None) 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: ApiError) -> Response:
-        return error_response(exc.status, exc.items)
+        return error_response(exc.status, exc.items, exc.headers)
 
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
         items = []

@@ -180,6 +180,26 @@ class ServingMetrics:
             multiprocess_mode="livemax",
         )  # fmt: skip
         self.temperature.set(temperature)
+        self.store_best_effort = Gauge(
+            "recsys_event_store_best_effort",
+            "1 when the event store runs with durability best-effort (acknowledged events may not survive "
+            "a restart of its server), 0 when durable",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.registry_poll_failures = Counter(
+            "recsys_registry_poll_failures",
+            "polls of the model source (MLflow registry) that failed",
+            registry=r,
+        )
+        self.registry_stale_since = Gauge(
+            "recsys_registry_stale_since_seconds",
+            "unix time since which the model source has not answered a poll (0 while it answers)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._holder = holder
+        holder.poll_listeners.append(self._on_poll)
         self._children: dict = {}
         self.holder_sync: HolderSync | None = None
         if self.multiprocess_dir is None:
@@ -201,6 +221,11 @@ class ServingMetrics:
         """Multiprocess bookkeeping when this worker stops: its live gauges leave the aggregate."""
         if self.multiprocess_dir is not None:
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+    def _on_poll(self, ok: bool) -> None:
+        if not ok:
+            self.registry_poll_failures.inc()
+        self.registry_stale_since.set(self._holder.stale_since or 0)
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, status)

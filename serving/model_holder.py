@@ -13,6 +13,10 @@ Sources say which version they point at now and load a given version:
 - ``FileSource``: a ``save_policy`` file; its version is a hash of the file's bytes, so rewriting the
   file is a new version.
 
+While the source cannot be reached (MLflow down), the poller keeps serving the current model and keeps
+polling; ``stale_since`` holds when the first failed poll since the last good one happened (``/readyz``
+shows it, ``/metrics`` counts failed polls), and the next good poll clears it.
+
 Pin and rollback stop the poller from following the source (otherwise it would undo them at the
 next poll) until ``unpin``.
 """
@@ -138,7 +142,17 @@ class RegistrySource:
     def _client(self):
         """Made on first use (on the poller thread): building the app touches no registry."""
         if self._client_ is None:
+            import os
+
             import mlflow
+
+            # a poll that fails should fail fast and be retried at the next poll: MLflow's default
+            # retries with backoff hold one failing call for minutes (measured: 247 s); settable
+            for var, value in (
+                ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
+                ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+            ):
+                os.environ.setdefault(var, value)
 
             self._client_ = mlflow.MlflowClient(
                 tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
@@ -271,6 +285,9 @@ class ModelHolder:
         self.swaps = 0
         self.reload_failures = 0
         self.last_error: str | None = None
+        self.stale_since: float | None = None  # unix time of the first failed poll since the last good one
+        self.last_good_poll: float | None = None
+        self.poll_listeners: list[Callable[[bool], None]] = []  # called after each poll with its success
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if model is not None:
@@ -392,11 +409,21 @@ class ModelHolder:
         while not self._stop.is_set():
             try:
                 self.refresh()
-                self.last_error = None
             except Exception as exc:  # noqa: BLE001 - keep serving the current model whatever the source does
                 self.reload_failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                if self.stale_since is None:
+                    self.stale_since = time.time()
                 log.warning("model reload from %r failed: %s", self.source, self.last_error)
+                ok = False
+            else:
+                if self.stale_since is not None:
+                    log.warning("model source %r reachable again (stale for %.1f s)", self.source,
+                                time.time() - self.stale_since)  # fmt: skip
+                self.last_error, self.stale_since, self.last_good_poll = None, None, time.time()
+                ok = True
+            for listener in self.poll_listeners:
+                listener(ok)
             if self._current is None:
                 wait = min(self.reload_interval_s or 1.0, 1.0)
             elif self.reload_interval_s == 0:

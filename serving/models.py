@@ -239,6 +239,11 @@ class ReadyResponse(BaseModel):
     n_products: int = Field(ge=1, description="its catalogue size (product ids are below it)")
     n_user_features: int = Field(ge=0, description="user features it needs (0: none)")
     temperature: float = Field(gt=0, description="exploration temperature")
+    event_store_durability: str = Field(description="durable, or best-effort (may lose acknowledged events)")
+    registry: dict | None = Field(
+        default=None,
+        description="the model source's polls: fresh (last_poll) or stale (since, stale_s, last_error)",
+    )
 
 
 class AdminState(BaseModel):

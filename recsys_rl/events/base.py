@@ -42,6 +42,26 @@ from recsys_rl.records import (
 
 Offset = Any  # opaque: an int sequence number for SQLite, a stream id "ms-seq" for Redis
 
+DURABILITY = ("durable", "best-effort")
+
+
+class StoreUnavailable(ConnectionError):
+    """The store cannot take or serve data right now (Redis down or unreachable, disk full or
+    unwritable), and nothing of the failed call was stored half-way. Transient: the same call can be
+    retried as it is (appends are idempotent by id), so the server answers 503 with Retry-After and
+    the trainer waits. The message names the store."""
+
+
+class DurabilityError(RuntimeError):
+    """The store's server would not keep acknowledged writes across a restart, and the store was not
+    opened with ``durability="best-effort"``."""
+
+
+def check_durability(durability: object) -> str:
+    if durability not in DURABILITY:
+        raise ValueError(f"durability: must be one of {DURABILITY}, got {durability!r}")
+    return durability
+
 
 def _str(obj: object, name: str, value: object) -> str:
     if not isinstance(value, str):
@@ -272,6 +292,7 @@ class EventStore(ABC):
     """
 
     _closed: bool = False
+    durability: str = "durable"  # "best-effort": acknowledged writes may not survive a server restart
 
     def append_impressions(self, items: Sequence[Impression]) -> int:
         """Store impressions; returns how many were new (a repeated ``impression_id`` is acknowledged

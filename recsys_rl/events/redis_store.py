@@ -12,8 +12,16 @@ Keys, all under ``<prefix>:``:
 Check-and-write is one Lua script per append call, so concurrent repeats (even from different
 servers) are stored and counted once; a batch of concurrent calls goes to Redis as one pipeline (one
 round trip) from a single writer thread. An append returns once Redis has executed it; whether that
-survives a Redis restart is the server's persistence setting (``appendonly yes`` with
-``appendfsync always`` for the same guarantee as the SQLite backend).
+survives a Redis restart is the server's persistence setting, so the store reads it at start
+(``recsys_rl.events.redis_durability``) and refuses to open on a server that would lose acknowledged
+writes (``appendonly yes`` with ``appendfsync always`` give the SQLite backend's guarantee), unless
+opened with ``durability="best-effort"`` (then it logs one warning).
+
+Outages: every command has a socket timeout and is retried a few times with backoff on a connection
+error (redis-py's ``Retry``; the pool reconnects by itself). Retrying an append whose outcome is
+unknown (sent, no reply) is safe: the scripts check ``impression_id`` / ``event_id`` first (HSETNX),
+so an append executed twice is stored once. When the retries are spent the call raises
+``StoreUnavailable`` naming the store, and the writer thread goes on with the next batch.
 
 Each consumer is a consumer group on the stream, read by one group member (``trainer``). ``read_ready``
 first re-reads the member's pending entries (delivered, not yet committed: a restarted trainer gets
@@ -24,7 +32,9 @@ offset, atomically, in one script.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import re
 import secrets
 import threading
@@ -35,13 +45,31 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
-from recsys_rl.events.base import EventStore, Feedback, Impression, ReadBatch
+from recsys_rl.events import redis_durability
+from recsys_rl.events.base import (
+    DurabilityError,
+    EventStore,
+    Feedback,
+    Impression,
+    ReadBatch,
+    StoreUnavailable,
+    check_durability,
+)
 from recsys_rl.events.group_commit import GroupCommitter
+
+log = logging.getLogger("recsys_rl.events")
 
 GROUP_MEMBER = "trainer"
 START = "0-0"
 _STREAM_ID = re.compile(r"^\d+-\d+$")
+SOCKET_TIMEOUT_S = 2.0  # a partitioned server fails a call after (1 + RETRIES) timeouts, never hangs it
+CONNECT_TIMEOUT_S = 1.0
+RETRIES = 3  # backoff 20, 40, 80 ms: a Redis restart shorter than ~0.2 s costs no request an error
+# server replies that mean "cannot write now", not "this call is wrong"
+_UNAVAILABLE_REPLIES = ("MISCONF", "READONLY", "LOADING", "OOM", "MASTERDOWN", "NOREPLICAS")
 
 # KEYS: imp hash, stream. ARGV: (impression_id, json, timestamp) triples. Returns 1 per new impression,
 # 0 per repeat.
@@ -107,6 +135,24 @@ _impression_fields = attrgetter(*Impression.__slots__)  # record -> tuple of its
 _feedback_fields = attrgetter(*Feedback.__slots__)
 
 
+def _unavailable(method):
+    """Turn connection failures (and replies meaning the server cannot write now) into
+    ``StoreUnavailable`` naming the store."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"event store {self.url}: Redis unavailable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise StoreUnavailable(f"event store {self.url}: Redis cannot write: {exc}") from exc
+            raise
+
+    return wrapper
+
+
 def _check_offset(offset: object) -> str:
     if not isinstance(offset, str) or not _STREAM_ID.match(offset):
         raise ValueError(f"commit.offset: must be a Redis event-store offset ('<ms>-<seq>'), got {offset!r}")
@@ -116,16 +162,42 @@ def _check_offset(offset: object) -> str:
 class RedisEventStore(EventStore):
     """Event store in Redis under ``prefix``; many store objects (processes) may append concurrently."""
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "recsys_rl") -> None:
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "recsys_rl", durability: str = "durable"
+    ) -> None:
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
             raise ValueError(f"prefix: must be a non-empty string without spaces, got {prefix!r}")
         self.url, self.prefix = url, prefix
-        self._r = redis.Redis.from_url(url, decode_responses=True)
+        self.durability = check_durability(durability)
+        self._r = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
         try:
             self._r.ping()
+            self.persistence = redis_durability.inspect(self._r)
         except redis.RedisError as exc:
             self._r.close()
             raise ConnectionError(f"event store {url}: cannot reach Redis: {exc}") from exc
+        if not self.persistence.durable:
+            why = "; ".join(self.persistence.problems)
+            if self.durability == "durable":
+                self._r.close()
+                raise DurabilityError(
+                    f"event store {url}: acknowledged writes would not survive a Redis restart: {why}. "
+                    "Configure Redis with appendonly yes and appendfsync always, or accept the loss "
+                    "with durability: best-effort (?durability=best-effort in the store URI)"
+                )
+            log.warning(
+                "event store %s: durability best-effort: acknowledged writes may be lost when Redis "
+                "restarts (%s)",
+                url,
+                why,
+            )
         self._k_stream = f"{prefix}:impressions"
         self._k_imp = f"{prefix}:imp"
         self._k_events = f"{prefix}:events"
@@ -140,6 +212,7 @@ class RedisEventStore(EventStore):
     def _fb_key(self, impression_id: str) -> str:
         return f"{self.prefix}:fb:{impression_id}"
 
+    @_unavailable
     def _flush(self, ops: Sequence[tuple[str, Any]]) -> list[Any]:
         """The whole batch in one round trip: one atomic script call per kind of record (each op's
         payload is ``(extra keys, argument triples)``); the scripts report per record whether it was
@@ -192,17 +265,23 @@ class RedisEventStore(EventStore):
             args += (f.event_id, f.impression_id, json.dumps(_feedback_fields(f)))
         return self._writer.submit("feedback", (keys, args), len(events))
 
+    @_unavailable
     def _signing_secret(self) -> bytes:
         key = f"{self.prefix}:signing_secret"
         self._r.set(key, secrets.token_hex(32), nx=True)  # the first server to ask makes it
         return bytes.fromhex(self._r.get(key))
 
+    @_unavailable
     def _get_impression(self, impression_id: str) -> Impression | None:
         raw = self._r.hget(self._k_imp, impression_id)
         return None if raw is None else Impression(*json.loads(raw))
 
-    def _ensure_group(self, consumer: str) -> None:
+    def _ensure_group(self, consumer: str, again: bool = False) -> None:
+        """Create the consumer group once per store object (``again``: it vanished, e.g. a Redis
+        restart without persistence)."""
         with self._groups_lock:
+            if again:
+                self._groups.discard(consumer)
             if consumer in self._groups:
                 return
             try:
@@ -213,9 +292,16 @@ class RedisEventStore(EventStore):
             self._groups.add(consumer)
 
     def _xread(self, consumer: str, start: str, count: int) -> list[tuple[str, dict]]:
-        res = self._r.xreadgroup(consumer, GROUP_MEMBER, {self._k_stream: start}, count=count)
+        try:
+            res = self._r.xreadgroup(consumer, GROUP_MEMBER, {self._k_stream: start}, count=count)
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            self._ensure_group(consumer, again=True)
+            res = self._r.xreadgroup(consumer, GROUP_MEMBER, {self._k_stream: start}, count=count)
         return list(res[0][1]) if res else []
 
+    @_unavailable
     def _read_ready(self, consumer: str, until_ts: float, limit: int) -> ReadBatch:
         self._ensure_group(consumer)
         committed = self._r.hget(self._k_offsets, consumer) or START
@@ -241,6 +327,7 @@ class RedisEventStore(EventStore):
             )
         return ReadBatch(impressions, feedback, entries[-1][0])
 
+    @_unavailable
     def _commit(self, consumer: str, offset: object) -> None:
         offset = _check_offset(offset)
         self._ensure_group(consumer)
@@ -251,12 +338,15 @@ class RedisEventStore(EventStore):
                 raise ValueError(str(exc)) from None
             raise
 
+    @_unavailable
     def _committed(self, consumer: str) -> str | None:
         return self._r.hget(self._k_offsets, consumer)
 
+    @_unavailable
     def _count_impressions(self) -> int:
         return self._r.hlen(self._k_imp)
 
+    @_unavailable
     def _count_feedback(self) -> int:
         return self._r.hlen(self._k_events)
 
@@ -265,4 +355,4 @@ class RedisEventStore(EventStore):
         self._r.close()
 
     def __repr__(self) -> str:
-        return f"RedisEventStore({self.url!r}, prefix={self.prefix!r})"
+        return f"RedisEventStore({self.url!r}, prefix={self.prefix!r}, durability={self.durability!r})"

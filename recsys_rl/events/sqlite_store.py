@@ -7,6 +7,11 @@ defers the fsync to checkpoints and may lose the last commits on power loss). Gr
 fsync cost per batch of callers, not per call, so FULL stays cheap under load; ``synchronous="normal"``
 remains available for throwaway runs.
 
+A full or unwritable disk (SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY, SQLITE_CANTOPEN) or a lock
+held past the busy timeout fails the batch's transaction as a whole (SQLite rolls it back: nothing is
+half-written) with ``StoreUnavailable`` naming the file; the writer thread goes on, so the next batch
+succeeds as soon as space returns, with no restart.
+
 Impressions get an AUTOINCREMENT ``seq`` (never reused), which is the consumer offset; writes are
 serialised by SQLite, so seqs become visible in increasing order and an offset never passes an
 impression that was still uncommitted.
@@ -14,6 +19,8 @@ impression that was still uncommitted.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import secrets
 import sqlite3
@@ -26,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys_rl.events.base import EventStore, Feedback, Impression, ReadBatch
+from recsys_rl.events.base import EventStore, Feedback, Impression, ReadBatch, StoreUnavailable
 from recsys_rl.events.group_commit import GroupCommitter
 
 BUSY_TIMEOUT_MS = 10_000
@@ -80,6 +87,38 @@ _SELECT_FB = (
     "JOIN impressions i ON i.impression_id = f.impression_id "
     "WHERE i.seq > ? AND i.seq <= ? ORDER BY i.seq, f.timestamp, f.event_id"
 )
+
+
+# SQLite result codes that say "the disk or the lock, not this call": transient, retry later
+_UNAVAILABLE = {
+    "SQLITE_FULL": "disk full",
+    "SQLITE_IOERR": "disk I/O error",
+    "SQLITE_READONLY": "file or disk not writable",
+    "SQLITE_CANTOPEN": "cannot open the database file",
+    "SQLITE_BUSY": "database locked by another process past the busy timeout",
+    "SQLITE_LOCKED": "database locked",
+}
+
+
+def _unavailable(method):
+    """Turn a full / unwritable disk or a held lock into ``StoreUnavailable`` naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            reason = next((r for code, r in _UNAVAILABLE.items() if name.startswith(code)), None)
+            if reason is None and "disk is full" in str(exc):
+                reason = _UNAVAILABLE["SQLITE_FULL"]
+            if reason is None:
+                raise
+            raise StoreUnavailable(
+                f"event store sqlite:///{self.path}: {reason} ({exc}); nothing of this write was stored"
+            ) from exc
+
+    return wrapper
 
 
 def _impression_row(i: Impression) -> tuple:
@@ -158,6 +197,7 @@ class SqliteEventStore(EventStore):
                 self._readers.append(conn)
         return conn
 
+    @_unavailable
     def _flush(self, ops: Sequence[tuple[str, Any]]) -> list[Any]:
         """One IMMEDIATE transaction for the whole batch; runs on the writer thread only."""
         conn = self._conn
@@ -184,7 +224,8 @@ class SqliteEventStore(EventStore):
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                    conn.execute("ROLLBACK")
             raise
         return results
 
@@ -206,6 +247,7 @@ class SqliteEventStore(EventStore):
     def _signing_secret(self) -> bytes:
         return bytes(self._writer.submit("secret", secrets.token_bytes(32)))
 
+    @_unavailable
     def _get_impression(self, impression_id: str) -> Impression | None:
         row = (
             self._reader()
@@ -214,6 +256,7 @@ class SqliteEventStore(EventStore):
         )
         return None if row is None else _impression(row)
 
+    @_unavailable
     def _read_ready(self, consumer: str, until_ts: float, limit: int) -> ReadBatch:
         conn = self._reader()
         conn.execute("BEGIN")  # one snapshot for offset, impressions and feedback
@@ -233,13 +276,16 @@ class SqliteEventStore(EventStore):
     def _commit(self, consumer: str, offset: object) -> None:
         self._writer.submit("commit", (consumer, _check_offset(offset)))
 
+    @_unavailable
     def _committed(self, consumer: str) -> int | None:
         row = self._reader().execute("SELECT seq FROM consumers WHERE consumer = ?", (consumer,)).fetchone()
         return None if row is None else row[0]
 
+    @_unavailable
     def _count_impressions(self) -> int:
         return self._reader().execute("SELECT COUNT(*) FROM impressions").fetchone()[0]
 
+    @_unavailable
     def _count_feedback(self) -> int:
         return self._reader().execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
 

@@ -2,23 +2,28 @@
 
 - ``sqlite:///events.db`` (relative) or ``sqlite:////var/lib/recsys/events.db`` (absolute), the
   convention of SQLAlchemy and MLflow, or a bare file path; optional ``?synchronous=full|normal``.
-- ``redis://host:port/db?prefix=name`` (also ``rediss://``); ``prefix`` defaults to ``recsys_rl``, the
-  other query parameters go to redis-py.
+- ``redis://host:port/db?prefix=name`` (also ``rediss://``); ``prefix`` defaults to ``recsys_rl``;
+  ``durability=best-effort`` opens it on a Redis that would lose acknowledged writes on a restart
+  (refused otherwise, see ``redis_durability``); the other query parameters go to redis-py.
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from recsys_rl.events.base import EventStore
+from recsys_rl.events.base import DURABILITY, EventStore
 from recsys_rl.events.redis_store import RedisEventStore
 from recsys_rl.events.sqlite_store import SqliteEventStore
 
 DEFAULT_PREFIX = "recsys_rl"
 
 
-def open_store(uri: str) -> EventStore:
-    """The event store that ``uri`` names. Unknown scheme or malformed URI -> ValueError naming it."""
+def open_store(uri: str, *, durability: str | None = None) -> EventStore:
+    """The event store that ``uri`` names. Unknown scheme or malformed URI -> ValueError naming it.
+
+    ``durability`` (``durable`` | ``best-effort``, default durable) is what a config asks of a Redis
+    store; a ``durability`` parameter in the URI wins over it. SQLite's guarantee is set by its
+    ``synchronous`` parameter instead."""
     if not isinstance(uri, str) or not uri.strip():
         raise ValueError(f"event store uri: must be a non-empty string, got {uri!r}")
     if "://" not in uri:
@@ -39,8 +44,13 @@ def open_store(uri: str) -> EventStore:
         return SqliteEventStore(parts.path[1:], synchronous=sync)
     if scheme in ("redis", "rediss"):
         prefix = query.pop("prefix", DEFAULT_PREFIX)
+        wanted = query.pop("durability", durability or "durable")
+        if wanted not in DURABILITY:
+            raise ValueError(
+                f"event store uri {uri!r}: durability: must be one of {DURABILITY}, got {wanted!r}"
+            )
         url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
-        return RedisEventStore(url, prefix=prefix)
+        return RedisEventStore(url, prefix=prefix, durability=wanted)
     raise ValueError(
         f"event store uri {uri!r}: unknown scheme {parts.scheme!r}; "
         "expected sqlite:///path, a file path, or redis://host:port/db?prefix=name"

@@ -7,13 +7,24 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
-from serving.errors import ApiError
+from serving.errors import ApiError, store_unavailable
 from serving.models import BannerRequest, BannerResponse, field_errors
 from serving.routers.openapi import error_responses, json_body
 from serving.services import Services
 
 ERRORS = error_responses(
-    413, 422, 503, descriptions={503: "no model loaded yet, or the event store is unavailable"}
+    413,
+    422,
+    503,
+    descriptions={
+        503: "no model loaded yet, or the event store is unavailable (Redis down, disk full): no banner "
+        "is served unlogged; retry after the Retry-After seconds"
+    },
+    headers={
+        503: {
+            "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+        }
+    },
 )
 
 
@@ -70,7 +81,7 @@ def banners_router(services: Services) -> APIRouter:
         except ApiError:
             raise
         except Exception as exc:
-            raise ApiError(503, f"could not log the impression: {type(exc).__name__}: {exc}") from exc
+            raise store_unavailable("could not log the impression", exc) from exc
         body = {
             "impression_id": imp.impression_id,
             "model_version": imp.policy_version,

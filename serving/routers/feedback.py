@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from serving.errors import ApiError
+from serving.errors import ApiError, store_unavailable
 from serving.feedback import FeedbackRejected, ingest
 from serving.models import FeedbackEvent, FeedbackRequest, FeedbackResponse, field_errors
 from serving.routers.openapi import error_responses, json_body
@@ -64,7 +64,16 @@ def feedback_router(services: Services) -> APIRouter:
                     409: "an event does not fit its impression (product not in the banner, or past "
                     "the attribution window); nothing of the batch was stored",
                     422: "invalid events (or more than max_batch_events); nothing of the batch was stored",
-                    503: "the event store is unavailable",
+                    503: "the event store is unavailable (Redis down, disk full): nothing was "
+                    "acknowledged; resend the same batch after the Retry-After seconds",
+                },
+                headers={
+                    503: {
+                        "Retry-After": {
+                            "description": "seconds to wait before retrying",
+                            "schema": {"type": "integer"},
+                        }
+                    }
                 },
             ),  # fmt: skip
         },
@@ -91,7 +100,7 @@ def feedback_router(services: Services) -> APIRouter:
                 metrics.rejected.labels(reason).inc(n)
             raise
         except Exception as exc:
-            raise ApiError(503, f"could not store the feedback: {type(exc).__name__}: {exc}") from exc
+            raise store_unavailable("could not store the feedback", exc) from exc
         metrics.feedback.inc(new)
         metrics.duplicates.inc(dup)
         return Response(orjson.dumps({"accepted": new, "duplicates": dup}), media_type="application/json")

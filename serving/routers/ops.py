@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import UTC, datetime
 
 import orjson
 from fastapi import APIRouter
@@ -18,6 +20,10 @@ from serving.services import Services
 STORE_PROBE_TIMEOUT_S = 2.0
 
 
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+
+
 def ops_router(services: Services) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -31,7 +37,8 @@ def ops_router(services: Services) -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: a model is loaded and the event store answers",
+        summary="Readiness: a model is loaded and the event store answers (a stale registry is reported, "
+        "not failed: the current model keeps serving)",
         responses={
             200: {"model": ReadyResponse, "description": "ready: the model served and its catalogue"},
             **error_responses(503, descriptions={503: "not ready; the detail says why"}),
@@ -65,7 +72,21 @@ def ops_router(services: Services) -> APIRouter:
             "n_products": model.n_products,
             "n_user_features": model.n_user_features,
             "temperature": services.cfg.temperature,
+            "event_store_durability": store.durability,
         }
+        holder = services.holder
+        if holder.source is not None:  # ready while stale: the current model still serves
+            stale = holder.stale_since
+            body["registry"] = (
+                {"status": "fresh", "last_poll": _iso(holder.last_good_poll)}
+                if stale is None
+                else {
+                    "status": "stale",
+                    "since": _iso(stale),
+                    "stale_s": round(time.time() - stale, 1),
+                    "last_error": holder.last_error,
+                }
+            )
         return Response(orjson.dumps(body), media_type="application/json")
 
     @router.get(

@@ -148,6 +148,8 @@ def test_acknowledged_events_survive_sigkill_on_sqlite(tmp_path, policy_file):
 def test_acknowledged_events_survive_sigkill_on_redis(tmp_path, policy_file):
     prefix = unique_prefix()
     try:
-        crash_and_recover(tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}")
+        crash_and_recover(
+            tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
+        )
     finally:
         drop_redis_prefix(prefix)

@@ -47,7 +47,7 @@ def test_real_server_on_sqlite(tmp_path, store):
 @pytest.mark.redis
 def test_real_server_on_redis(tmp_path):
     prefix = unique_prefix()
-    uri = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    uri = f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
     try:
         app = create_app(config(tmp_path, events=uri), holder=tiny_holder())  # the app opens the store
         with running_server(app) as url:

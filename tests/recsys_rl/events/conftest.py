@@ -24,7 +24,7 @@ def store_uri(request, tmp_path):
     except redis.ConnectionError:
         pytest.fail("no Redis server on 127.0.0.1:6379: start redis-server, or deselect with -m 'not redis'")
     prefix = f"test-{uuid.uuid4().hex}"
-    yield f"{REDIS_URL}?prefix={prefix}"
+    yield f"{REDIS_URL}?prefix={prefix}&durability=best-effort"  # the shared Redis keeps nothing on disk
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         client.delete(*keys)

@@ -27,7 +27,7 @@ def test_sqlite_uses_wal_and_full_sync_and_the_documented_tables(tmp_path):
 @pytest.fixture
 def redis_store():
     prefix = f"test-{uuid.uuid4().hex}"
-    store = RedisEventStore(REDIS_URL, prefix=prefix)
+    store = RedisEventStore(REDIS_URL, prefix=prefix, durability="best-effort")
     yield store
     store.close()
     client = redis.Redis.from_url(REDIS_URL)
