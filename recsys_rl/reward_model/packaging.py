@@ -82,7 +82,7 @@ def input_example(model: BannerRewardModel) -> dict[str, np.ndarray]:
 
 def log_reward_model(model: BannerRewardModel, registered_name: str | None = REGISTERED_NAME):
     """Log (and register) the model in the active run; returns (model_uri, version or None)."""
-    from recsys_rl.tracking import PIP_REQUIREMENTS
+    from recsys_rl.mlflow_model import pip_requirements
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "weights.pt"
@@ -93,7 +93,7 @@ def log_reward_model(model: BannerRewardModel, registered_name: str | None = REG
             artifacts={"weights": str(path)},
             signature=_signature(model.n_positions),
             input_example=input_example(model),
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=pip_requirements(),
             registered_model_name=registered_name,
         )
     return info.model_uri, info.registered_model_version
