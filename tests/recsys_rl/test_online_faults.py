@@ -25,6 +25,7 @@ def test_mlflow_down_keeps_training_and_registers_the_pending_version_once_when_
     name = cfg.tracking.registered_model
     with MlflowServer(tmp_path / "mlflow") as server:
         mlflow.set_tracking_uri(server.url)
+        mlflow.set_experiment("online-faults")  # not an experiment id cached from another store
         logs: list[str] = []
         t = OnlineTrainer(cfg, store, reference, clock=time.time, log=logs.append)
         t.clock = lambda: T0 + 1000 + time.monotonic()

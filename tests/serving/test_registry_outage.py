@@ -31,6 +31,7 @@ def test_an_unreachable_registry_keeps_the_current_version_and_is_reported_stale
     with MlflowServer(tmp_path / "mlflow") as server:
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(server.url)
+        mlflow.set_experiment("registry-outage")  # not an experiment id cached from another store
         try:
             log_policy(tiny_policy(1), "outage-policy", "champion")
         finally:

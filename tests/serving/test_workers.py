@@ -138,7 +138,9 @@ def test_feedback_on_a_banner_is_accepted_by_another_worker_on_sqlite(tmp_path, 
 def test_feedback_on_a_banner_is_accepted_by_another_worker_on_redis(tmp_path, policy_file):
     prefix = unique_prefix()
     try:
-        cross_worker_feedback(tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}")
+        cross_worker_feedback(
+            tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
+        )
     finally:
         drop_redis_prefix(prefix)
 
@@ -244,7 +246,9 @@ def test_sigkill_of_one_worker_loses_no_acknowledged_event_on_sqlite(tmp_path, p
 def test_sigkill_of_one_worker_loses_no_acknowledged_event_on_redis(tmp_path, policy_file):
     prefix = unique_prefix()
     try:
-        kill_one_worker(tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}")
+        kill_one_worker(
+            tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
+        )
     finally:
         drop_redis_prefix(prefix)
 
@@ -263,7 +267,7 @@ def test_two_servers_on_one_redis_stream_feed_one_online_trainer(tmp_path):
     policy_file = tmp_path / "reference.pt"
     save_policy(reference, policy_file)
     prefix = unique_prefix()
-    events = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    events = f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
     served: dict[str, list[dict]] = defaultdict(list)
     try:
         with (
