@@ -7,6 +7,7 @@ as ``benchmarks._services``), so both break the services the same way.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
@@ -26,7 +27,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class _Process:
+class _Process(abc.ABC):
     """A server process in its own process group (so a kill takes its workers too), with a log file."""
 
     name = "service"
@@ -38,14 +39,16 @@ class _Process:
         self.log_path = self.dir / f"{self.name}.log"
         self.proc: subprocess.Popen | None = None
 
+    @abc.abstractmethod
     def _command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
     def _env(self) -> dict:
         return dict(os.environ)
 
+    @abc.abstractmethod
     def _answers(self) -> bool:
-        raise NotImplementedError
+        """True once the server answers its own health check."""
 
     def start(self, timeout_s: float = 60.0) -> None:
         log = open(self.log_path, "ab")
