@@ -89,7 +89,7 @@ def train_baseline(
     policy = BannerPolicy(
         n_products, policy_cfg.embed_dim, policy_cfg.hidden_dim,
         candidates=policy_cfg.candidates, retrieval=policy_cfg.retrieval,
-        full_catalogue_max=policy_cfg.full_catalogue_max,
+        full_catalogue_max=policy_cfg.full_catalogue_max, banner_size=logs.banners.items.shape[1],
     )  # fmt: skip
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():

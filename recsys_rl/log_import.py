@@ -38,6 +38,7 @@ from recsys_rl.records import (
     BANNER_SIZE,
     FEEDBACK_TYPES,
     HISTORY_LEN,
+    MAX_BANNER_SIZE,
     PAD,
     BannerBatch,
     ContextBatch,
@@ -92,8 +93,10 @@ class ColumnMapping(_Strict):
     @field_validator("items", "position_propensities", "clicks", "units", "revenue")
     @classmethod
     def _check_positions(cls, v: Columns | None) -> Columns | None:
-        if isinstance(v, list) and len(v) != BANNER_SIZE:
-            raise ValueError(f"needs {BANNER_SIZE} column names, one per banner position, got {len(v)}")
+        if isinstance(v, list) and not 1 <= len(v) <= MAX_BANNER_SIZE:
+            raise ValueError(
+                f"needs 1 to {MAX_BANNER_SIZE} column names, one per banner position, got {len(v)}"
+            )
         return v
 
     @field_validator("history")
@@ -105,6 +108,12 @@ class ColumnMapping(_Strict):
 
     @model_validator(mode="after")
     def _check_sources(self) -> ColumnMapping:
+        if isinstance(self.items, list):  # per-position columns: every per-position field has K of them
+            k = len(self.items)
+            for name in ("position_propensities", "clicks", "units", "revenue"):
+                v = getattr(self, name)
+                if isinstance(v, list) and len(v) != k:
+                    raise ValueError(f"{name}: needs {k} column names, one per banner position (as items)")
         if self.propensity is None and self.log_propensity is None and self.position_propensities is None:
             raise ValueError(
                 "give propensity, log_propensity or position_propensities (the logging policy's)"
@@ -300,13 +309,22 @@ def _slots(t: _Table, spec: Columns, field: str, scalar: Scalar) -> tuple[np.nda
     return out, lengths, [spec] * width
 
 
-def _positions(t: _Table, spec: Columns, field: str, scalar: Scalar) -> tuple[np.ndarray, list[str]]:
-    """(n, K) per-position values; a list column must hold exactly K per row."""
+def _positions(
+    t: _Table, spec: Columns, field: str, scalar: Scalar, k: int | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """(n, K) per-position values; a list column must hold exactly K per row (K: given, else the first
+    row's length, 1 to MAX_BANNER_SIZE)."""
     values, lengths, names = _slots(t, spec, field, scalar)
-    bad = lengths != BANNER_SIZE
+    if k is None:
+        k = int(lengths[0]) if t.n else BANNER_SIZE
+        if not 1 <= k <= MAX_BANNER_SIZE:
+            raise t.error(
+                names[0] if names else spec, f"has {k} entries, a banner has 1 to {MAX_BANNER_SIZE}", 0
+            )
+    bad = lengths != k
     if bad.any():
         i = _first(bad)
-        raise t.error(names[0] if names else spec, f"has {lengths[i]} entries, expected {BANNER_SIZE}", i)
+        raise t.error(names[0] if names else spec, f"has {lengths[i]} entries, expected {k} (as items)", i)
     return values, names
 
 
@@ -400,14 +418,14 @@ def _banner_log_prob(t: _Table, m: ColumnMapping) -> np.ndarray | None:
     return None if p is None else np.log(p)
 
 
-def _clicks(t: _Table, spec: Columns) -> np.ndarray:
-    c, names = _positions(t, spec, "clicks", _numbers)
+def _clicks(t: _Table, spec: Columns, k: int) -> np.ndarray:
+    c, names = _positions(t, spec, "clicks", _numbers, k)
     _check_cells(t, (c != 0) & (c != 1), names, c, "click must be 0 or 1, got {value!r}")
     return c
 
 
-def _nonnegative(t: _Table, spec: Columns, field: str) -> np.ndarray:
-    v, names = _positions(t, spec, field, _numbers)
+def _nonnegative(t: _Table, spec: Columns, field: str, k: int) -> np.ndarray:
+    v, names = _positions(t, spec, field, _numbers, k)
     _check_cells(
         t, ~(np.isfinite(v) & (v >= 0)), names, v, f"{field} must be a finite number >= 0, got {{value!r}}"
     )
@@ -446,11 +464,12 @@ def _feedback(
     if unknown.any():
         i = _first(unknown)
         raise f.error(m.type, f"{kind[i]!r} is not one of {', '.join(FEEDBACK_TYPES)}", i)
+    k = items.shape[1]
     pos = _ints(f, f.column(m.position, "position"), m.position)
-    bad = (pos < 0) | (pos >= BANNER_SIZE)
+    bad = (pos < 0) | (pos >= k)
     if bad.any():
         i = _first(bad)
-        raise f.error(m.position, f"position {pos[i]} is outside [0, {BANNER_SIZE})", i)
+        raise f.error(m.position, f"position {pos[i]} is outside [0, {k})", i)
     if m.product_id is not None:
         product = _ints(f, f.column(m.product_id, "product_id"), m.product_id)
         shown = items[row, pos]
@@ -480,10 +499,10 @@ def _feedback(
             pc.cast(f.column(m.event_id, "event_id"), pa.string()).to_numpy(zero_copy_only=False)
         ).duplicated()
     row, pos, is_buy, units, price = row[keep], pos[keep], is_buy[keep], units[keep], price[keep]
-    clicks = np.zeros((n, BANNER_SIZE))
+    clicks = np.zeros((n, k))
     clicks[row[~is_buy], pos[~is_buy]] = 1.0
-    u = np.zeros((n, BANNER_SIZE))
-    rev = np.zeros((n, BANNER_SIZE))
+    u = np.zeros((n, k))
+    rev = np.zeros((n, k))
     np.add.at(u, (row[is_buy], pos[is_buy]), units[is_buy])
     np.add.at(rev, (row[is_buy], pos[is_buy]), units[is_buy] * price[is_buy])
     return clicks, u, rev, m.price is not None
@@ -527,8 +546,8 @@ def import_logs(
 
     Raises LogFormatError naming the file, column and first bad row; ConfigError for a bad mapping.
     """
-    if n_products < BANNER_SIZE:
-        raise ValueError(f"n_products: need at least {BANNER_SIZE} products, got {n_products}")
+    if n_products < 1:
+        raise ValueError(f"n_products: need at least 1 product, got {n_products}")
     if mapping is not None and not isinstance(mapping, ColumnMapping):
         mapping = load_mapping(mapping)
     imp_path, m, source = _locate(Path(path), mapping)
@@ -540,10 +559,13 @@ def import_logs(
     _check_ids(t, viewed[:, None], [m.viewed], n_products)
     history = _history(t, m.history, n_products)
     items = _items(t, m.items, n_products)
+    k = items.shape[1]
+    if k > n_products:
+        raise LogFormatError(f"{imp_path}: items: {k}-product banners, but the catalogue has {n_products}")
     log_prob = _banner_log_prob(t, m)
     marginals = None
     if m.position_propensities is not None:
-        marginals, names = _positions(t, m.position_propensities, "position_propensities", _propensities)
+        marginals, names = _positions(t, m.position_propensities, "position_propensities", _propensities, k)
         _check_probs(t, marginals, names)
 
     if m.feedback is not None:
@@ -552,9 +574,9 @@ def import_logs(
         clicks, units, revenue, has_revenue = _feedback(f, m.feedback, ids, items, imp_path)
         outcomes = {"clicks", "units"} | ({"revenue"} if has_revenue else set())
     else:
-        clicks = _clicks(t, m.clicks)
-        units = _nonnegative(t, m.units, "units") if m.units is not None else np.zeros_like(clicks)
-        revenue = _nonnegative(t, m.revenue, "revenue") if m.revenue is not None else np.zeros_like(clicks)
+        clicks = _clicks(t, m.clicks, k)
+        units = _nonnegative(t, m.units, "units", k) if m.units is not None else np.zeros_like(clicks)
+        revenue = _nonnegative(t, m.revenue, "revenue", k) if m.revenue is not None else np.zeros_like(clicks)
         outcomes = {"clicks"} | ({"units"} if m.units is not None else set())
         outcomes |= {"revenue"} if m.revenue is not None else set()
 

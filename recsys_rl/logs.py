@@ -30,6 +30,7 @@ from recsys_rl.records import (
     FEEDBACK_TYPES,
     HISTORY_LEN,
     IMPRESSION_SCHEMA,
+    MAX_BANNER_SIZE,
     PAD,
     BannerBatch,
     ContextBatch,
@@ -308,12 +309,19 @@ def read_logs(path: str | os.PathLike) -> LoggedBatch:
     if (hist_values < 0).any():
         raise LogFormatError(f"{imp_path}: history: product ids must be >= 0")
     item_values, item_len = _list_values(imp.column("items"))
-    if (item_len != BANNER_SIZE).any():
-        bad = int(item_len[item_len != BANNER_SIZE][0])
-        raise LogFormatError(f"{imp_path}: items: every banner needs {BANNER_SIZE} products, a row has {bad}")
+    k = int(item_len[0]) if n else BANNER_SIZE  # the log's banner size: its first banner's
+    if not 1 <= k <= MAX_BANNER_SIZE:
+        raise LogFormatError(
+            f"{imp_path}: items: row 0 has {k} products, a banner has 1 to {MAX_BANNER_SIZE}"
+        )
+    if (item_len != k).any():
+        i = int(np.flatnonzero(item_len != k)[0])
+        raise LogFormatError(
+            f"{imp_path}: items: every banner needs {k} products (as row 0), row {i} has {int(item_len[i])}"
+        )
     if (item_values < 0).any():
         raise LogFormatError(f"{imp_path}: items: product ids must be >= 0")
-    items = item_values.reshape(n, BANNER_SIZE)
+    items = item_values.reshape(n, k)
     viewed = imp.column("viewed").to_numpy()
     if (viewed < 0).any():
         raise LogFormatError(f"{imp_path}: viewed: product ids must be >= 0")
@@ -333,14 +341,14 @@ def read_logs(path: str | os.PathLike) -> LoggedBatch:
         bad = kind[~np.isin(kind, FEEDBACK_TYPES)][0]
         raise LogFormatError(f"{fb_path}: type: {bad!r} is not one of {', '.join(FEEDBACK_TYPES)}")
     pos = fb_df["position"].to_numpy()
-    if ((pos < 0) | (pos >= BANNER_SIZE)).any():
-        raise LogFormatError(f"{fb_path}: position: must be in [0, {BANNER_SIZE})")
+    if ((pos < 0) | (pos >= k)).any():
+        raise LogFormatError(f"{fb_path}: position: must be in [0, {k})")
     if (items[row, pos] != fb_df["product_id"].to_numpy()).any():
         raise LogFormatError(f"{fb_path}: product_id: does not match the banner's product at that position")
 
-    clicks = np.zeros((n, BANNER_SIZE), np.float32)
-    units = np.zeros((n, BANNER_SIZE), np.float64)
-    revenue = np.zeros((n, BANNER_SIZE), np.float64)
+    clicks = np.zeros((n, k), np.float32)
+    units = np.zeros((n, k), np.float64)
+    revenue = np.zeros((n, k), np.float64)
     is_click, is_buy = kind == "click", kind == "purchase"
     clicks[row[is_click], pos[is_click]] = 1.0
     bought_units = fb_df["units"].to_numpy()[is_buy].astype(np.float64)

@@ -12,9 +12,10 @@ Both live in one model directory:
 
 Input: one row per context, columns ``viewed`` (long), ``history`` (list of long, most recent first,
 at most 10, no padding) and optional ``user_features`` (list of double, for models trained with them).
-Output: one row per context, ``items`` (list of 5 long, display order), ``propensity`` and
+Output: one row per context, ``items`` (list of k long, display order), ``propensity`` and
 ``log_propensity`` (of that exact ordered banner under the policy that chose it). Params:
-``mode`` = ``deterministic`` (the top 5, propensity 1; the default, so predictions are reproducible)
+``k`` (1 to the model's banner size K, recorded as the model's ``banner_size`` metadata; 0, the
+default, means K), ``mode`` = ``deterministic`` (the top k, propensity 1; the default, so predictions are reproducible)
 or ``explore`` (a Plackett–Luce draw at ``temperature``, as the service explores), ``seed`` (>= 0
 for a reproducible draw, -1 for fresh randomness).
 """
@@ -35,7 +36,7 @@ from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 import recsys_rl
 from recsys_rl import slate
 from recsys_rl.policy import BannerPolicy, load_policy, save_policy
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
+from recsys_rl.records import HISTORY_LEN, PAD
 
 WEIGHTS_KEY = "policy"  # the artifact's key in the pyfunc flavour (its file is artifacts/policy.pt)
 MODES = ("deterministic", "explore")
@@ -99,17 +100,24 @@ def contexts_from_frame(df: pd.DataFrame, n_products: int, n_user_features: int)
 
 
 def choose_banners(
-    policy: BannerPolicy, viewed, history, user_features, mode: str, temperature: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(items (B, K), log_propensity (B,) float64): the top K (log 1 = 0) or a PL draw with its exact log-prob."""
+    policy: BannerPolicy, viewed, history, user_features, mode: str, temperature: float, seed: int,
+    k: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(items (B, k), log_propensity (B,) float64): the top k (log 1 = 0) or a PL draw with its exact
+    log-prob; k defaults to the policy's ``banner_size``. Over the candidates when the policy uses them."""
     from recsys_rl.records import ContextBatch
 
+    k = policy.banner_size if k is None else k
+    ctx = ContextBatch(viewed, history, user_features)
     with torch.inference_mode():
-        logits = policy.logits(ContextBatch(viewed, history, user_features))
         if mode == "deterministic":
-            return slate.greedy(logits, BANNER_SIZE), torch.zeros(len(viewed), dtype=torch.float64)
+            return policy.greedy(ctx, k), torch.zeros(len(viewed), dtype=torch.float64)
         generator = torch.Generator().manual_seed(seed) if seed >= 0 else None
-        items = slate.gumbel_topk(logits, BANNER_SIZE, generator, temperature)
+        if policy.uses_candidates:
+            banners = policy.sample(ctx, k, temperature, generator)
+            return banners.items, banners.log_prob.double()
+        logits = policy.logits(ctx)
+        items = slate.gumbel_topk(logits, k, generator, temperature)
         return items, slate.log_prob(logits.double(), items, temperature)
 
 
@@ -128,9 +136,12 @@ class BannerPolicyModel(mlflow.pyfunc.PythonModel):
         if not temperature > 0:
             raise _bad(f"params.temperature: must be > 0, got {temperature}")
         p = self.policy
+        k = int(params.get("k", 0)) or p.banner_size
+        if not 1 <= k <= p.banner_size:
+            raise _bad(f"params.k: must be in [1, {p.banner_size}] (this model's banner size), got {k}")
         viewed, history, features = contexts_from_frame(model_input, p.n_products, p.n_user_features)
         items, logp = choose_banners(
-            p, viewed, history, features, mode, temperature, int(params.get("seed", -1))
+            p, viewed, history, features, mode, temperature, int(params.get("seed", -1)), k
         )
         logp = logp.numpy()
         return pd.DataFrame(
@@ -155,6 +166,7 @@ def signature(n_user_features: int = 0) -> ModelSignature:
                 ParamSpec("mode", "string", "deterministic"),
                 ParamSpec("temperature", "double", 1.0),
                 ParamSpec("seed", "long", -1),
+                ParamSpec("k", "long", 0),
             ]
         ),
     )
@@ -183,6 +195,7 @@ def log_model(policy: BannerPolicy, registered_name: str | None, workdir: str | 
         input_example=input_example(policy),
         pip_requirements=pip_requirements(),
         registered_model_name=registered_name,
+        metadata={"banner_size": policy.banner_size, "n_user_features": policy.n_user_features},
     )
 
 

@@ -16,7 +16,7 @@ from recsys_rl.jobs import trainable_copy
 from recsys_rl.objective import AdaptiveKL, topk_offpolicy_loss
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
-from recsys_rl.records import BANNER_SIZE, LoggedBatch
+from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
 
 
@@ -60,10 +60,10 @@ def offline_finetune(
             logits = policy.logits(ctx)
             with torch.no_grad():
                 ref_logits = reference.logits(ctx)
-                drawn = slate.gumbel_topk(logits, BANNER_SIZE, g)
+                drawn = slate.gumbel_topk(logits, reference.banner_size, g)
             _, kl, _ = slate.banner_terms(logits, ref_logits, drawn)
             logp_item = torch.log_softmax(logits, -1).gather(1, items[idx])
-            terms = topk_offpolicy_loss(logp_item, mu[idx], adv[idx], kl, k=BANNER_SIZE, beta=kl_ctl.beta,
+            terms = topk_offpolicy_loss(logp_item, mu[idx], adv[idx], kl, k=reference.banner_size, beta=kl_ctl.beta,
                                         weight_clip=weight_clip)  # fmt: skip
             opt.zero_grad(set_to_none=True)
             terms.total.backward()

@@ -1,7 +1,7 @@
 """The banner policy network; the same class is the frozen baseline (reference) recommender.
 
 context -> query (B, D) -> logits (B, N) = query @ E^T + bias: one matmul scores the whole catalogue.
-A banner is a Plackett–Luce draw of 5 products from those logits (see ``recsys_rl.slate``).
+A banner is a Plackett–Luce draw of K products (``banner_size``, 5 by default) from those logits (see ``recsys_rl.slate``).
 
 Large catalogues: with ``candidates`` M > 0 and N > M the policy *is* the Plackett–Luce distribution
 over its per-context top-M candidates (``recsys_rl.candidates``): ``sample``, ``greedy`` and the
@@ -20,7 +20,7 @@ from torch import nn
 
 from recsys_rl import slate
 from recsys_rl.candidates import RetrievalConfig, Retriever
-from recsys_rl.records import BANNER_SIZE, BannerBatch, ContextBatch
+from recsys_rl.records import BANNER_SIZE, MAX_BANNER_SIZE, BannerBatch, ContextBatch
 
 
 class BannerPolicy(nn.Module):
@@ -38,9 +38,15 @@ class BannerPolicy(nn.Module):
         candidates: int = 512,
         retrieval: str = "auto",
         full_catalogue_max: int = 20_000,
+        banner_size: int = BANNER_SIZE,
     ):
         super().__init__()
-        self.n_products = n_products
+        if not 1 <= banner_size <= min(MAX_BANNER_SIZE, n_products):
+            raise ValueError(
+                f"banner_size: must be in [1, {min(MAX_BANNER_SIZE, n_products)}] for {n_products} products, "
+                f"got {banner_size}"
+            )
+        self.n_products, self.banner_size = n_products, banner_size
         self.n_candidates, self.retrieval, self.full_catalogue_max = candidates, retrieval, full_catalogue_max
         self._retriever: Retriever | None = None
         self.n_user_features = n_user_features
@@ -177,12 +183,13 @@ class BannerPolicy(nn.Module):
     def sample(
         self,
         ctx: ContextBatch,
-        k: int = BANNER_SIZE,
+        k: int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> BannerBatch:
-        """Draw one banner per context with its exact log-propensity under PL(logits / temperature)
-        (over the candidates when ``uses_candidates``)."""
+        """Draw one banner of k (default: ``banner_size``) products per context with its exact
+        log-propensity under PL(logits / temperature) (over the candidates when ``uses_candidates``)."""
+        k = self.banner_size if k is None else k
         if self.uses_candidates:
             ids, logits = self.candidates_and_logits(ctx)
             items, lp = slate.restricted_sample(logits, ids, k, generator, temperature)
@@ -192,8 +199,9 @@ class BannerPolicy(nn.Module):
         return BannerBatch(items, slate.log_prob(logits, items, temperature))
 
     @torch.no_grad()
-    def greedy(self, ctx: ContextBatch, k: int = BANNER_SIZE) -> torch.Tensor:
-        """(B, k) the top-k banner: what evaluation and deterministic serving show."""
+    def greedy(self, ctx: ContextBatch, k: int | None = None) -> torch.Tensor:
+        """(B, k) the top-k banner (default k: ``banner_size``): what evaluation and deterministic serving show."""
+        k = self.banner_size if k is None else k
         if self.uses_candidates:
             ids, logits = self.candidates_and_logits(ctx)
             return ids.gather(1, slate.greedy(logits, k))
@@ -216,6 +224,7 @@ class BannerPolicy(nn.Module):
             "candidates": self.n_candidates,
             "retrieval": self.retrieval,
             "full_catalogue_max": self.full_catalogue_max,
+            "banner_size": self.banner_size,
         }
 
 
@@ -226,6 +235,6 @@ def save_policy(policy: BannerPolicy, path) -> None:
 
 def load_policy(path) -> BannerPolicy:
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    policy = BannerPolicy(**blob["hparams"])
+    policy = BannerPolicy(**blob["hparams"])  # files from before banner_size was saved hold K = 5
     policy.load_state_dict(blob["state_dict"])
     return policy

@@ -1,7 +1,8 @@
 """Typed records that cross module boundaries.
 
 Everything is batched: one record holds a whole batch as tensors, never a list of per-item objects,
-so hot paths stay vectorised. Shapes: B = batch, H = history length (10), K = banner size (5).
+so hot paths stay vectorised. Shapes: B = batch, H = history length (10), K = banner size (5 by
+default, up to 10).
 Padding in ``history`` is ``PAD`` (-1).
 """
 
@@ -15,6 +16,10 @@ import torch
 PAD = -1
 HISTORY_LEN = 10
 BANNER_SIZE = 5
+"""The default banner size K; a setting (``sim.banner_size``, a policy's ``banner_size``), 1..MAX_BANNER_SIZE."""
+MAX_BANNER_SIZE = 10
+POSITION_BIAS_CURVE = (1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.17, 0.14, 0.12)
+"""Default examination probability per position; a K-slot banner uses the first K values."""
 
 
 def _index(obj, idx):

@@ -3,7 +3,7 @@
 Request handlers only queue their context and await the answer; one worker thread does the rest in
 cycles: take every queued request (up to ``max_batch``), score them with one forward (B, N), draw
 explore rows by Gumbel-top-k at the configured temperature with their exact Plackett–Luce
-log-propensity and take the top 5 for deterministic rows (propensity 1), hand all their impressions
+log-propensity and take the top K for deterministic rows (propensity 1), hand all their impressions
 to the event store in one non-blocking append, and go on to the next batch. The store's writer thread
 commits them (group commit: one fsync for everything queued) and only then are the requests answered
 on the loop, so an answered banner is durably logged. Requests arriving during a cycle form the next
@@ -45,7 +45,7 @@ import torch
 
 from recsys_rl import slate
 from recsys_rl.events import EventStore, Impression
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
+from recsys_rl.records import HISTORY_LEN, PAD
 from serving.impression_ids import ImpressionIds
 from serving.metrics import ServingMetrics
 from serving.model_holder import LoadedModel
@@ -66,6 +66,7 @@ class BannerJob:
     user_features: list[float] | None
     explore: bool
     future: asyncio.Future
+    k: int | None = None  # banner size asked for (<= the model's K); None: the model's K
 
 
 class InferenceError(RuntimeError):
@@ -114,10 +115,12 @@ class BannerBatcher:
         history: list[int],
         user_features: list[float] | None,
         explore: bool,
+        k: int | None = None,
     ) -> Impression:
-        """The durably stored impression of a banner chosen for this context by ``model``."""
+        """The durably stored impression of a banner of k products (default: the model's K) chosen for
+        this context by ``model``."""
         loop = self._loop = asyncio.get_running_loop()
-        job = BannerJob(model, user_id, viewed, history, user_features, explore, loop.create_future())
+        job = BannerJob(model, user_id, viewed, history, user_features, explore, loop.create_future(), k)
         self._jobs.put(job)
         return await job.future
 
@@ -242,7 +245,7 @@ class BannerBatcher:
         explore = [j.explore for j in jobs]
         if model.candidates is not None:
             return self._impressions(
-                jobs, model, *self._score_candidates(model, viewed, history, features, explore)
+                jobs, model, *self._score_candidates(jobs, model, viewed, history, features, explore)
             )
         with torch.inference_mode():
             logits = model.logits(viewed, history, features)  # (B, N)
@@ -253,20 +256,31 @@ class BannerBatcher:
             # if every entry is (nothing to sample from)
             if not bool(torch.isfinite(logits.amax(dim=1)).all()):
                 raise InferenceError("NaN or infinite logits (or a row with every product at -inf)")
+            big_k = model.banner_size
             if all(explore):  # the usual case: no row selection, no copies of (B, N)
-                items = slate.gumbel_topk(logits, BANNER_SIZE, self.generator, self.temperature)
+                items = slate.gumbel_topk(logits, big_k, self.generator, self.temperature)
                 logp = slate.log_prob(logits.double(), items, self.temperature)  # (B,) float64
             else:
-                items = slate.greedy(logits, BANNER_SIZE)  # (B, K); log-propensity 0 (propensity 1)
+                items = slate.greedy(logits, big_k)  # (B, K); log-propensity 0 (propensity 1)
                 logp = torch.zeros(len(jobs), dtype=torch.float64)
                 rows = torch.tensor(explore).nonzero().squeeze(1)
                 if len(rows):
                     sub = logits[rows]
-                    items[rows] = slate.gumbel_topk(sub, BANNER_SIZE, self.generator, self.temperature)
+                    items[rows] = slate.gumbel_topk(sub, big_k, self.generator, self.temperature)
                     logp[rows] = slate.log_prob(sub.double(), items[rows], self.temperature)
+            self._shorten(jobs, logits, items, logp)
         return self._impressions(jobs, model, items, logp)
 
-    def _score_candidates(self, model: LoadedModel, viewed, history, features, explore: list[bool]):
+    def _shorten(self, jobs: list[BannerJob], logits, items, logp) -> None:
+        """In place: for explore rows asking for k < K products, logp becomes the exact log-propensity of
+        the banner's first k products (the k-prefix of a Plackett-Luce draw is itself a PL draw of k);
+        ``_impressions`` keeps only those k. logits (B, M); items (B, K) positions in logits' columns."""
+        big_k = items.shape[1]
+        for k in {j.k for j in jobs if j.explore and j.k is not None and j.k < big_k}:
+            rows = torch.tensor([n for n, j in enumerate(jobs) if j.explore and j.k == k])
+            logp[rows] = slate.log_prob(logits[rows].double(), items[rows, :k], self.temperature)
+
+    def _score_candidates(self, jobs, model: LoadedModel, viewed, history, features, explore: list[bool]):
         """(items (B, K), log-propensity (B,)) of a policy over its candidates: the Plackett–Luce draw
         over the (B, M) candidate logits, the very definition the learner's log-prob uses."""
         b = len(viewed)
@@ -276,13 +290,14 @@ class BannerBatcher:
                 raise InferenceError(f"expected candidates of shape ({b}, M), got {tuple(logits.shape)}")
             if not bool(torch.isfinite(logits.amax(dim=1)).all()):
                 raise InferenceError("NaN or infinite candidate logits")
-            pos = slate.greedy(logits, BANNER_SIZE)  # deterministic rows: propensity 1
+            pos = slate.greedy(logits, model.banner_size)  # deterministic rows: propensity 1
             logp = torch.zeros(b, dtype=torch.float64)
             rows = torch.tensor(explore).nonzero().squeeze(1)
             if len(rows):
                 sub = logits[rows]
-                pos[rows] = slate.gumbel_topk(sub, BANNER_SIZE, self.generator, self.temperature)
+                pos[rows] = slate.gumbel_topk(sub, model.banner_size, self.generator, self.temperature)
                 logp[rows] = slate.log_prob(sub.double(), pos[rows], self.temperature)
+            self._shorten(jobs, logits, pos, logp)
             return ids.gather(1, pos), logp
 
     def _impressions(self, jobs: list[BannerJob], model: LoadedModel, items, logp) -> list[Impression]:
@@ -290,6 +305,8 @@ class BannerBatcher:
         out = []
         ids = self.ids.new_many(len(jobs))
         for j, banner, lp, impression_id in zip(jobs, items.tolist(), logp.tolist(), ids, strict=True):
+            if j.k is not None:
+                banner = banner[: j.k]
             out.append(
                 Impression(
                     impression_id,

@@ -36,7 +36,7 @@ from typing import Protocol
 
 import torch
 
-from recsys_rl.records import HISTORY_LEN, PAD
+from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
 
 log = logging.getLogger("serving.model")
 
@@ -61,6 +61,7 @@ class LoadedModel:
     source: str = ""
     loaded_at: float = field(default_factory=time.time)
     candidates: Candidates | None = None  # set for a policy that is defined over its top-M candidates
+    banner_size: int = BANNER_SIZE  # K: the most products a banner of this model holds
 
 
 def probe_n_products(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> int:
@@ -96,8 +97,9 @@ def from_policy(policy, version: str, source: str = "") -> LoadedModel:
             return policy.candidates_and_logits(ContextBatch(viewed, history, user_features))
 
     return LoadedModel(
-        version, policy.n_products, logits, policy.n_user_features, source, candidates=candidates
-    )
+        version, policy.n_products, logits, policy.n_user_features, source, candidates=candidates,
+        banner_size=getattr(policy, "banner_size", BANNER_SIZE),
+    )  # fmt: skip
 
 
 def from_logits_module(module, version: str, source: str = "") -> LoadedModel:

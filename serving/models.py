@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN
+from recsys_rl.records import HISTORY_LEN, MAX_BANNER_SIZE
 
 MAX_USER_FEATURES = 1024
 MAX_ID = 2**63 - 1  # ids are stored as signed 64-bit integers (SQLite INTEGER)
@@ -64,9 +64,12 @@ class BannerRequest(_Body):
     user_features: list[float] | None = Field(
         None, max_length=MAX_USER_FEATURES, description="optional features, used by models trained with them"
     )
-    k: Literal[5] = Field(BANNER_SIZE, description="banner size (banners have exactly 5 products)")
+    k: Int | None = Field(
+        None, ge=1, le=MAX_BANNER_SIZE,
+        description="banner size: 1 to the served model's K (default: its K, 5 unless trained otherwise)",
+    )  # fmt: skip
     mode: Literal["explore", "deterministic"] = Field(
-        "explore", description="explore: sampled banner (logged for learning); deterministic: the top 5"
+        "explore", description="explore: sampled banner (logged for learning); deterministic: the top k"
     )
 
     @field_validator("history", mode="before")
@@ -120,10 +123,10 @@ class BannerResponse(BaseModel):
     )
     model_version: str = Field(description="the policy version that chose the banner")
     items: list[Annotated[int, Field(ge=0)]] = Field(
-        min_length=BANNER_SIZE,
-        max_length=BANNER_SIZE,
+        min_length=1,
+        max_length=MAX_BANNER_SIZE,
         json_schema_extra={"uniqueItems": True},
-        description="5 distinct product ids in display order",
+        description="k distinct product ids in display order (k: the request's, else the model's K)",
     )
     propensity: float = Field(ge=0, le=1, description="probability the policy gave this exact ordered banner")
     log_propensity: float = Field(le=0, description="its log (exact; propensity may underflow to 0)")

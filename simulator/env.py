@@ -27,7 +27,8 @@ class Simulator:
         generator = torch.Generator().manual_seed(cfg.seed)
         self.catalogue: Catalogue = build_catalogue(cfg, generator)
         self.population: Population = build_population(cfg, self.catalogue, generator)
-        self.position_bias = torch.tensor(cfg.position_bias, dtype=torch.float32)
+        self.position_bias = torch.tensor(cfg.position_bias, dtype=torch.float32)  # (K,)
+        self.banner_size = cfg.banner_size
 
     @property
     def n_products(self) -> int:
@@ -104,12 +105,13 @@ class Simulator:
 
     def oracle(self, users: torch.Tensor, scheme: RewardScheme) -> torch.Tensor:
         """(B, K) banner maximising expected ``scheme`` reward per user; exact under pbm (see oracle.py)."""
-        return oracle_banners(users, self.n_products, self.catalogue_rates, scheme)
+        return oracle_banners(users, self.n_products, self.catalogue_rates, scheme, self.banner_size)
 
     def _check(self, users: torch.Tensor, banners: torch.Tensor) -> None:
-        if banners.dim() != 2 or banners.shape[1] != BANNER_SIZE or banners.shape[0] != users.shape[0]:
+        k = self.banner_size
+        if banners.dim() != 2 or banners.shape[1] != k or banners.shape[0] != users.shape[0]:
             raise ValueError(
-                f"banners: expected shape (B, {BANNER_SIZE}) matching users (B,), got {tuple(banners.shape)} "
+                f"banners: expected shape (B, {k}) matching users (B,), got {tuple(banners.shape)} "
                 f"for users {tuple(users.shape)}"
             )
         if len(banners) and (banners.min() < 0 or banners.max() >= self.n_products):
@@ -123,14 +125,14 @@ class Simulator:
             raise ValueError(f"users: ids must be in [0, {self.n_users}), got {users.min()}..{users.max()}")
 
 
-def random_banners(n: int, n_products: int, generator: torch.Generator) -> torch.Tensor:
-    """(n, K) banners of K distinct products, uniform over ordered K-tuples (rows with repeats redrawn)."""
-    if n_products < BANNER_SIZE:
-        raise ValueError(f"n_products: need at least {BANNER_SIZE} products for a banner, got {n_products}")
-    items = torch.randint(0, n_products, (n, BANNER_SIZE), generator=generator)
+def random_banners(n: int, n_products: int, generator: torch.Generator, k: int = BANNER_SIZE) -> torch.Tensor:
+    """(n, k) banners of k distinct products, uniform over ordered k-tuples (rows with repeats redrawn)."""
+    if n_products < k:
+        raise ValueError(f"n_products: need at least {k} products for a banner, got {n_products}")
+    items = torch.randint(0, n_products, (n, k), generator=generator)
     while True:
         s = items.sort(dim=1).values
         bad = (s[:, 1:] == s[:, :-1]).any(dim=1).nonzero().squeeze(1)
         if len(bad) == 0:
             return items
-        items[bad] = torch.randint(0, n_products, (len(bad), BANNER_SIZE), generator=generator)
+        items[bad] = torch.randint(0, n_products, (len(bad), k), generator=generator)

@@ -43,7 +43,7 @@ def generate_logs(
         raise ValueError(f"n_impressions: must be >= 1, got {n_impressions}")
     if chunk < 1:
         raise ValueError(f"chunk: must be >= 1, got {chunk}")
-    policy = behaviour if behaviour is not None else PopularityBehaviour(sim.popularity)
+    policy = behaviour if behaviour is not None else PopularityBehaviour(sim.popularity, k=sim.banner_size)
     generator = torch.Generator().manual_seed(seed)
     with (
         LogWriter(out_dir, policy_version=policy.version, id_prefix=str(seed)) as writer,

@@ -61,7 +61,7 @@ def banners_router(services: Services) -> APIRouter:
         openapi_extra=json_body(BannerRequest),
     )
     async def banners(request: Request) -> Response:
-        """Scores the context, samples (explore) or takes the top (deterministic) 5 products, stores the
+        """Scores the context, samples (explore) or takes the top (deterministic) k products, stores the
         impression and returns it with its exact propensity and a fresh impression id."""
         try:
             req = BannerRequest.model_validate_json(await request.body())
@@ -71,12 +71,22 @@ def banners_router(services: Services) -> APIRouter:
         if model is None:
             raise ApiError(503, "no model loaded yet; see /readyz")
         check_catalogue(req, model.n_products, model.n_user_features)
+        if req.k is not None and req.k > model.banner_size:
+            raise ApiError(
+                422,
+                [
+                    {
+                        "field": "k",
+                        "message": f"the served model shows at most {model.banner_size} products, got {req.k}",
+                    }
+                ],
+            )
         if services.batcher is None:
             raise ApiError(503, "the event store is not open yet (server starting or stopping)")
         explore = req.mode == "explore"
         try:
             imp = await services.batcher.serve(
-                model, req.user_id, req.viewed, req.history, req.user_features, explore
+                model, req.user_id, req.viewed, req.history, req.user_features, explore, req.k
             )
         except ApiError:
             raise
