@@ -35,12 +35,16 @@ def _index(obj, idx):
 class ContextBatch:
     """What the policy sees: the viewed product and the user's last purchases (most recent first).
 
-    viewed: (B,) long; history: (B, H) long, PAD-padded at the end; user_features: (B, F) float or None.
+    viewed: (B,) long, PAD where no product is viewed (e.g. a home-page banner); history: (B, H) long,
+    PAD-padded at the end (all PAD: no purchase history); user_features: (B, F) float or None;
+    user_categories: (B, C) long codes of categorical user features (0 = unknown value; the vocabulary
+    that maps raw values to codes lives with the model, ``recsys_rl.features``) or None.
     """
 
     viewed: torch.Tensor
     history: torch.Tensor
     user_features: torch.Tensor | None = None
+    user_categories: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.viewed.dim() != 1 or self.history.dim() != 2 or self.history.shape[0] != self.viewed.shape[0]:
@@ -63,7 +67,8 @@ class ContextBatch:
     def repeat_interleave(self, n: int) -> ContextBatch:
         """Each context n times in a row: (B,) -> (B*n,), for several banners per context."""
         uf = None if self.user_features is None else self.user_features.repeat_interleave(n, 0)
-        return ContextBatch(self.viewed.repeat_interleave(n, 0), self.history.repeat_interleave(n, 0), uf)
+        uc = None if self.user_categories is None else self.user_categories.repeat_interleave(n, 0)
+        return ContextBatch(self.viewed.repeat_interleave(n, 0), self.history.repeat_interleave(n, 0), uf, uc)
 
 
 @dataclass
