@@ -87,7 +87,8 @@ class ColumnMapping(_Strict):
     impression_id: str | None = Field(
         None, description="unique impression id (needed with a feedback file); slot layout: the banner key"
     )
-    position: str | None = Field(None, description="slot layout: the row's 0-based banner position")
+    position: str | None = Field(None, description="slot layout: the row's banner position")
+    first_position: Literal[0, 1] = Field(0, description="slot layout: the number of the first position")
     banner_size: int | None = Field(
         None,
         ge=1,
@@ -97,10 +98,14 @@ class ColumnMapping(_Strict):
     viewed: str | None = Field(None, description="the product being viewed (none: e.g. home-page banners)")
     history: Columns | None = Field(None, description="past purchases, most recent first (<= 10)")
     user_features: Columns | None = Field(
-        None, description="numeric user features: one list column or one column per feature"
+        None,
+        description="numeric user features: one list column, one column per feature, or a pattern "
+        "such as 'affinity_*' (every matching column, in numeric order)",
     )
     categorical_features: list[str] | None = Field(
-        None, min_length=1, description="categorical user features, one column each (encoded by the model)"
+        None,
+        min_length=1,
+        description="categorical user features, one column each (encoded by the model); patterns allowed",
     )
     items: Columns = Field(..., description="the banner's products in display order")
     propensity: str | None = Field(None, description="P(banner) under the logging policy")
@@ -209,6 +214,7 @@ class ImportedLogs:
     banner_size: int = BANNER_SIZE
     categories: np.ndarray | None = None  # (n, C) raw categorical values (str), one row per batch row
     first_rows: np.ndarray | None = None  # regrouped slot rows: (B,) the table row of each banner's context
+    vocabulary: list[list[str]] | None = None  # of the categorical codes in batch.contexts (this log's own)
 
     def contexts_for(self, vocabulary) -> ContextBatch:
         """The batch's contexts with categorical features encoded under a model's ``vocabulary``."""
@@ -583,7 +589,7 @@ def _list_columns(m: ColumnMapping) -> list[str]:
     return [
         c
         for c in (m.history, m.items, m.position_propensities, m.clicks, m.units, m.revenue, m.user_features)
-        if isinstance(c, str)
+        if isinstance(c, str) and "*" not in c
     ]
 
 
@@ -609,8 +615,27 @@ def _locate(path: Path, mapping: ColumnMapping | None) -> tuple[Path, ColumnMapp
     return path, mapping, f"mapped table ({path})"
 
 
+def _expand(t: _Table, names: list[str], field: str) -> list[str]:
+    """Column names with patterns ('user_feature_*') replaced by the matching columns, in numeric order."""
+    import fnmatch
+    import re
+
+    out = []
+    for name in names:
+        if "*" not in name:
+            out.append(name)
+            continue
+        hits = [c for c in t.data.column_names if fnmatch.fnmatchcase(c, name)]
+        if not hits:
+            raise t.error(name, f"no column matches this {field} pattern")
+        out += sorted(hits, key=lambda c: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", c)])
+    return out
+
+
 def _features(t: _Table, spec: Columns) -> np.ndarray:
     """(n, F) float32 numeric user features from one list column (same length on every row) or F columns."""
+    if isinstance(spec, list) or "*" in spec:
+        spec = _expand(t, spec if isinstance(spec, list) else [spec], "user_features")
     values, lengths, names = _slots(t, spec, "user_features", _numbers)
     width = int(lengths[0]) if t.n else 0
     bad = lengths != width
@@ -633,7 +658,9 @@ def _categories(t: _Table, names: list[str]) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def _contexts(t: _Table, m: ColumnMapping, n_products: int) -> tuple[ContextBatch, np.ndarray | None]:
+def _contexts(
+    t: _Table, m: ColumnMapping, n_products: int
+) -> tuple[ContextBatch, np.ndarray | None, list | None]:
     """One context per row: viewed (PAD when the mapping has none), history, numeric features, and
     categorical codes under this log's own vocabulary; plus the raw categorical values."""
     if m.viewed is not None:
@@ -643,13 +670,14 @@ def _contexts(t: _Table, m: ColumnMapping, n_products: int) -> tuple[ContextBatc
         viewed = np.full(t.n, PAD, dtype=np.int64)
     history = _history(t, m.history, n_products)
     feats = torch.from_numpy(_features(t, m.user_features)) if m.user_features is not None else None
-    raw = codes = None
+    raw = codes = vocab = None
     if m.categorical_features:
         from recsys_rl.features import build_vocabulary, encode
 
-        raw = _categories(t, m.categorical_features)
-        codes = torch.from_numpy(encode(raw, build_vocabulary(raw)))
-    return ContextBatch(torch.from_numpy(viewed), torch.from_numpy(history), feats, codes), raw
+        raw = _categories(t, _expand(t, m.categorical_features, "categorical_features"))
+        vocab = build_vocabulary(raw)
+        codes = torch.from_numpy(encode(raw, vocab))
+    return ContextBatch(torch.from_numpy(viewed), torch.from_numpy(history), feats, codes), raw, vocab
 
 
 def import_logs(
@@ -668,14 +696,14 @@ def import_logs(
     t = _read(imp_path, _list_columns(m), "mapping field" if mapping is not None else "event schema field")
     if t.n < 2:
         raise LogFormatError(f"{imp_path}: has {t.n} impressions, need at least 2")
-    contexts, raw = _contexts(t, m, n_products)
+    contexts, raw, vocab = _contexts(t, m, n_products)
     if m.layout == "slot":
         from recsys_rl.log_slots import import_slots
 
         out = import_slots(t, m, n_products, contexts, source)
         if raw is not None:  # one raw row per batch row (the banner's first row when regrouped)
             first = out.first_rows if out.first_rows is not None else np.arange(t.n)
-            out = replace(out, categories=raw[first])
+            out = replace(out, categories=raw[first], vocabulary=vocab)
         return out
     ids = _impression_ids(t, m.impression_id) if m.impression_id is not None else None
     items = _items(t, m.items, n_products)
@@ -713,4 +741,4 @@ def import_logs(
         ),
     )
     return ImportedLogs(batch, marginals, log_prob is not None, frozenset(outcomes), source, banner_size=k,
-                        categories=raw)  # fmt: skip
+                        categories=raw, vocabulary=vocab)  # fmt: skip

@@ -69,7 +69,7 @@ def import_slots(
     the mapping names an impression key."""
     item = _column(t, m.items, "items", _ints)
     _check_ids(t, item[:, None], [m.items], n_products)
-    pos = _column(t, m.position, "position", _ints)
+    pos = _column(t, m.position, "position", _ints) - m.first_position
     k = m.banner_size if m.banner_size is not None else int(pos.max(initial=0)) + 1
     _check_cells(t, ((pos < 0) | (pos >= k))[:, None], [m.position], pos[:, None],
                  f"position {{value}} is outside [0, {k})" + ("" if m.banner_size else " (banner_size)"))  # fmt: skip

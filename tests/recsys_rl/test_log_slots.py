@@ -23,7 +23,9 @@ SLOT = {"layout": "slot", "viewed": "viewed", "history": "history", "items": "it
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    sim = Simulator(SimConfig(n_products=N, n_categories=3, n_users=200, consideration_size=11, banner_size=K))
+    sim = Simulator(
+        SimConfig(n_products=N, n_categories=3, n_users=200, consideration_size=11, banner_size=K)
+    )
     logged = read_logs(generate_logs(sim, 1500, tmp_path_factory.mktemp("ev"), seed=0, progress=False))
     behaviour = PopularityBehaviour(sim.popularity, k=K)
     marg = exact_marginals(behaviour.log_p.numpy()[None, :], K)[0]  # (K, N): context-free logger
@@ -111,17 +113,36 @@ def test_slot_rows_of_the_logging_policy_estimate_its_own_value(world, tmp_path)
 @pytest.mark.parametrize(
     "change, fields, message",
     [
-        (lambda d: d.assign(position=d["position"].where(d.index != 7, 5)), {"banner_size": K},
-         r"position: row 7 \(line 9\): position 5 is outside \[0, 3\)"),
-        (lambda d: d.assign(slot_prop=d["slot_prop"].where(d.index != 4, 0.0)), {},
-         r"slot_prop: row 4 \(line 6\): propensity 0.0 is not in \(0, 1\]"),
-        (lambda d: d.assign(click=d["click"].where(d.index != 2, 3)), {}, r"click: row 2 \(line 4\): click must be 0 or 1"),
-        (lambda d: d.drop(index=5).reset_index(drop=True), {"impression_id": "impression"},
-         r"impression: row 3 \(line 5\): impression 'imp-1' has 2 rows, a banner has 3"),
-        (lambda d: d.assign(position=d["position"].where(d.index != 4, 0)), {"impression_id": "impression"},
-         r"position: row 4 \(line 6\): impression 'imp-1' has two rows at position 0"),
-        (lambda d: d.assign(viewed=d["viewed"].where(d.index != 5, (d["viewed"] + 1) % N)), {"impression_id": "impression"},
-         r"viewed: row 5 \(line 7\): impression 'imp-1': differs from the banner's first row 3"),
+        (
+            lambda d: d.assign(position=d["position"].where(d.index != 7, 5)),
+            {"banner_size": K},
+            r"position: row 7 \(line 9\): position 5 is outside \[0, 3\)",
+        ),
+        (
+            lambda d: d.assign(slot_prop=d["slot_prop"].where(d.index != 4, 0.0)),
+            {},
+            r"slot_prop: row 4 \(line 6\): propensity 0.0 is not in \(0, 1\]",
+        ),
+        (
+            lambda d: d.assign(click=d["click"].where(d.index != 2, 3)),
+            {},
+            r"click: row 2 \(line 4\): click must be 0 or 1",
+        ),
+        (
+            lambda d: d.drop(index=5).reset_index(drop=True),
+            {"impression_id": "impression"},
+            r"impression: row 3 \(line 5\): impression 'imp-1' has 2 rows, a banner has 3",
+        ),
+        (
+            lambda d: d.assign(position=d["position"].where(d.index != 4, 0)),
+            {"impression_id": "impression"},
+            r"position: row 4 \(line 6\): impression 'imp-1' has two rows at position 0",
+        ),
+        (
+            lambda d: d.assign(viewed=d["viewed"].where(d.index != 5, (d["viewed"] + 1) % N)),
+            {"impression_id": "impression"},
+            r"viewed: row 5 \(line 7\): impression 'imp-1': differs from the banner's first row 3",
+        ),
         (lambda d: d.drop(columns=["slot_prop"]), {}, r"slot_prop: missing column"),
     ],
 )
