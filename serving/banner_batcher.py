@@ -41,6 +41,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from recsys_rl import slate
@@ -67,6 +68,7 @@ class BannerJob:
     explore: bool
     future: asyncio.Future
     k: int | None = None  # banner size asked for (<= the model's K); None: the model's K
+    user_categories: list[str] | None = None  # raw categorical user features (the model encodes them)
 
 
 class InferenceError(RuntimeError):
@@ -116,11 +118,14 @@ class BannerBatcher:
         user_features: list[float] | None,
         explore: bool,
         k: int | None = None,
+        user_categories: list[str] | None = None,
     ) -> Impression:
         """The durably stored impression of a banner of k products (default: the model's K) chosen for
         this context by ``model``."""
         loop = self._loop = asyncio.get_running_loop()
-        job = BannerJob(model, user_id, viewed, history, user_features, explore, loop.create_future(), k)
+        job = BannerJob(
+            model, user_id, viewed, history, user_features, explore, loop.create_future(), k, user_categories
+        )
         self._jobs.put(job)
         return await job.future
 
@@ -186,7 +191,11 @@ class BannerBatcher:
         for m in pool:
             if m is None or m.version in seen:
                 continue
-            if m.n_products == failed.n_products and m.n_user_features == failed.n_user_features:
+            same = (
+                m.n_user_features == failed.n_user_features
+                and m.categorical_vocab == failed.categorical_vocab
+            )
+            if m.n_products == failed.n_products and same:
                 out.append(m)
                 seen.add(m.version)
         return out
@@ -243,12 +252,19 @@ class BannerBatcher:
         if model.n_user_features:
             features = torch.tensor([j.user_features for j in jobs], dtype=torch.float32)  # (B, F)
         explore = [j.explore for j in jobs]
+        if model.categorical_vocab:  # raw values -> the model's codes (0 = a value it never saw)
+            from recsys_rl.features import encode
+
+            codes = torch.from_numpy(
+                encode(np.array([j.user_categories for j in jobs]), model.categorical_vocab)
+            )
+            features = (features, codes)
         if model.candidates is not None:
             return self._impressions(
                 jobs, model, *self._score_candidates(jobs, model, viewed, history, features, explore)
             )
         with torch.inference_mode():
-            logits = model.logits(viewed, history, features)  # (B, N)
+            logits = model.logits(viewed, history, *_features(features))  # (B, N)
             if not isinstance(logits, torch.Tensor) or logits.shape != (len(jobs), model.n_products):
                 got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
                 raise InferenceError(f"expected logits of shape ({len(jobs)}, {model.n_products}), got {got}")
@@ -285,7 +301,7 @@ class BannerBatcher:
         over the (B, M) candidate logits, the very definition the learner's log-prob uses."""
         b = len(viewed)
         with torch.inference_mode():
-            ids, logits = model.candidates(viewed, history, features)  # (B, M) each
+            ids, logits = model.candidates(viewed, history, *_features(features))  # (B, M) each
             if logits.dim() != 2 or logits.shape[0] != b or ids.shape != logits.shape:
                 raise InferenceError(f"expected candidates of shape ({b}, M), got {tuple(logits.shape)}")
             if not bool(torch.isfinite(logits.amax(dim=1)).all()):
@@ -348,3 +364,8 @@ class BannerBatcher:
         for f in in_flight:
             await asyncio.wrap_future(f)
         await asyncio.sleep(0)  # let the answers they scheduled run before the loop moves on
+
+
+def _features(features) -> tuple:
+    """Positional feature arguments of a model's logits: (numeric,) or (numeric, categorical codes)."""
+    return features if isinstance(features, tuple) else (features,)

@@ -54,7 +54,12 @@ class BannerRequest(_Body):
     )
 
     user_id: Int = Field(ge=0, le=MAX_ID, description="the shopper")
-    viewed: Int = Field(ge=0, le=MAX_ID, description="product being viewed (in the served catalogue)")
+    viewed: Int | None = Field(
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="product being viewed (in the served catalogue); none on e.g. a home page",
+    )
     history: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(
         default_factory=list,
         max_length=HISTORY_LEN,
@@ -63,6 +68,11 @@ class BannerRequest(_Body):
     )
     user_features: list[float] | None = Field(
         None, max_length=MAX_USER_FEATURES, description="optional features, used by models trained with them"
+    )
+    user_categories: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None,
+        max_length=64,
+        description="categorical user features (raw values), for models trained with them",
     )
     k: Int | None = Field(
         None, ge=1, le=MAX_BANNER_SIZE,

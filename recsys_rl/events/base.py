@@ -121,7 +121,7 @@ class Impression:
         obj = f"impression {self.impression_id!r}"
         s(self, "timestamp", _float(obj, "timestamp", self.timestamp))
         s(self, "user_id", _int(obj, "user_id", self.user_id))
-        s(self, "viewed", _int(obj, "viewed", self.viewed))
+        s(self, "viewed", _int(obj, "viewed", self.viewed, lo=PAD))  # PAD (-1): no viewed product
         s(self, "history", _ids(obj, "history", self.history))
         if len(self.history) > HISTORY_LEN:
             raise ValueError(f"{obj}.history: at most {HISTORY_LEN} products, got {len(self.history)}")

@@ -222,3 +222,29 @@ def test_banner_size_follows_the_model_and_the_request_k_is_bounded_by_it(tmp_pa
     assert clicked.status_code == 200, clicked.text
     stored = {i.impression_id: i for i in store.read_ready("t", time.time() + 60, 100).impressions}
     assert len(stored[short["impression_id"]].items) == 2 and len(stored[full["impression_id"]].items) == k_model
+
+
+def test_a_feature_only_context_with_categories_is_served_under_the_models_vocabulary(tmp_path, store):
+    """No viewed product, no history: categorical user features (raw values) encoded by the model's
+    saved vocabulary, numeric features beside them; a value the model never saw is 'unknown', not an error."""
+    from recsys_rl.policy import BannerPolicy
+    from recsys_rl.records import ContextBatch
+    from serving.model_holder import from_policy
+
+    torch.manual_seed(0)
+    vocab = [["f", "m"], ["a1", "b2", "c3"]]
+    policy = BannerPolicy(N_PRODUCTS, 8, 16, n_user_features=2, banner_size=3, categorical_vocab=vocab).eval()
+    holder = ModelHolder(model=from_policy(policy, "cat"))
+    with TestClient(create_app(config(tmp_path), store=store, holder=holder)) as c:
+        body = {"user_id": 1, "user_features": [0.5, -1.0], "user_categories": ["m", "b2"], "mode": "deterministic"}
+        got = c.post("/v1/banners", json=body)
+        unseen = c.post("/v1/banners", json={**body, "user_categories": ["x", "b2"]})
+        missing = c.post("/v1/banners", json={"user_id": 1, "user_features": [0.5, -1.0]})
+    assert got.status_code == 200, got.text
+    ctx = ContextBatch(torch.tensor([-1]), torch.full((1, HISTORY_LEN), PAD), torch.tensor([[0.5, -1.0]]),
+                       torch.tensor([[2, 2]]))  # fmt: skip
+    with torch.no_grad():
+        assert got.json()["items"] == policy.greedy(ctx)[0].tolist()
+        ctx.user_categories = torch.tensor([[0, 2]])
+        assert unseen.json()["items"] == policy.greedy(ctx)[0].tolist()
+    assert missing.status_code == 422 and fields(missing) == ["user_categories"]

@@ -26,7 +26,7 @@ def test_impression_coerces_sequences_and_numpy_scalars():
         ({"items": tuple(range(11))}, ValueError, r"impression 'imp-x'.items: must be 1 to 10 distinct"),
         ({"items": (1, 1, 2, 3, 4)}, ValueError, r"\.items: must be 1 to 10 distinct"),
         ({"history": tuple(range(11))}, ValueError, r"\.history: at most 10 products, got 11"),
-        ({"viewed": -1}, ValueError, r"\.viewed: must be >= 0"),
+        ({"viewed": -2}, ValueError, r"\.viewed: must be >= -1"),  # -1 (PAD): no viewed product
         ({"user_id": 1.5}, TypeError, r"\.user_id: must be an integer"),
         ({"timestamp": float("inf")}, ValueError, r"\.timestamp: must be finite"),
         ({"propensity": 1.5, "log_propensity": 0.0}, ValueError, r"\.propensity: must be in \[0, 1\]"),
