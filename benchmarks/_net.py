@@ -17,16 +17,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> dict:
-    """Poll ``url``/readyz until it answers 200 (returns its JSON); fail if ``proc`` exits or time runs out."""
+def wait_ready(
+    url: str, proc: subprocess.Popen, timeout: float = 120.0, path: str = "/readyz"
+) -> httpx.Response:
+    """Poll ``url`` + ``path`` until it answers 200 (returns that response); fail if ``proc`` exits or
+    time runs out. ``/readyz`` for ours, ``/ping`` for ``mlflow models serve``, ``/health`` for ``mlflow server``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
             raise RuntimeError(f"server exited with {proc.returncode} before it was ready: {err}")
         with contextlib.suppress(httpx.HTTPError):
-            r = httpx.get(f"{url}/readyz", timeout=1.0)
+            r = httpx.get(f"{url}{path}", timeout=1.0)
             if r.status_code == 200:
-                return r.json()
+                return r
         time.sleep(0.2)
     raise RuntimeError(f"{url} not ready after {timeout} s")

@@ -145,6 +145,25 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def post_script(path: Path, route: str, bodies: list[str]) -> Path:
+    """A wrk script POSTing the given JSON bodies to ``route`` in turn, with the REPORT line at the end.
+    Bodies sit in level-1 long brackets: JSON may hold "]]" (a list inside a list)."""
+    lua = "local bodies = {\n" + ",\n".join(f"  [=[{b}]=]" for b in bodies) + "\n}\n"
+    lua += (
+        f"""
+local i = 0
+local headers = {{["Content-Type"] = "application/json"}}
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", "{route}", headers, bodies[i])
+end
+"""
+        + REPORT
+    )
+    path.write_text(lua)
+    return path
+
+
 def banner_script(path: Path, n_products: int, n_bodies: int = 256, seed: int = 0) -> Path:
     """A wrk script cycling through varied banner requests (distinct histories of 0..10 products)."""
     rng = random.Random(seed)
@@ -153,20 +172,7 @@ def banner_script(path: Path, n_products: int, n_bodies: int = 256, seed: int = 
         ids = rng.sample(range(n_products), 1 + rng.randint(0, HISTORY_LEN))
         body = {"user_id": i, "viewed": ids[0], "history": ids[1:]}
         bodies.append(json.dumps(body, separators=(",", ":")))
-    lua = "local bodies = {\n" + ",\n".join(f"  [[{b}]]" for b in bodies) + "\n}\n"
-    lua += (
-        """
-local i = 0
-local headers = {["Content-Type"] = "application/json"}
-request = function()
-  i = i % #bodies + 1
-  return wrk.format("POST", "/v1/banners", headers, bodies[i])
-end
-"""
-        + REPORT
-    )
-    path.write_text(lua)
-    return path
+    return post_script(path, "/v1/banners", bodies)
 
 
 def feedback_script(path: Path, banners: list[dict], per_request: int) -> Path:

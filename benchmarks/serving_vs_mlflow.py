@@ -26,9 +26,7 @@ import tempfile
 from pathlib import Path
 
 from _net import free_port, wait_ready
-from serving_latency import REPORT, SERVE, banner_script, median_run, run_wrk, start, stop
-
-HISTORY_LEN = 10
+from serving_latency import HISTORY_LEN, SERVE, banner_script, median_run, post_script, run_wrk, start, stop
 
 
 def mlflow_script(path: Path, n_products: int, n_bodies: int = 256, seed: int = 0) -> Path:
@@ -40,20 +38,7 @@ def mlflow_script(path: Path, n_products: int, n_bodies: int = 256, seed: int = 
         body = {"dataframe_split": {"columns": ["viewed", "history"], "data": [[ids[0], ids[1:]]]},
                 "params": {"mode": "explore"}}  # fmt: skip
         bodies.append(json.dumps(body, separators=(",", ":")))
-    lua = "local bodies = {\n" + ",\n".join(f"  [[{b}]]" for b in bodies) + "\n}\n"
-    lua += (
-        """
-local i = 0
-local headers = {["Content-Type"] = "application/json"}
-request = function()
-  i = i % #bodies + 1
-  return wrk.format("POST", "/invocations", headers, bodies[i])
-end
-"""
-        + REPORT
-    )
-    path.write_text(lua)
-    return path
+    return post_script(path, "/invocations", bodies)
 
 
 def main() -> None:
@@ -97,20 +82,7 @@ with mlflow.start_run():
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
                 env={**os.environ, "OMP_NUM_THREADS": "1", **env},
             ))  # fmt: skip
-            import time
-
-            import httpx
-
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{theirs}/ping", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if procs[-1].poll() is not None or time.monotonic() > deadline:
-                    sys.exit("mlflow models serve did not start")
-                time.sleep(0.5)
+            wait_ready(theirs, procs[-1], path="/ping")
             targets = {
                 "recsys_rl": (ours, banner_script(work / "ours.lua", 1000)),
                 "mlflow": (theirs, mlflow_script(work / "mlflow.lua", 1000)),

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from _net import free_port
+from _net import free_port, wait_ready
 
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -44,18 +44,7 @@ def main() -> None:
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     try:
-        import time
-
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit("mlflow server did not start")
-            time.sleep(0.5)
+        wait_ready(base, server, path="/health")
         api = f"{base}/api/2.0/mlflow"
         r = httpx.get(f"{api}/experiments/get-by-name", params={"experiment_name": args.experiment})
         if r.status_code != 200:

@@ -112,8 +112,8 @@ def print_table(table, title: str) -> None:
 
 
 def _print_result(res, uri: str) -> None:
-    show = ["ctr", "purchase_rate", "revenue_per_impression", "multi_purchase_rate", "reward_graded",
-            "kl_to_reference", "coverage", "oracle_gap_closed"]  # fmt: skip
+    show = ["clicks_per_impression", "ctr", "purchases_per_impression", "revenue_per_impression",
+            "multi_purchases_per_impression", "reward_graded", "kl_to_reference", "coverage", "oracle_gap_closed"]  # fmt: skip
     print_table(res.table[[c for c in show if c in res.table.columns]], "reference vs fine-tuned vs oracle")
     console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  (tracking URI: {uri})")
     if res.model_uri:
@@ -304,7 +304,8 @@ def sweep_cmd(
                 rows[label] = res.table.loc["fine-tuned"]
                 console.print(f"{label}: run {res.run_id} (child of {parent.info.run_id})")
         table = pd.DataFrame(rows).T
-        show = ["ctr", "purchase_rate", "revenue_per_impression", "multi_purchase_rate", "reward_ctr",
+        show = ["clicks_per_impression", "ctr", "purchases_per_impression", "revenue_per_impression",
+                "multi_purchases_per_impression", "reward_ctr",
                 "reward_purchase", "reward_graded", "reward_revenue", "kl_to_reference"]  # fmt: skip
         tracking.log_table(table[show], "sweep_comparison")
         tracking.log_figure(tracking.sweep_comparison(table, show), "sweep_comparison.png")

@@ -135,7 +135,7 @@ class DriveSummary:
         return (
             f"drive: requests={self.requests} errors={self.errors} impressions={self.impressions} "
             f"events_posted={self.events_posted} events_accepted={self.events_accepted} "
-            f"duplicates={self.duplicates} ctr={self.clicks / max(self.impressions, 1):.4f} "
+            f"duplicates={self.duplicates} clicks_per_impression={self.clicks / max(self.impressions, 1):.4f} "
             f"mean_reward_{scheme}={self.reward:.4f} req_per_s={rate:.0f}"
         )
 

@@ -59,14 +59,19 @@ def make_eval_set(env: Environment, n: int, seed: int) -> EvalSet:
 def banner_metrics(
     env: Environment, users: torch.Tensor, banners: torch.Tensor, schemes: dict[str, RewardScheme]
 ) -> dict[str, float]:
-    """Exact outcome metrics of given banners (E, K) for users (E,)."""
+    """Exact outcome metrics of given banners (E, K) for users (E,).
+
+    Counts are per impression (one banner of K slots: clicks_per_impression can exceed 1); ``ctr`` is the
+    per-slot rate, clicks per displayed product, so it reads as a rate in [0, 1] whatever K is."""
     exp = env.expected(users, banners)
+    clicks = exp.click.sum(-1).mean().item()
     m = {
-        "ctr": exp.click.sum(-1).mean().item(),
-        "purchase_rate": exp.purchase.sum(-1).mean().item(),
+        "clicks_per_impression": clicks,
+        "ctr": clicks / banners.shape[-1],
+        "purchases_per_impression": exp.purchase.sum(-1).mean().item(),
         "units_per_impression": exp.units.sum(-1).mean().item(),
         "revenue_per_impression": exp.revenue.sum(-1).mean().item(),
-        "multi_purchase_rate": exp.multi.sum(-1).mean().item(),
+        "multi_purchases_per_impression": exp.multi.sum(-1).mean().item(),
         "coverage": banners.unique().numel() / env.n_products,
     }
     for name, s in schemes.items():

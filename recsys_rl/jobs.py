@@ -21,7 +21,8 @@ from recsys_rl.records import LoggedBatch
 from recsys_rl.trainer import finetune
 
 TABLE_COLUMNS = [
-    "ctr", "purchase_rate", "units_per_impression", "revenue_per_impression", "multi_purchase_rate",
+    "clicks_per_impression", "ctr", "purchases_per_impression", "units_per_impression",
+    "revenue_per_impression", "multi_purchases_per_impression",
     "reward_ctr", "reward_purchase", "reward_graded", "reward_revenue",
     "kl_to_reference", "entropy", "coverage", "oracle_gap_closed",
 ]  # fmt: skip

@@ -110,9 +110,9 @@ def learning_curves(
         tw = ax[1, 0].twinx()
         tw.plot(x, df["beta"], color="orange", label="β")
         tw.set_ylabel("β", color="orange")
-    for m in ("ctr", "purchase_rate", "multi_purchase_rate"):
+    for m in ("clicks_per_impression", "purchases_per_impression", "multi_purchases_per_impression"):
         ax[1, 1].plot(x, df[m] / max(reference[m], 1e-9), label=m)
-    ax[1, 1].set_title("outcome rates relative to reference")
+    ax[1, 1].set_title("outcomes per impression relative to reference")
     ax[1, 1].legend()
     for a in ax.flat:
         a.set_xlabel("impressions")

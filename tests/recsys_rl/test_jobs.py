@@ -32,8 +32,9 @@ def test_run_has_params_tags_metrics_and_artifacts(job):
     assert run.data.params["sim.n_products"] == "200"
     assert run.data.tags["reward_scheme"] == "graded" and run.data.tags["seed"] == "0"
     assert run.data.tags["data_source"] == "simulator"
-    for m in ("oracle_gap_closed", "kl_to_reference", "ctr", "revenue_per_impression", "reward_ctr",
-              "multi_purchase_rate", "coverage", "entropy", "final_oracle_gap_closed"):  # fmt: skip
+    for m in ("oracle_gap_closed", "kl_to_reference", "clicks_per_impression", "ctr", "purchases_per_impression",
+              "revenue_per_impression", "reward_ctr", "multi_purchases_per_impression", "coverage", "entropy",
+              "final_oracle_gap_closed"):  # fmt: skip
         assert m in run.data.metrics, m
     history = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_metric_history(
         res.run_id, "oracle_gap_closed"

@@ -1,16 +1,20 @@
-"""The online trainer against a real MLflow server that is SIGKILLed and restarted: it keeps training
-and checkpointing, and registers the version that passed its guard rails once MLflow is back, exactly
-once (a lost reply does not make a second version)."""
+"""The online trainer against real services that are SIGKILLed and restarted.
+
+MLflow: it keeps training and checkpointing, and registers the version that passed its guard rails once
+MLflow is back, exactly once (a lost reply does not make a second version). Redis (its own AOF
+``appendfsync always`` server): it waits, and resumes from its committed offset when Redis returns —
+even when Redis died between the checkpoint and the commit — so every impression is trained on once."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import mlflow
 import pytest
 
-from benchmarks._services import MlflowServer
-from recsys_rl.events import open_store
+from benchmarks._services import MlflowServer, RedisServer
+from recsys_rl.events import StoreUnavailable, open_store
 from recsys_rl.online import OnlineTrainer
 from recsys_rl.registration import TAG
 from tests.recsys_rl.test_online import T0, config, reference, serve_traffic  # noqa: F401 - fixture
@@ -54,3 +58,40 @@ def test_mlflow_down_keeps_training_and_registers_the_pending_version_once_when_
         assert len(versions) == 1 and versions[0].tags[TAG] == t.pending[0]
         assert client.get_model_version_by_alias(name, "champion").version == versions[0].version
     store.close()
+
+
+def test_redis_down_the_trainer_waits_and_resumes_from_its_committed_offset(tmp_path, reference):  # noqa: F811
+    with RedisServer(tmp_path / "redis") as server:
+        store = open_store(f"{server.url}?prefix=t")
+        try:
+            serve_traffic(store, reference, 1500, seed=5)
+            logs: list[str] = []
+            cfg = config(tmp_path, retry_s=0.05, retry_max_s=0.2)
+            t = OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=logs.append)
+            assert t.step() is not None and t.impressions == 500
+
+            real_commit = store.commit
+
+            def redis_dies_before_the_commit(*args):
+                server.kill()  # a real SIGKILL, after the checkpoint of batch 2, before its commit
+                return real_commit(*args)
+
+            store.commit = redis_dies_before_the_commit
+            assert t.step() is not None and t.impressions == 1000  # trained and checkpointed
+            store.commit = real_commit
+            with pytest.raises(StoreUnavailable):
+                t.step()  # the uncommitted offset cannot be committed while Redis is down
+
+            loop = threading.Thread(target=t.run, kwargs={"max_updates": 1}, daemon=True)
+            loop.start()
+            time.sleep(1.0)
+            assert loop.is_alive() and t.updates == 2  # waiting, not dead and not training
+            server.start()  # same port and directory: the AOF is read back
+            loop.join(60)
+            assert not loop.is_alive()
+            assert t.updates == 3 and t.impressions == 1500  # batch 2 did not come back
+            assert t.step() is None  # nothing left: no impression is trained on twice or skipped
+            assert any("event store unavailable" in line for line in logs)
+            assert any("event store back" in line for line in logs)
+        finally:
+            store.close()

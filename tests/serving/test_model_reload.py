@@ -156,13 +156,15 @@ def test_rollback_walks_back_through_history():
 
 
 def test_hot_swaps_under_load_fail_no_request_and_serve_both_versions(tmp_path, store):
-    """Threads hammer /v1/banners over real HTTP while the holder swaps between two models."""
+    """Threads hammer /v1/banners over real HTTP while the holder swaps between two models; after each
+    swap at least one more banner is served before the next (counted, not timed: a loaded machine is slow)."""
     models = [from_policy(tiny_policy(0), "v-a"), from_policy(tiny_policy(1), "v-b")]
     holder = ModelHolder(model=models[0])
     app = create_app(config(tmp_path), store=store, holder=holder)
     stop = threading.Event()
     seen: list[set] = [set() for _ in range(4)]
     failures: list[str] = []
+    served: list[int] = []
 
     def hammer(k: int, url: str) -> None:
         with httpx.Client(base_url=url) as http:
@@ -172,14 +174,18 @@ def test_hot_swaps_under_load_fail_no_request_and_serve_both_versions(tmp_path, 
                     failures.append(r.text)
                 else:
                     seen[k].add(r.json()["model_version"])
+                    served.append(k)
 
     with running_server(app) as url:
         threads = [threading.Thread(target=hammer, args=(k, url)) for k in range(4)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 120
         for i in range(40):
+            before = len(served)
             holder.swap(models[i % 2])
-            time.sleep(0.01)
+            while len(served) <= before and time.monotonic() < deadline:
+                time.sleep(0.005)
         stop.set()
         for t in threads:
             t.join()
