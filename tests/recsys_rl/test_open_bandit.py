@@ -91,6 +91,16 @@ def test_train_baseline_train_and_evaluate_run_through_the_mapping(obd, tmp_path
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/obd-policy/1")
     assert model.metadata.metadata["banner_size"] == 3
+    inputs = {c.name: c.required for c in model.metadata.get_input_schema().inputs}
+    assert inputs == {"viewed": False, "history": False, "user_features": True, "user_categories": True}
+    frame = open_bandit_frame().iloc[:6]
+    contexts = pd.DataFrame({
+        "user_features": [r.tolist() for r in frame.filter(like="user-item_affinity_").to_numpy()],
+        "user_categories": [r.tolist() for r in frame.filter(like="user_feature_").to_numpy()],
+    })  # fmt: skip
+    out = model.predict(contexts, params={"mode": "explore", "seed": 0})
+    assert [len(set(b)) for b in out["items"]] == [3] * 6 and (out["log_propensity"] < 0).all()
+    assert [len(b) for b in model.predict(contexts, params={"k": 2})["items"]] == [2] * 6
     for name in ("reference", "fine-tuned"):
         policy = str(tmp_path / "ref.pt") if name == "reference" else "models:/obd-policy/1"
         r = run(["evaluate", "--logs", str(obd / "all.csv"), "--mapping", MAPPING, "--policy", policy,
