@@ -81,7 +81,11 @@ def import_slots(
     if m.impression_id is None:
         batch = LoggedBatch(
             contexts,
-            BannerBatch(torch.from_numpy(item[:, None]), torch.full((t.n,), float("nan"))),
+            BannerBatch(
+                torch.from_numpy(item[:, None]),
+                torch.full((t.n,), float("nan")),
+                torch.from_numpy(pos[:, None].copy()),
+            ),  # fmt: skip
             OutcomeBatch(*(torch.from_numpy(v[:, None].astype(np.float32)) for v in (click, units, revenue))),
         )
         return ImportedLogs(batch, slot_p[:, None], False, frozenset(outcomes), source, positions=pos,

@@ -75,11 +75,20 @@ class ContextBatch:
 class BannerBatch:
     """An ordered slate of K distinct products per row and the log-probability it had when chosen.
 
-    items: (B, K) long; log_prob: (B,) float (log-propensity under the policy that chose it).
+    items: (B, K) long; log_prob: (B,) float (log-propensity under the policy that chose it);
+    positions: (B, K) long banner position of each column, or None for the usual 0..K-1 (slot rows that
+    cannot be regrouped into banners hold one product per row, K = 1, at its own position).
     """
 
     items: torch.Tensor
     log_prob: torch.Tensor
+    positions: torch.Tensor | None = None
+
+    def position_index(self) -> torch.Tensor:
+        """(B, K) banner position of every item column."""
+        if self.positions is not None:
+            return self.positions
+        return torch.arange(self.items.shape[1]).expand_as(self.items)
 
     def __len__(self) -> int:
         return self.items.shape[0]
