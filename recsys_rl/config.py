@@ -62,6 +62,13 @@ class SimConfig(_Strict):
     consideration_size: int = Field(50, ge=HISTORY_LEN + 1, description="products a user buys/views from")
     context_temperature: float = Field(0.3, gt=0, description="softmax temperature of context draws")
     min_history: int = Field(3, ge=0, le=HISTORY_LEN, description="fewest past purchases in a context")
+    user_feature_dim: int = Field(
+        0, ge=0, le=256, description="numeric user features per context (noisy projection of taste; 0: none)"
+    )
+    user_feature_noise: float = Field(0.5, ge=0, description="noise std of the emitted user features")
+    home_page_share: float = Field(
+        0.0, ge=0, le=1, description="share of contexts with no viewed product (home-page banners)"
+    )
     click_model: Literal["pbm", "cascade"] = Field("pbm", description="position-based or cascade examination")
     banner_size: int = Field(
         BANNER_SIZE, ge=1, le=MAX_BANNER_SIZE, description="products per banner (K), 1 to 10"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from recsys_rl.config import RewardScheme, SimConfig
-from recsys_rl.records import BANNER_SIZE, ContextBatch, ExpectedOutcome, OutcomeBatch
+from recsys_rl.records import BANNER_SIZE, PAD, ContextBatch, ExpectedOutcome, OutcomeBatch
 from simulator import response
 from simulator.catalogue import Catalogue, build_catalogue
 from simulator.contexts import draw_contexts
@@ -29,6 +29,11 @@ class Simulator:
         self.population: Population = build_population(cfg, self.catalogue, generator)
         self.position_bias = torch.tensor(cfg.position_bias, dtype=torch.float32)  # (K,)
         self.banner_size = cfg.banner_size
+        self.feature_map = None  # (latent_dim, F): user features = taste @ map + noise (own seed: the
+        if cfg.user_feature_dim:  # default world draws nothing more)
+            g = torch.Generator().manual_seed(cfg.seed + 7919)
+            # taste is a unit vector, so each feature's signal has variance ~1 against noise std
+            self.feature_map = torch.randn(cfg.latent_dim, cfg.user_feature_dim, generator=g)
 
     @property
     def n_products(self) -> int:
@@ -53,9 +58,19 @@ class Simulator:
         return torch.randint(0, self.n_users, (n,), generator=generator)
 
     def contexts(self, users: torch.Tensor, generator: torch.Generator) -> ContextBatch:
-        """A fresh context per user (B,): viewed product and PAD-padded purchase history."""
-        pop = self.population
-        return draw_contexts(pop.consider_items, pop.consider_logits, users, self.cfg.min_history, generator)
+        """A fresh context per user (B,): viewed product (PAD on a home page) and PAD-padded purchase
+        history, plus user features (B, F) when the world emits them (``user_feature_dim``)."""
+        pop, cfg = self.population, self.cfg
+        ctx = draw_contexts(pop.consider_items, pop.consider_logits, users, cfg.min_history, generator)
+        if cfg.home_page_share > 0:
+            home = torch.rand(len(users), generator=generator) < cfg.home_page_share
+            ctx.viewed = ctx.viewed.masked_fill(home, PAD)
+        if self.feature_map is not None:
+            noise = (
+                torch.randn(len(users), cfg.user_feature_dim, generator=generator) * cfg.user_feature_noise
+            )
+            ctx.user_features = pop.taste.index_select(0, users) @ self.feature_map + noise
+        return ctx
 
     def affinity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """<t_u, v_j> for users (B,) and items (B, K) -> (B, K), in [-1, 1]."""

@@ -46,7 +46,12 @@ def generate_logs(
     policy = behaviour if behaviour is not None else PopularityBehaviour(sim.popularity, k=sim.banner_size)
     generator = torch.Generator().manual_seed(seed)
     with (
-        LogWriter(out_dir, policy_version=policy.version, id_prefix=str(seed)) as writer,
+        LogWriter(
+            out_dir,
+            policy_version=policy.version,
+            id_prefix=str(seed),
+            n_user_features=sim.cfg.user_feature_dim,
+        ) as writer,  # fmt: skip
         Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar,
     ):
         task = bar.add_task("simulating impressions", total=n_impressions)

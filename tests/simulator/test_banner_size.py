@@ -87,3 +87,40 @@ def test_generated_logs_hold_k_product_banners(tmp_path, k):
     logged = read_logs(generate_logs(sim, 300, tmp_path, seed=0, progress=False))
     assert logged.banners.items.shape == (300, k) and logged.outcomes.clicks.shape == (300, k)
     assert torch.isfinite(logged.banners.log_prob).all()
+
+
+def test_a_world_can_emit_user_features_and_home_page_contexts_that_logs_keep(tmp_path):
+    cfg = small_config(user_feature_dim=6, home_page_share=0.5)
+    sim = Simulator(cfg)
+    users = sim.sample_users(4000, torch.Generator().manual_seed(0))
+    ctx = sim.contexts(users, torch.Generator().manual_seed(1))
+    assert ctx.user_features.shape == (4000, 6)
+    assert 0.45 < (ctx.viewed == -1).float().mean() < 0.55  # home-page banners: no viewed product
+    # the features carry the user's taste: most of their variance is explained by it
+    taste = sim.population.taste[users]
+    fit = torch.linalg.lstsq(taste, ctx.user_features).solution
+    r2 = 1 - (taste @ fit - ctx.user_features).pow(2).mean(0) / ctx.user_features.var(0)
+    assert (r2 > 0.5).all() and r2.mean() > 0.7, r2
+    logged = read_logs(generate_logs(sim, 500, tmp_path, seed=0, progress=False))
+    assert logged.contexts.user_features.shape == (500, 6) and (logged.contexts.viewed == -1).any()
+    # the default world draws exactly what it drew before: no features, every context on a product page
+    plain = Simulator(small_config()).contexts(users[:50], torch.Generator().manual_seed(1))
+    assert plain.user_features is None and (plain.viewed >= 0).all()
+
+
+def test_a_policy_learns_from_feature_contexts_of_the_simulator(tmp_path):
+    """Baseline on logs with user features and home pages: it takes the features and beats popularity."""
+    from recsys_rl.baseline import train_baseline
+    from recsys_rl.config import BaselineConfig, PolicyConfig, builtin_rewards, load_reward
+    from recsys_rl.evaluation import Evaluator
+
+    sim = Simulator(
+        small_config(user_feature_dim=8, user_feature_noise=0.1, home_page_share=1.0, banner_size=3)
+    )
+    logged = read_logs(generate_logs(sim, 20_000, tmp_path, seed=0, progress=False))
+    ref = train_baseline(logged, sim.n_products, PolicyConfig(embed_dim=16, hidden_dim=64), BaselineConfig(epochs=2),
+                         0, progress=False)  # fmt: skip
+    assert ref.n_user_features == 8 and ref.banner_size == 3
+    ev = Evaluator(sim, ref, load_reward("graded"), builtin_rewards(), 1024, seed=3)
+    pop = sim.popularity.topk(3).indices.expand(1024, -1)
+    assert ev.reference_metrics["reward_graded"] > 1.2 * ev.score_banners(pop)["reward_graded"]
