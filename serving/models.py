@@ -54,10 +54,8 @@ class BannerRequest(_Body):
     )
 
     user_id: Int = Field(ge=0, le=MAX_ID, description="the shopper")
-    viewed: Int | None = Field(
+    viewed: Annotated[int, Field(ge=0, le=MAX_ID)] | None = Field(
         None,
-        ge=0,
-        le=MAX_ID,
         description="product being viewed (in the served catalogue); none on e.g. a home page",
     )
     history: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(
@@ -74,13 +72,18 @@ class BannerRequest(_Body):
         max_length=64,
         description="categorical user features (raw values), for models trained with them",
     )
-    k: Int | None = Field(
-        None, ge=1, le=MAX_BANNER_SIZE,
+    k: Annotated[int, Field(ge=1, le=MAX_BANNER_SIZE)] | None = Field(
+        None,
         description="banner size: 1 to the served model's K (default: its K, 5 unless trained otherwise)",
     )  # fmt: skip
     mode: Literal["explore", "deterministic"] = Field(
         "explore", description="explore: sampled banner (logged for learning); deterministic: the top k"
     )
+
+    @field_validator("viewed", "k", mode="before")
+    @classmethod
+    def _integral_optional(cls, v: object) -> object:  # as Int (an Annotated validator inside the
+        return _integral(v)  # optional would lose its bounds in the schema)
 
     @field_validator("history", mode="before")
     @classmethod
