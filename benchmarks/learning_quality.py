@@ -18,7 +18,7 @@ import torch
 
 from recsys_rl.bandits import EpsilonGreedy, LinearThompson, run_bandit
 from recsys_rl.baseline import train_baseline
-from recsys_rl.config import builtin_rewards, load_reward, load_run
+from recsys_rl.config import SimConfig, builtin_rewards, load_reward, load_run
 from recsys_rl.evaluation import Evaluator, greedy_banners
 from recsys_rl.jobs import trainable_copy
 from recsys_rl.logs import read_logs
@@ -44,8 +44,10 @@ def main() -> None:
     ap.add_argument("--banner-size", type=int, default=5, help="K, products per banner (sim.banner_size)")
     args = ap.parse_args()
 
-    cfg = load_run(None, {"seed": args.seed, "sim": "small", "train.total_impressions": args.impressions,
-                          "sim.banner_size": args.banner_size})  # fmt: skip
+    cfg = load_run(None, {"seed": args.seed, "sim": "small", "train.total_impressions": args.impressions})
+    cfg.sim = SimConfig(
+        **{**cfg.sim.model_dump(), "banner_size": args.banner_size}
+    )  # the default curve cut to K
     torch.set_num_threads(cfg.torch_threads)
     sim = Simulator(cfg.sim)
     scheme = load_reward("graded")
