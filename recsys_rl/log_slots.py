@@ -147,7 +147,7 @@ def _regroup(
             col = m.log_propensity or m.propensity
             raise t.error(col, f"impression {keys[i]!r}: banner propensity differs between its rows", i)
         log_prob = lp[first]
-    ctx = contexts[torch.from_numpy(first)]
+    ctx = contexts[torch.from_numpy(first.copy())]
     batch = LoggedBatch(ctx, BannerBatch(torch.from_numpy(items), torch.from_numpy(log_prob.astype(np.float32))),
                         OutcomeBatch(*per_pos))  # fmt: skip
     return ImportedLogs(batch, marg, not np.isnan(log_prob).any(), frozenset(outcomes), source, banner_size=k,
