@@ -6,7 +6,7 @@ simulator, one fixed evaluation set of users. Last line:
 learning: gap_closed=<x> kl=<x> impressions=<n> seconds=<s> linucb_gap_closed=<x> egreedy_gap_closed=<x>
 (the linear bandit is Thompson sampling, reported in the `linucb_gap_closed` slot).
 
-  python benchmarks/learning_quality.py [--impressions 1000000] [--seed 0] [--no-bandits]
+  python benchmarks/learning_quality.py [--impressions 1000000] [--seed 0] [--no-bandits] [--banner-size 5]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from recsys_rl.bandits import EpsilonGreedy, LinearThompson, run_bandit
 from recsys_rl.baseline import train_baseline
-from recsys_rl.config import builtin_rewards, load_reward, load_run
+from recsys_rl.config import SimConfig, builtin_rewards, load_reward, load_run
 from recsys_rl.evaluation import Evaluator, greedy_banners
 from recsys_rl.jobs import trainable_copy
 from recsys_rl.logs import read_logs
@@ -41,9 +41,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-bandits", action="store_true")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--banner-size", type=int, default=5, help="K, products per banner (sim.banner_size)")
     args = ap.parse_args()
 
     cfg = load_run(None, {"seed": args.seed, "sim": "small", "train.total_impressions": args.impressions})
+    cfg.sim = SimConfig(
+        **{**cfg.sim.model_dump(), "banner_size": args.banner_size}
+    )  # the default curve cut to K
     torch.set_num_threads(cfg.torch_threads)
     sim = Simulator(cfg.sim)
     scheme = load_reward("graded")
@@ -75,7 +79,7 @@ def main() -> None:
     if not args.no_bandits:
         for name, agent in (
             ("linucb", LinearThompson(sim.n_products, ref)),
-            ("egreedy", EpsilonGreedy(sim.n_products)),
+            ("egreedy", EpsilonGreedy(sim.n_products, banner_size=sim.banner_size)),
         ):
             t = time.perf_counter()
             run_bandit(agent, sim, scheme, res.impressions, 4096, cfg.seed, progress=args.progress)

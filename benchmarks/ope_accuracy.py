@@ -70,7 +70,6 @@ from recsys_rl.config import BaselineConfig, PolicyConfig, SimConfig, TrainConfi
 from recsys_rl.log_import import import_logs
 from recsys_rl.offline import offline_finetune
 from recsys_rl.ope.pipeline import evaluate_policy
-from recsys_rl.records import BANNER_SIZE
 from recsys_rl.rewards import expected_reward
 from simulator import Simulator
 from simulator.behaviour import ExploringBehaviour
@@ -96,7 +95,7 @@ def exact_value(sim: Simulator, policy, scheme, n: int, seed: int) -> tuple[floa
         users = sim.sample_users(min(TRUTH_BLOCK, n - start), g)
         contexts = sim.contexts(users, g)
         with torch.no_grad():
-            banners = slate.gumbel_topk(policy(contexts), BANNER_SIZE, g)
+            banners = slate.gumbel_topk(policy(contexts), sim.banner_size, g)
         values.append(expected_reward(scheme, sim.expected(users, banners)).double())
     v = torch.cat(values)
     return v.mean().item(), (v.std() / len(v) ** 0.5).item()
@@ -109,7 +108,7 @@ def banner_kl(sim: Simulator, policy, reference, n: int, seed: int) -> float:
     contexts = sim.contexts(sim.sample_users(n, g), g)
     with torch.no_grad():
         logits, ref_logits = policy(contexts), reference(contexts)
-        _, kl, _ = slate.banner_terms(logits, ref_logits, slate.gumbel_topk(logits, BANNER_SIZE, g))
+        _, kl, _ = slate.banner_terms(logits, ref_logits, slate.gumbel_topk(logits, sim.banner_size, g))
     return kl.double().mean().item()
 
 
@@ -145,6 +144,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="logs use seeds 1000 * seed + repetition")
     ap.add_argument("--samples", type=int, default=16, help="target banners per context for marginals")
     ap.add_argument("--behaviour-samples", type=int, default=64, help="reference banners per context for μ_k")
+    ap.add_argument("--banner-size", type=int, default=5, help="K, products per banner (sim.banner_size)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     threadpool_limits(1)
@@ -153,12 +153,13 @@ def main() -> None:
     def clock() -> str:  # wall and CPU time: on a shared machine this process may be paused for a while
         return f"{time.perf_counter() - start:.0f}s wall, {time.process_time():.0f}s CPU"
 
-    sim = Simulator(WORLD)
+    sim = Simulator(SimConfig(**{**WORLD.model_dump(), "banner_size": args.banner_size}))
     scheme = load_reward("graded")
     policies, reference = targets(sim, scheme, seed=0)  # the same targets whatever --seed draws
     logger = ExploringBehaviour(
-        reference.logits, sim.n_products, args.epsilon, version=f"reference-eps{args.epsilon:g}"
-    )
+        reference.logits, sim.n_products, args.epsilon, version=f"reference-eps{args.epsilon:g}",
+        k=sim.banner_size,
+    )  # fmt: skip
     kl = banner_kl(sim, policies["fine-tuned"], reference.logits, 50_000, KL_SEED)
     print(f"policies trained, {clock()}", flush=True)
     truth = {}
@@ -229,7 +230,7 @@ def main() -> None:
 
     agg = {e: summarise(np.concatenate(pooled[e][0]), np.concatenate(pooled[e][1])) for e in ESTIMATORS}
     print(f"aggregate over {len(policies)} targets x {args.reps} reps of {args.impressions:,} impressions "
-          f"(ε = {args.epsilon:g}); iips: coverage={agg['iips'][0]:.3f} rmse={agg['iips'][1]:.4f}; "
+          f"(ε = {args.epsilon:g}, K = {sim.banner_size}); iips: coverage={agg['iips'][0]:.3f} rmse={agg['iips'][1]:.4f}; "
           f"{clock()}")  # fmt: skip
     print(
         f"ope: coverage_ips={agg['ips'][0]:.3f} coverage_snips={agg['snips'][0]:.3f} "

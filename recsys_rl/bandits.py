@@ -25,10 +25,10 @@ MAX_POSTERIOR_ELEMENTS = 1 << 28
 
 
 class EpsilonGreedy:
-    """Context-free: per-product mean reward; exploit the top-5 or, with prob epsilon, a random banner."""
+    """Context-free: per-product mean reward; exploit the top-K or, with prob epsilon, a random banner."""
 
-    def __init__(self, n_products: int, epsilon: float = 0.1):
-        self.n, self.epsilon = n_products, epsilon
+    def __init__(self, n_products: int, epsilon: float = 0.1, banner_size: int = BANNER_SIZE):
+        self.n, self.epsilon, self.banner_size = n_products, epsilon, banner_size
         self.sums = torch.zeros(n_products)
         self.counts = torch.zeros(n_products)
 
@@ -43,23 +43,23 @@ class EpsilonGreedy:
         scores = self.logits(ctx) + 1e-6 * torch.rand(b, self.n, generator=g)  # random tie-break
         explore = torch.rand(b, generator=g) < self.epsilon
         scores = torch.where(explore.unsqueeze(1), torch.rand(b, self.n, generator=g), scores)
-        return slate.greedy(scores, BANNER_SIZE)
+        return slate.greedy(scores, self.banner_size)
 
     def _act_large(self, b: int, g: torch.Generator) -> torch.Tensor:
         """Bounded memory at large N: O(N + B) per round instead of (B, N). Exploiting rows share one
         random tie-break of the means per round (the agent is context-free); exploring rows show K
         distinct uniform products (rows with a repeat redrawn)."""
         means = self.sums / self.counts.clamp_min(1)
-        best = (means + 1e-6 * torch.rand(self.n, generator=g)).topk(BANNER_SIZE).indices
+        best = (means + 1e-6 * torch.rand(self.n, generator=g)).topk(self.banner_size).indices
         items = best.expand(b, -1).clone()
         explore = (torch.rand(b, generator=g) < self.epsilon).nonzero().squeeze(1)
-        rand = torch.randint(0, self.n, (len(explore), BANNER_SIZE), generator=g)
+        rand = torch.randint(0, self.n, (len(explore), self.banner_size), generator=g)
         while len(rand):
             s = rand.sort(1).values
             bad = (s[:, 1:] == s[:, :-1]).any(1).nonzero().squeeze(1)
             if not len(bad):
                 break
-            rand[bad] = torch.randint(0, self.n, (len(bad), BANNER_SIZE), generator=g)
+            rand[bad] = torch.randint(0, self.n, (len(bad), self.banner_size), generator=g)
         items[explore] = rand
         return items
 
@@ -77,6 +77,7 @@ class LinearThompson:
 
     def __init__(self, n_products: int, features: BannerPolicy, v: float = 0.3, ridge: float = 1.0):
         self.n, self.features, self.v = n_products, features, v
+        self.banner_size = features.banner_size
         d = features.item_out.shape[1] + 1
         if n_products * d * d > MAX_POSTERIOR_ELEMENTS:
             raise ValueError(
@@ -103,7 +104,7 @@ class LinearThompson:
         z = torch.randn(self.b.shape, generator=g).unsqueeze(-1)
         noise = torch.linalg.solve_triangular(L.transpose(1, 2), z, upper=True).squeeze(-1)
         theta = self._mean() + self.v * noise  # (N, d)
-        return slate.greedy(self.x(ctx) @ theta.T, BANNER_SIZE)
+        return slate.greedy(self.x(ctx) @ theta.T, self.banner_size)
 
     def update(self, ctx: ContextBatch, items: torch.Tensor, rewards: torch.Tensor) -> None:
         x = self.x(ctx).repeat_interleave(items.shape[1], 0)  # (B*K, d)

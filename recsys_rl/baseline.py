@@ -29,15 +29,26 @@ def supervised_examples(
     ctx, out, items = logs.contexts, logs.outcomes, logs.banners.items
     row, pos = (out.clicks > 0).nonzero(as_tuple=True)  # one example per click
     fb_w = 1.0 + cfg.purchase_weight * (out.units[row, pos] > 0).float()
-    fb_ctx = ctx[row]
-    parts = [(fb_ctx.viewed, fb_ctx.history, items[row, pos], fb_w)]
+    parts = [(ctx[row], items[row, pos], fb_w)]
     if cfg.history_weight > 0:
         has = ctx.history[:, 0] != PAD
-        h = ctx.history[has]
+        h_ctx = ctx[has]
+        h = h_ctx.history
         older = torch.cat([h[:, 1:], torch.full((len(h), 1), PAD, dtype=h.dtype)], dim=1)
-        parts.append((ctx.viewed[has], older, h[:, 0], torch.full((len(h),), cfg.history_weight)))
-    viewed, history, targets, weights = (torch.cat(x) for x in zip(*parts, strict=False))
-    return ContextBatch(viewed, history), targets, weights
+        h_ctx = ContextBatch(h_ctx.viewed, older, h_ctx.user_features, h_ctx.user_categories)
+        parts.append((h_ctx, h[:, 0], torch.full((len(h),), cfg.history_weight)))
+    contexts, targets, weights = zip(*parts, strict=True)
+    return _concat(contexts), torch.cat(targets), torch.cat(weights)
+
+
+def _concat(parts: tuple[ContextBatch, ...]) -> ContextBatch:
+    """Contexts stacked row-wise; the optional feature fields stay None when absent."""
+
+    def cat(name):
+        values = [getattr(c, name) for c in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    return ContextBatch(cat("viewed"), cat("history"), cat("user_features"), cat("user_categories"))
 
 
 QUEUE_SMOOTHING = 0.1
@@ -82,14 +93,23 @@ def train_baseline(
     cfg: BaselineConfig,
     seed: int,
     progress: bool = True,
+    banner_size: int | None = None,
+    categorical_vocab: list[list[str]] | None = None,
 ) -> BannerPolicy:
-    """Fit a BannerPolicy to predict logged clicks/purchases and next purchases; returns it frozen."""
+    """Fit a BannerPolicy to predict logged clicks/purchases and next purchases; returns it frozen.
+
+    banner_size: K of the policy (default: the logged banners'; give it for slot rows, whose batch
+    holds one product per row); user features are used when the logged contexts have them;
+    categorical_vocab: the vocabulary the contexts' categorical codes were made with (saved in the policy)."""
     torch.manual_seed(seed)  # parameter init
     g = torch.Generator().manual_seed(seed)
     policy = BannerPolicy(
         n_products, policy_cfg.embed_dim, policy_cfg.hidden_dim,
         candidates=policy_cfg.candidates, retrieval=policy_cfg.retrieval,
         full_catalogue_max=policy_cfg.full_catalogue_max,
+        banner_size=banner_size or logs.banners.items.shape[1],
+        n_user_features=0 if logs.contexts.user_features is None else logs.contexts.user_features.shape[1],
+        categorical_vocab=categorical_vocab,
     )  # fmt: skip
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():

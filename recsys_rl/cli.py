@@ -120,13 +120,30 @@ def _print_result(res, uri: str) -> None:
         console.print(f"model: {res.model_uri}  registered version: {res.model_version}")
 
 
+def _mapped_logs(logs: Path, mapping: Path, n_products: int | None):
+    """(ImportedLogs, catalogue size) of a table a column mapping describes; the catalogue is
+    ``--n-products`` or, when not given, the largest product id in the log + 1."""
+    from recsys_rl.log_import import import_logs
+
+    imported = import_logs(logs, n_products or 2**62, mapping)
+    if n_products is None:
+        b = imported.batch
+        n_products = int(max(b.banners.items.max(), b.contexts.viewed.max(), b.contexts.history.max())) + 1
+    return imported, n_products
+
+
+MAPPING_HELP = "column mapping YAML of another layout (e.g. configs/mappings/open_bandit.yaml)"
+
+
 @app.command("train-baseline")
 @friendly
 def train_baseline_cmd(
-    logs: Path = typer.Option(..., "--logs", help="directory of impressions/feedback Parquet (event schema)"),
+    logs: Path = typer.Option(..., "--logs", help="log directory (event schema), or a table with --mapping"),
     out: Path = typer.Option(Path("reference.pt"), "--out", help="where to save the frozen reference"),
     config: Path = typer.Option(None, "--config", help="run config YAML (policy/baseline sections used)"),
     set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set baseline.epochs=5"),
+    mapping: Path = typer.Option(None, "--mapping", help=MAPPING_HELP),
+    n_products: int = typer.Option(None, "--n-products", min=1, help="with --mapping: catalogue size"),
 ) -> None:
     """Train the baseline (reference) recommender on logged data and save it frozen."""
     from recsys_rl.baseline import train_baseline
@@ -135,15 +152,20 @@ def train_baseline_cmd(
 
     cfg = load_run(config, _overrides(set_))
     _threads(cfg)
-    batch = read_logs(logs)
-    n_products = (
-        int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max())) + 1
-    )
-    n_products = max(n_products, cfg.sim.n_products)
-    ref = train_baseline(batch, n_products, cfg.policy, cfg.baseline, cfg.seed)
+    if mapping is not None:
+        imported, n_products = _mapped_logs(logs, mapping, n_products)
+        ref = train_baseline(imported.batch, n_products, cfg.policy, cfg.baseline, cfg.seed,
+                             banner_size=imported.banner_size, categorical_vocab=imported.vocabulary)  # fmt: skip
+    else:
+        batch = read_logs(logs)
+        n_products = (
+            int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max())) + 1
+        )
+        n_products = max(n_products, cfg.sim.n_products)
+        ref = train_baseline(batch, n_products, cfg.policy, cfg.baseline, cfg.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_policy(ref, out)
-    console.print(f"saved reference policy ({n_products} products) to {out}")
+    console.print(f"saved reference policy ({n_products} products, banners of {ref.banner_size}) to {out}")
 
 
 @app.command("train")
@@ -168,6 +190,8 @@ def train_cmd(
     set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.kl_target=2"),
     workdir: Path = typer.Option(Path("recsys-rl-runs"), "--workdir", help="where simulated logs go"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    mapping: Path = typer.Option(None, "--mapping", help="with --logs: " + MAPPING_HELP),
+    n_products: int = typer.Option(None, "--n-products", min=1, help="with --mapping: catalogue size"),
 ) -> None:
     """Fine-tune with the KL-constrained objective: online against the simulator, or from --logs alone."""
     from recsys_rl import tracking
@@ -194,10 +218,16 @@ def train_cmd(
             from simulator import Simulator
 
             env = Simulator(load(SimConfig, sim_config))
-        batch = read_logs(logs)
-        res = offline_job(cfg, batch, reference=ref, env=env, data_source=f"logs:{logs}", progress=not quiet)
+        slots = None
+        if mapping is not None:
+            slots, n_products = _mapped_logs(logs, mapping, n_products or (ref.n_products if ref else None))
+            batch = slots.for_model(ref.categorical_vocab) if ref is not None else slots.batch
+        else:
+            batch = read_logs(logs)
+        res = offline_job(cfg, batch, reference=ref, env=env, data_source=f"logs:{logs}", progress=not quiet,
+                          n_products=n_products, slots=slots)  # fmt: skip
         print_table(res.table[[c for c in res.table.columns if c in (
-            "snips_value", "reward_graded", "revenue_per_impression", "kl_to_reference", "oracle_gap_closed")]],
+            "snips_value", "iips_value", "reward_graded", "revenue_per_impression", "kl_to_reference", "oracle_gap_closed")]],
             "offline fine-tuning: reference vs fine-tuned")  # fmt: skip
         console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}")
         return

@@ -61,7 +61,7 @@ def _load_mlflow(uri: str, tracking: str):
     except Exception as e:  # MlflowException, missing artifacts, export errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"--policy: cannot load {uri} from {tracking} ({first})") from None
-    return lambda ctx: model(ctx.viewed, ctx.history)
+    return model.logits  # the policy itself: contexts with their user features, vocabulary included
 
 
 def _policy(spec: str, reference: Path | None, tracking: str):
@@ -80,7 +80,15 @@ def _width(fn, option: str) -> int:
 
     from recsys_rl.records import HISTORY_LEN, PAD, ContextBatch
 
-    ctx = ContextBatch(torch.zeros(2, dtype=torch.long), torch.full((2, HISTORY_LEN), PAD, dtype=torch.long))
+    owner = getattr(fn, "__self__", None)  # a save_policy file's policy: probe with the features it takes
+    n_feat = getattr(owner, "n_user_features", 0)
+    n_cat = len(getattr(owner, "categorical_vocab", None) or [])
+    ctx = ContextBatch(
+        torch.zeros(2, dtype=torch.long),
+        torch.full((2, HISTORY_LEN), PAD, dtype=torch.long),
+        torch.zeros(2, n_feat) if n_feat else None,
+        torch.zeros(2, n_cat, dtype=torch.long) if n_cat else None,
+    )
     try:
         with torch.no_grad():
             out = fn(ctx)
@@ -229,10 +237,20 @@ def _estimate(logs, policy, reference, estimators, reward, mapping, n_products, 
             f"--reward: scheme {scheme.name!r} rewards {', '.join(missing)}, which this log does not record "
             f"(it has {', '.join(sorted(imported.outcomes))})"
         )
-    if not imported.has_banner_propensity and any(e in BANNER_WEIGHTED for e in names):
+    banner_weighted = [e for e in names if e in BANNER_WEIGHTED]
+    if imported.slot_rows and banner_weighted:
+        raise ValueError(
+            f"--estimators: {', '.join(banner_weighted)} weight whole banners, and this log has one row per "
+            "displayed item with no impression key to regroup them (use iips, dm, dr; or map impression_id)"
+        )
+    if not imported.has_banner_propensity and banner_weighted:
         raise ValueError("--estimators: ips/snips need a banner propensity column, and the log has none")
+    owner = getattr(target, "__self__", None)
+    slots = (
+        {"positions": imported.positions, "banner_size": imported.banner_size} if imported.slot_rows else {}
+    )
     result = evaluate_policy(
-        imported.batch,
+        imported.for_model(getattr(owner, "categorical_vocab", None)),
         target,
         scheme,
         names,
@@ -242,6 +260,7 @@ def _estimate(logs, policy, reference, estimators, reward, mapping, n_products, 
         clip=clip,
         n_samples=samples,
         seed=seed,
+        **slots,
     )
     table = _table(result)
     params = {

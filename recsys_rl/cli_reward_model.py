@@ -76,7 +76,8 @@ def train_reward_model(
     if "clicks" not in imported.outcomes:
         raise ValueError(f"--logs: {logs}: records no clicks; the reward model needs click feedback")
     res = train_reward_model_job(imported.batch, n, rm_cfg, cfg.tracking, data_source=f"logs:{logs}",
-                                 experiment=experiment, progress=not quiet)  # fmt: skip
+                                 experiment=experiment, progress=not quiet, n_positions=imported.banner_size,
+                                 categorical_vocab=imported.vocabulary)  # fmt: skip
     m = res.metrics
     for o in ("click", "purchase", "multi"):
         console.print(f"{o:>8}: log-loss {m[f'log_loss_{o}']:.4f}  AUC {m[f'auc_{o}']:.4f}  "

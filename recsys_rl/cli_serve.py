@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from recsys_rl.config import ConfigError, SimConfig, load, load_reward
-from recsys_rl.records import BANNER_SIZE, PAD
+from recsys_rl.records import PAD
 
 
 def _fail(message: str) -> typer.Exit:
@@ -215,7 +215,7 @@ def _feedback_events(answers: list[dict], banners, outcome) -> list[dict]:
     clicks, units, revenue = outcome.clicks.tolist(), outcome.units.tolist(), outcome.revenue.tolist()
     events = []
     for a, items, c, u, r in zip(answers, banners.tolist(), clicks, units, revenue, strict=True):
-        for k in range(BANNER_SIZE):
+        for k in range(len(items)):
             if c[k] > 0 or u[k] > 0:
                 events.append({"event_id": uuid.uuid4().hex, "impression_id": a["impression_id"],
                                "type": "click", "product_id": items[k]})  # fmt: skip

@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN
+from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, MAX_BANNER_SIZE, POSITION_BIAS_CURVE
 
 
 class ConfigError(ValueError):
@@ -54,18 +62,32 @@ class SimConfig(_Strict):
     consideration_size: int = Field(50, ge=HISTORY_LEN + 1, description="products a user buys/views from")
     context_temperature: float = Field(0.3, gt=0, description="softmax temperature of context draws")
     min_history: int = Field(3, ge=0, le=HISTORY_LEN, description="fewest past purchases in a context")
+    user_feature_dim: int = Field(
+        0, ge=0, le=256, description="numeric user features per context (noisy projection of taste; 0: none)"
+    )
+    user_feature_noise: float = Field(0.5, ge=0, description="noise std of the emitted user features")
+    home_page_share: float = Field(
+        0.0, ge=0, le=1, description="share of contexts with no viewed product (home-page banners)"
+    )
     click_model: Literal["pbm", "cascade"] = Field("pbm", description="position-based or cascade examination")
+    banner_size: int = Field(
+        BANNER_SIZE, ge=1, le=MAX_BANNER_SIZE, description="products per banner (K), 1 to 10"
+    )
     position_bias: list[float] = Field(
-        default_factory=lambda: [1.0, 0.7, 0.5, 0.4, 0.3],
-        description="examination probability of each banner position (pbm), non-increasing",
+        default_factory=lambda: list(POSITION_BIAS_CURVE[:BANNER_SIZE]),
+        description="examination probability of each banner position (pbm), non-increasing; "
+        "K values (the default curve cut to K when K is not 5)",
     )
     seed: int = Field(0, description="seed of the catalogue and user population")
 
     @field_validator("position_bias")
     @classmethod
-    def _check_bias(cls, v: list[float]) -> list[float]:
-        if len(v) != BANNER_SIZE:
-            raise ValueError(f"needs {BANNER_SIZE} values, one per banner position, got {len(v)}")
+    def _check_bias(cls, v: list[float], info: ValidationInfo) -> list[float]:
+        k = info.data.get("banner_size", BANNER_SIZE)
+        if len(v) != k and v == list(POSITION_BIAS_CURVE[: len(v)]):
+            return list(POSITION_BIAS_CURVE[:k])  # the default curve (a preset writes it out), cut to K
+        if len(v) != k:
+            raise ValueError(f"needs {k} values, one per banner position (banner_size {k}), got {len(v)}")
         if any(not (0 < x <= 1) for x in v):
             raise ValueError("each value must be in (0, 1]")
         if any(a < b for a, b in itertools.pairwise(v)):
@@ -74,6 +96,11 @@ class SimConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_sizes(self) -> SimConfig:
+        k = self.banner_size
+        if len(self.position_bias) != k:  # only the unvalidated default can get here: cut it to K
+            self.__dict__["position_bias"] = list(POSITION_BIAS_CURVE[:k])
+        if self.n_products < k:
+            raise ValueError(f"n_products ({self.n_products}) is smaller than banner_size ({k})")
         if self.consideration_size > self.n_products:
             raise ValueError(
                 f"consideration_size ({self.consideration_size}) exceeds n_products ({self.n_products})"
@@ -149,7 +176,7 @@ class TrainConfig(_Strict):
     clip_eps: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip")
     kl_beta: float = Field(0.1, ge=0, description="initial KL penalty coefficient")
     kl_target: float = Field(
-        3.0, gt=0, description="KL(pi || ref) budget per banner, nats (sum of 5 positions)"
+        3.0, gt=0, description="KL(pi || ref) budget per banner, nats (sum over its K positions)"
     )
     kl_adaptive: bool = Field(True, description="adapt beta to keep KL at or under kl_target")
     kl_margin: float = Field(0.1, ge=0, lt=1, description="adaptive beta aims at (1 - kl_margin) * kl_target")

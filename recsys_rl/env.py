@@ -16,6 +16,7 @@ from recsys_rl.records import ContextBatch, ExpectedOutcome, OutcomeBatch
 
 class Environment(Protocol):
     n_products: int
+    banner_size: int  # K, products per banner
     prices: torch.Tensor  # (N,) unit price of each product
     popularity: torch.Tensor  # (N,) probability a random user considers each product (behaviour prior)
 

@@ -1,11 +1,12 @@
 """Exact evaluation of banner policies on an environment: the same metrics whatever the training reward.
 
-Greedy (top-5) banners are scored with the environment's exact expectations, so numbers carry no
+Greedy (top-K) banners are scored with the environment's exact expectations, so numbers carry no
 sampling noise; KL and entropy are exact per position along banners sampled from the policy.
-All rates are per impression (summed over the 5 positions).
+All rates are per impression (summed over the K positions of a banner; K = the environment's
+``banner_size``, 5 by default).
 
 Large catalogues: a policy that ``uses_candidates`` is evaluated as it serves, over its candidates
-(greedy = top-5 of its candidates; KL and entropy over them, with the reference renormalised over
+(greedy = top-K of its candidates; KL and entropy over them, with the reference renormalised over
 the policy's candidates as in ``slate``). Anything scored over the full catalogue (bandits, small N)
 is processed in row blocks of at most ``BLOCK_ELEMENTS`` scores, with the O(B N) closed forms.
 """
@@ -33,6 +34,12 @@ def _chunk(n_products: int) -> int:
 
 def _restricted(policy) -> bool:
     return bool(getattr(policy, "uses_candidates", False))
+
+
+def banner_size_of(scorer, default: int = BANNER_SIZE) -> int:
+    """K of a policy, of a policy's bound ``logits`` method, or ``default`` for a plain callable."""
+    owner = getattr(scorer, "__self__", scorer)
+    return int(getattr(owner, "banner_size", default))
 
 
 @dataclass
@@ -74,12 +81,19 @@ def banner_metrics(
 
 @torch.no_grad()
 def divergence(
-    logits_fn, reference, contexts: ContextBatch, generator: torch.Generator, temperature: float = 1.0
+    logits_fn,
+    reference,
+    contexts: ContextBatch,
+    generator: torch.Generator,
+    temperature: float = 1.0,
+    k: int | None = None,
 ) -> tuple[float, float]:
-    """(KL(pi || ref), entropy(pi)) per banner, exact per position along banners drawn from pi.
+    """(KL(pi || ref), entropy(pi)) per banner of k products (default: the reference's ``banner_size``),
+    exact per position along banners drawn from pi.
 
     ``logits_fn``: a ``logits(ContextBatch)`` callable, or a policy that ``uses_candidates`` (then
     both are computed over its candidates)."""
+    k = banner_size_of(reference) if k is None else k
     kls, ents = [], []
     restricted = _restricted(logits_fn)
     step = CHUNK if restricted else _chunk(reference.n_products)
@@ -92,7 +106,7 @@ def divergence(
         else:
             lp = logits_fn(ctx) / temperature
             lq = reference.logits(ctx)
-        items = slate.gumbel_topk(lp, BANNER_SIZE, generator)
+        items = slate.gumbel_topk(lp, k, generator)
         _, kl, ent = slate.banner_terms(lp, lq, items)
         kls.append(kl)
         ents.append(ent)
@@ -100,18 +114,26 @@ def divergence(
 
 
 @torch.no_grad()
-def greedy_banners(logits_fn, contexts: ContextBatch, n_products: int | None = None) -> torch.Tensor:
-    """(E, K) top-5 banners: from ``logits_fn(ctx)`` scores in row blocks (``n_products`` sizes them),
-    or a policy's own ``greedy`` (over its candidates) when it ``uses_candidates``."""
+def greedy_banners(
+    logits_fn, contexts: ContextBatch, n_products: int | None = None, k: int | None = None
+) -> torch.Tensor:
+    """(E, k) top-k banners: from ``logits_fn(ctx)`` scores in row blocks (``n_products`` sizes them),
+    or a policy's own ``greedy`` (over its candidates) when it ``uses_candidates``. k defaults to the
+    policy's ``banner_size`` (5 for a plain callable)."""
+    k = banner_size_of(logits_fn) if k is None else k
     if _restricted(logits_fn):
-        step, fn = CHUNK, logits_fn.greedy
+        step = CHUNK
+
+        def fn(ctx):
+            return logits_fn.greedy(ctx, k)
+
     else:
         if not callable(logits_fn) or hasattr(logits_fn, "greedy"):  # a policy on the full path
             logits_fn = logits_fn.logits
         step = CHUNK if n_products is None else _chunk(n_products)
 
         def fn(ctx):
-            return slate.greedy(logits_fn(ctx), BANNER_SIZE)
+            return slate.greedy(logits_fn(ctx), k)
 
     return torch.cat([fn(contexts[i : i + step]) for i in range(0, len(contexts), step)])
 
@@ -139,8 +161,9 @@ class Evaluator:
         self.env, self.reference, self.scheme, self.seed = env, reference, train_scheme, seed
         self.schemes = {**schemes, train_scheme.name: train_scheme}
         self.eval_set = make_eval_set(env, n_users, seed)
+        self.k = int(getattr(env, "banner_size", BANNER_SIZE))
         self.reference_metrics = self.score_banners(
-            greedy_banners(_scorer(reference), self.eval_set.contexts, env.n_products)
+            greedy_banners(_scorer(reference), self.eval_set.contexts, env.n_products, self.k)
         )
         oracle = env.oracle(self.eval_set.users, train_scheme)
         self.oracle_metrics = self.score_banners(oracle)
@@ -155,10 +178,12 @@ class Evaluator:
 
     def __call__(self, policy) -> dict[str, float]:
         """All metrics of a policy with a ``logits(ContextBatch)`` method (greedy banners)."""
-        m = self.score_banners(greedy_banners(_scorer(policy), self.eval_set.contexts, self.env.n_products))
+        m = self.score_banners(
+            greedy_banners(_scorer(policy), self.eval_set.contexts, self.env.n_products, self.k)
+        )
         g = torch.Generator().manual_seed(self.seed + 1)
         m["kl_to_reference"], m["entropy"] = divergence(
-            _scorer(policy), self.reference, self.eval_set.contexts, g
+            _scorer(policy), self.reference, self.eval_set.contexts, g, k=self.k
         )
         m["oracle_gap_closed"] = self.gap_closed(m[f"reward_{self.scheme.name}"])
         return m

@@ -86,6 +86,22 @@ class GuardRails:
         return GuardReport(not reasons, kl, value, current_value, reasons, rm_value)
 
 
+def iips_value(
+    logged: LoggedBatch, scheme: RewardScheme, positions, behaviour_marginals, banner_size: int, seed: int = 0
+) -> ValueFn:
+    """Off-policy value per banner of a policy on slot rows (one displayed item per row): IIPS with the
+    logged slot propensities, the position-wise estimator slot rows allow (whole-banner SNIPS needs banners)."""
+    from recsys_rl.ope.pipeline import evaluate_policy
+
+    @torch.no_grad()
+    def value(policy: BannerPolicy) -> float:
+        res = evaluate_policy(logged, policy.logits, scheme, ["iips"], behaviour_marginals=behaviour_marginals,
+                              positions=positions, banner_size=banner_size, n_samples=32, seed=seed)  # fmt: skip
+        return res.estimates["iips"].value
+
+    return value
+
+
 def snips_value(logged: LoggedBatch, scheme: RewardScheme, temperature: float = 1.0) -> ValueFn:
     """Off-policy value of a policy on logged banners: self-normalised IPS on whole-banner propensities."""
     rewards = reward(scheme, logged.outcomes).numpy()

@@ -116,12 +116,15 @@ def offline_job(
     data_source: str = "logs",
     n_products: int | None = None,
     progress: bool = True,
+    slots=None,
 ) -> JobResult:
     """Fine-tune from logs alone; judge on held-out logs (SNIPS) and, when an env is given, exactly.
 
-    The last 20% of the logs are held out from training and from the baseline.
+    The last 20% of the logs are held out from training and from the baseline. ``slots``: the
+    ``ImportedLogs`` of slot rows (one displayed item per row) that ``logs`` comes from: training uses
+    item-level examples and the held-out value is IIPS on the logged slot propensities.
     """
-    from recsys_rl.guards import snips_value
+    from recsys_rl.guards import iips_value, snips_value
     from recsys_rl.offline import offline_finetune
 
     torch.manual_seed(cfg.seed)
@@ -129,19 +132,33 @@ def offline_job(
     n_train = int(0.8 * len(logs))
     train, holdout = logs[:n_train], logs[n_train:]
     n_products = n_products or (env.n_products if env is not None else cfg.sim.n_products)
+    k = slots.banner_size if slots is not None else None
     if reference is None:
-        reference = train_baseline(train, n_products, cfg.policy, cfg.baseline, cfg.seed, progress)
+        vocab = getattr(slots, "vocabulary", None)
+        reference = train_baseline(train, n_products, cfg.policy, cfg.baseline, cfg.seed, progress, banner_size=k,
+                                   categorical_vocab=vocab)  # fmt: skip
+    extra, value_name = {}, "snips_value"
+    if slots is not None and slots.slot_rows:
+        pos = torch.from_numpy(slots.positions)
+        mu = torch.from_numpy(slots.behaviour_marginals).float() * slots.banner_size  # P(shown in the banner)
+        extra = {"positions": pos[:n_train], "behaviour_item_prob": mu[:n_train]}
+        value = iips_value(holdout, scheme, slots.positions[n_train:], slots.behaviour_marginals[n_train:],
+                           slots.banner_size, cfg.seed)  # fmt: skip
+        value_name = "iips_value"
+    else:
+        value = snips_value(holdout, scheme)
     tracking.setup(cfg.tracking)
     with tracking.start_run(cfg, scheme.name, data_source, run_name=f"offline-{scheme.name}") as run:
         import time
 
         start = time.perf_counter()
-        policy, history = offline_finetune(reference, train, scheme, cfg.train, cfg.seed, progress=progress)
+        policy, history = offline_finetune(
+            reference, train, scheme, cfg.train, cfg.seed, progress=progress, **extra
+        )
         seconds = time.perf_counter() - start
         for i, row in enumerate(history[:: max(1, len(history) // 200)]):
             tracking.log_metrics(row, step=i)
-        value = snips_value(holdout, scheme)
-        rows = {"reference": {"snips_value": value(reference)}, "fine-tuned": {"snips_value": value(policy)}}
+        rows = {"reference": {value_name: value(reference)}, "fine-tuned": {value_name: value(policy)}}
         if env is not None:
             ev = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
             final = ev(policy.eval())

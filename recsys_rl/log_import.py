@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from recsys_rl.records import (
     BANNER_SIZE,
     FEEDBACK_TYPES,
     HISTORY_LEN,
+    MAX_BANNER_SIZE,
     PAD,
     BannerBatch,
     ContextBatch,
@@ -72,12 +74,39 @@ class FeedbackMapping(_Strict):
 
 
 class ColumnMapping(_Strict):
-    """Which columns of a logged-data table hold what. Unset optional fields mean 'not logged'."""
+    """Which columns of a logged-data table hold what. Unset optional fields mean 'not logged'.
+
+    ``layout: slot`` reads one row per displayed item: ``items``, ``position``, ``position_propensities``
+    (that slot's propensity) and ``clicks``/``units``/``revenue`` each name one column; ``impression_id``
+    (optional) regroups the rows of one banner."""
 
     impressions: str | None = Field(None, description="impressions file inside --logs when it is a directory")
-    impression_id: str | None = Field(None, description="unique impression id (needed with a feedback file)")
-    viewed: str = Field(..., description="the product being viewed")
+    layout: Literal["banner", "slot"] = Field(
+        "banner", description="banner: one row per impression; slot: one row per displayed item"
+    )
+    impression_id: str | None = Field(
+        None, description="unique impression id (needed with a feedback file); slot layout: the banner key"
+    )
+    position: str | None = Field(None, description="slot layout: the row's banner position")
+    first_position: Literal[0, 1] = Field(0, description="slot layout: the number of the first position")
+    banner_size: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BANNER_SIZE,
+        description="slot layout: products per banner (default: max position + 1)",
+    )
+    viewed: str | None = Field(None, description="the product being viewed (none: e.g. home-page banners)")
     history: Columns | None = Field(None, description="past purchases, most recent first (<= 10)")
+    user_features: Columns | None = Field(
+        None,
+        description="numeric user features: one list column, one column per feature, or a pattern "
+        "such as 'affinity_*' (every matching column, in numeric order)",
+    )
+    categorical_features: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="categorical user features, one column each (encoded by the model); patterns allowed",
+    )
     items: Columns = Field(..., description="the banner's products in display order")
     propensity: str | None = Field(None, description="P(banner) under the logging policy")
     log_propensity: str | None = Field(None, description="log P(banner) under the logging policy")
@@ -92,8 +121,10 @@ class ColumnMapping(_Strict):
     @field_validator("items", "position_propensities", "clicks", "units", "revenue")
     @classmethod
     def _check_positions(cls, v: Columns | None) -> Columns | None:
-        if isinstance(v, list) and len(v) != BANNER_SIZE:
-            raise ValueError(f"needs {BANNER_SIZE} column names, one per banner position, got {len(v)}")
+        if isinstance(v, list) and not 1 <= len(v) <= MAX_BANNER_SIZE:
+            raise ValueError(
+                f"needs 1 to {MAX_BANNER_SIZE} column names, one per banner position, got {len(v)}"
+            )
         return v
 
     @field_validator("history")
@@ -105,6 +136,16 @@ class ColumnMapping(_Strict):
 
     @model_validator(mode="after")
     def _check_sources(self) -> ColumnMapping:
+        if self.layout == "slot":
+            return self._check_slot()
+        if self.position is not None or self.banner_size is not None:
+            raise ValueError("position/banner_size: only for layout: slot (one row per displayed item)")
+        if isinstance(self.items, list):  # per-position columns: every per-position field has K of them
+            k = len(self.items)
+            for name in ("position_propensities", "clicks", "units", "revenue"):
+                v = getattr(self, name)
+                if isinstance(v, list) and len(v) != k:
+                    raise ValueError(f"{name}: needs {k} column names, one per banner position (as items)")
         if self.propensity is None and self.log_propensity is None and self.position_propensities is None:
             raise ValueError(
                 "give propensity, log_propensity or position_propensities (the logging policy's)"
@@ -115,6 +156,22 @@ class ColumnMapping(_Strict):
             raise ValueError("units/revenue columns need inline clicks columns too")
         if self.feedback is not None and self.impression_id is None:
             raise ValueError("impression_id: needed to join a feedback file")
+        return self
+
+    def _check_slot(self) -> ColumnMapping:
+        for name in ("items", "position_propensities", "clicks", "units", "revenue"):
+            if isinstance(getattr(self, name), list):
+                raise ValueError(f"{name}: layout slot: name one column (a row is one displayed item)")
+        if self.position is None:
+            raise ValueError("position: layout slot needs the column of each row's banner position")
+        if self.feedback is not None or self.clicks is None:
+            raise ValueError("clicks: layout slot needs the row's click column (no separate feedback file)")
+        if self.position_propensities is None:
+            raise ValueError("position_propensities: layout slot needs the column of that slot's propensity")
+        if (self.propensity is not None or self.log_propensity is not None) and self.impression_id is None:
+            raise ValueError(
+                "propensity: a banner propensity in slot rows needs impression_id to regroup them"
+            )
         return self
 
 
@@ -141,13 +198,42 @@ def load_mapping(path: str | os.PathLike) -> ColumnMapping:
 class ImportedLogs:
     """A validated log. behaviour_marginals: (n, K) P_mu(logged product at its position | x) when the
     layout logs them, else None. Without a banner propensity, batch.banners.log_prob is NaN.
-    outcomes: which of 'clicks', 'units', 'revenue' the log records (the others are zeros)."""
+    outcomes: which of 'clicks', 'units', 'revenue' the log records (the others are zeros).
+
+    Slot rows that cannot be regrouped into banners (slot layout, no impression key): ``positions``
+    (n,) is each row's banner position, the batch holds one product per row (items (n, 1)), and
+    ``banner_size`` is the K of the banners they came from. Such rows feed position-wise estimators and
+    item-level training, never whole-banner weights."""
 
     batch: LoggedBatch
     behaviour_marginals: np.ndarray | None
     has_banner_propensity: bool
     outcomes: frozenset[str]
     source: str
+    positions: np.ndarray | None = None
+    banner_size: int = BANNER_SIZE
+    categories: np.ndarray | None = None  # (n, C) raw categorical values (str), one row per batch row
+    first_rows: np.ndarray | None = None  # regrouped slot rows: (B,) the table row of each banner's context
+    vocabulary: list[list[str]] | None = None  # of the categorical codes in batch.contexts (this log's own)
+
+    def contexts_for(self, vocabulary) -> ContextBatch:
+        """The batch's contexts with categorical features encoded under a model's ``vocabulary``."""
+        from recsys_rl.features import encode
+
+        ctx = self.batch.contexts
+        if self.categories is None or not vocabulary:
+            return ctx
+        codes = torch.from_numpy(encode(self.categories, vocabulary))
+        return ContextBatch(ctx.viewed, ctx.history, ctx.user_features, codes)
+
+    def for_model(self, vocabulary) -> LoggedBatch:
+        """The batch with its contexts encoded for a model (see ``contexts_for``)."""
+        return LoggedBatch(self.contexts_for(vocabulary), self.batch.banners, self.batch.outcomes)
+
+    @property
+    def slot_rows(self) -> bool:
+        """True when rows are single displayed items, not banners."""
+        return self.positions is not None
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -300,13 +386,22 @@ def _slots(t: _Table, spec: Columns, field: str, scalar: Scalar) -> tuple[np.nda
     return out, lengths, [spec] * width
 
 
-def _positions(t: _Table, spec: Columns, field: str, scalar: Scalar) -> tuple[np.ndarray, list[str]]:
-    """(n, K) per-position values; a list column must hold exactly K per row."""
+def _positions(
+    t: _Table, spec: Columns, field: str, scalar: Scalar, k: int | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """(n, K) per-position values; a list column must hold exactly K per row (K: given, else the first
+    row's length, 1 to MAX_BANNER_SIZE)."""
     values, lengths, names = _slots(t, spec, field, scalar)
-    bad = lengths != BANNER_SIZE
+    if k is None:
+        k = int(lengths[0]) if t.n else BANNER_SIZE
+        if not 1 <= k <= MAX_BANNER_SIZE:
+            raise t.error(
+                names[0] if names else spec, f"has {k} entries, a banner has 1 to {MAX_BANNER_SIZE}", 0
+            )
+    bad = lengths != k
     if bad.any():
         i = _first(bad)
-        raise t.error(names[0] if names else spec, f"has {lengths[i]} entries, expected {BANNER_SIZE}", i)
+        raise t.error(names[0] if names else spec, f"has {lengths[i]} entries, expected {k} (as items)", i)
     return values, names
 
 
@@ -400,14 +495,14 @@ def _banner_log_prob(t: _Table, m: ColumnMapping) -> np.ndarray | None:
     return None if p is None else np.log(p)
 
 
-def _clicks(t: _Table, spec: Columns) -> np.ndarray:
-    c, names = _positions(t, spec, "clicks", _numbers)
+def _clicks(t: _Table, spec: Columns, k: int) -> np.ndarray:
+    c, names = _positions(t, spec, "clicks", _numbers, k)
     _check_cells(t, (c != 0) & (c != 1), names, c, "click must be 0 or 1, got {value!r}")
     return c
 
 
-def _nonnegative(t: _Table, spec: Columns, field: str) -> np.ndarray:
-    v, names = _positions(t, spec, field, _numbers)
+def _nonnegative(t: _Table, spec: Columns, field: str, k: int) -> np.ndarray:
+    v, names = _positions(t, spec, field, _numbers, k)
     _check_cells(
         t, ~(np.isfinite(v) & (v >= 0)), names, v, f"{field} must be a finite number >= 0, got {{value!r}}"
     )
@@ -446,11 +541,12 @@ def _feedback(
     if unknown.any():
         i = _first(unknown)
         raise f.error(m.type, f"{kind[i]!r} is not one of {', '.join(FEEDBACK_TYPES)}", i)
+    k = items.shape[1]
     pos = _ints(f, f.column(m.position, "position"), m.position)
-    bad = (pos < 0) | (pos >= BANNER_SIZE)
+    bad = (pos < 0) | (pos >= k)
     if bad.any():
         i = _first(bad)
-        raise f.error(m.position, f"position {pos[i]} is outside [0, {BANNER_SIZE})", i)
+        raise f.error(m.position, f"position {pos[i]} is outside [0, {k})", i)
     if m.product_id is not None:
         product = _ints(f, f.column(m.product_id, "product_id"), m.product_id)
         shown = items[row, pos]
@@ -480,10 +576,10 @@ def _feedback(
             pc.cast(f.column(m.event_id, "event_id"), pa.string()).to_numpy(zero_copy_only=False)
         ).duplicated()
     row, pos, is_buy, units, price = row[keep], pos[keep], is_buy[keep], units[keep], price[keep]
-    clicks = np.zeros((n, BANNER_SIZE))
+    clicks = np.zeros((n, k))
     clicks[row[~is_buy], pos[~is_buy]] = 1.0
-    u = np.zeros((n, BANNER_SIZE))
-    rev = np.zeros((n, BANNER_SIZE))
+    u = np.zeros((n, k))
+    rev = np.zeros((n, k))
     np.add.at(u, (row[is_buy], pos[is_buy]), units[is_buy])
     np.add.at(rev, (row[is_buy], pos[is_buy]), units[is_buy] * price[is_buy])
     return clicks, u, rev, m.price is not None
@@ -492,8 +588,8 @@ def _feedback(
 def _list_columns(m: ColumnMapping) -> list[str]:
     return [
         c
-        for c in (m.history, m.items, m.position_propensities, m.clicks, m.units, m.revenue)
-        if isinstance(c, str)
+        for c in (m.history, m.items, m.position_propensities, m.clicks, m.units, m.revenue, m.user_features)
+        if isinstance(c, str) and "*" not in c
     ]
 
 
@@ -519,6 +615,71 @@ def _locate(path: Path, mapping: ColumnMapping | None) -> tuple[Path, ColumnMapp
     return path, mapping, f"mapped table ({path})"
 
 
+def _expand(t: _Table, names: list[str], field: str) -> list[str]:
+    """Column names with patterns ('user_feature_*') replaced by the matching columns, in numeric order."""
+    import fnmatch
+    import re
+
+    out = []
+    for name in names:
+        if "*" not in name:
+            out.append(name)
+            continue
+        hits = [c for c in t.data.column_names if fnmatch.fnmatchcase(c, name)]
+        if not hits:
+            raise t.error(name, f"no column matches this {field} pattern")
+        out += sorted(hits, key=lambda c: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", c)])
+    return out
+
+
+def _features(t: _Table, spec: Columns) -> np.ndarray:
+    """(n, F) float32 numeric user features from one list column (same length on every row) or F columns."""
+    if isinstance(spec, list) or "*" in spec:
+        spec = _expand(t, spec if isinstance(spec, list) else [spec], "user_features")
+    values, lengths, names = _slots(t, spec, "user_features", _numbers)
+    width = int(lengths[0]) if t.n else 0
+    bad = lengths != width
+    if bad.any():
+        i = _first(bad)
+        raise t.error(names[0] if names else spec, f"has {lengths[i]} features, row 0 has {width}", i)
+    _check_cells(t, ~np.isfinite(values), names, values, "user feature {value!r} is not a finite number")
+    return values.astype(np.float32)
+
+
+def _categories(t: _Table, names: list[str]) -> np.ndarray:
+    """(n, C) raw categorical values as text; a missing cell is an error."""
+    cols = []
+    for c in names:
+        arr = t.column(c, "categorical_features")
+        missing = pc.is_null(arr).to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise t.error(c, "missing category", _first(missing))
+        cols.append(pc.cast(arr, pa.string()).to_numpy(zero_copy_only=False).astype(str))
+    return np.stack(cols, axis=1)
+
+
+def _contexts(
+    t: _Table, m: ColumnMapping, n_products: int
+) -> tuple[ContextBatch, np.ndarray | None, list | None]:
+    """One context per row: viewed (PAD when the mapping has none), history, numeric features, and
+    categorical codes under this log's own vocabulary; plus the raw categorical values."""
+    if m.viewed is not None:
+        viewed = _ints(t, t.column(m.viewed, "viewed"), m.viewed)
+        _check_ids(t, viewed[:, None], [m.viewed], n_products)
+    else:
+        viewed = np.full(t.n, PAD, dtype=np.int64)
+    history = _history(t, m.history, n_products)
+    feats = torch.from_numpy(_features(t, m.user_features)) if m.user_features is not None else None
+    raw = codes = vocab = None
+    if m.categorical_features:
+        from recsys_rl.features import build_vocabulary, encode
+
+        raw = _categories(t, _expand(t, m.categorical_features, "categorical_features"))
+        vocab = build_vocabulary(raw)
+        codes = torch.from_numpy(encode(raw, vocab))
+    return ContextBatch(torch.from_numpy(viewed), torch.from_numpy(history), feats, codes), raw, vocab
+
+
 def import_logs(
     path: str | os.PathLike, n_products: int, mapping: ColumnMapping | str | os.PathLike | None = None
 ) -> ImportedLogs:
@@ -527,23 +688,32 @@ def import_logs(
 
     Raises LogFormatError naming the file, column and first bad row; ConfigError for a bad mapping.
     """
-    if n_products < BANNER_SIZE:
-        raise ValueError(f"n_products: need at least {BANNER_SIZE} products, got {n_products}")
+    if n_products < 1:
+        raise ValueError(f"n_products: need at least 1 product, got {n_products}")
     if mapping is not None and not isinstance(mapping, ColumnMapping):
         mapping = load_mapping(mapping)
     imp_path, m, source = _locate(Path(path), mapping)
     t = _read(imp_path, _list_columns(m), "mapping field" if mapping is not None else "event schema field")
     if t.n < 2:
         raise LogFormatError(f"{imp_path}: has {t.n} impressions, need at least 2")
+    contexts, raw, vocab = _contexts(t, m, n_products)
+    if m.layout == "slot":
+        from recsys_rl.log_slots import import_slots
+
+        out = import_slots(t, m, n_products, contexts, source)
+        if raw is not None:  # one raw row per batch row (the banner's first row when regrouped)
+            first = out.first_rows if out.first_rows is not None else np.arange(t.n)
+            out = replace(out, categories=raw[first], vocabulary=vocab)
+        return out
     ids = _impression_ids(t, m.impression_id) if m.impression_id is not None else None
-    viewed = _ints(t, t.column(m.viewed, "viewed"), m.viewed)
-    _check_ids(t, viewed[:, None], [m.viewed], n_products)
-    history = _history(t, m.history, n_products)
     items = _items(t, m.items, n_products)
+    k = items.shape[1]
+    if k > n_products:
+        raise LogFormatError(f"{imp_path}: items: {k}-product banners, but the catalogue has {n_products}")
     log_prob = _banner_log_prob(t, m)
     marginals = None
     if m.position_propensities is not None:
-        marginals, names = _positions(t, m.position_propensities, "position_propensities", _propensities)
+        marginals, names = _positions(t, m.position_propensities, "position_propensities", _propensities, k)
         _check_probs(t, marginals, names)
 
     if m.feedback is not None:
@@ -552,14 +722,14 @@ def import_logs(
         clicks, units, revenue, has_revenue = _feedback(f, m.feedback, ids, items, imp_path)
         outcomes = {"clicks", "units"} | ({"revenue"} if has_revenue else set())
     else:
-        clicks = _clicks(t, m.clicks)
-        units = _nonnegative(t, m.units, "units") if m.units is not None else np.zeros_like(clicks)
-        revenue = _nonnegative(t, m.revenue, "revenue") if m.revenue is not None else np.zeros_like(clicks)
+        clicks = _clicks(t, m.clicks, k)
+        units = _nonnegative(t, m.units, "units", k) if m.units is not None else np.zeros_like(clicks)
+        revenue = _nonnegative(t, m.revenue, "revenue", k) if m.revenue is not None else np.zeros_like(clicks)
         outcomes = {"clicks"} | ({"units"} if m.units is not None else set())
         outcomes |= {"revenue"} if m.revenue is not None else set()
 
     batch = LoggedBatch(
-        ContextBatch(torch.from_numpy(viewed), torch.from_numpy(history)),
+        contexts,
         BannerBatch(
             torch.from_numpy(items),
             torch.from_numpy((log_prob if log_prob is not None else np.full(t.n, np.nan)).astype(np.float32)),
@@ -570,4 +740,5 @@ def import_logs(
             revenue=torch.from_numpy(revenue.astype(np.float32)),
         ),
     )
-    return ImportedLogs(batch, marginals, log_prob is not None, frozenset(outcomes), source)
+    return ImportedLogs(batch, marginals, log_prob is not None, frozenset(outcomes), source, banner_size=k,
+                        categories=raw, vocabulary=vocab)  # fmt: skip

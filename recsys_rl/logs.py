@@ -30,6 +30,7 @@ from recsys_rl.records import (
     FEEDBACK_TYPES,
     HISTORY_LEN,
     IMPRESSION_SCHEMA,
+    MAX_BANNER_SIZE,
     PAD,
     BannerBatch,
     ContextBatch,
@@ -96,7 +97,17 @@ def impression_table(
         "log_propensity": pa.array(log_prob),
         "policy_version": pa.array(np.full(n, policy_version, dtype=object), pa.string()),
     }
-    return pa.Table.from_pydict(columns, schema=IMPRESSION_SCHEMA)
+    schema = IMPRESSION_SCHEMA
+    if contexts.user_features is not None:  # an optional column: worlds that emit user features
+        f = _np(contexts.user_features).astype(np.float32)
+        columns["user_features"] = pa.FixedSizeListArray.from_arrays(pa.array(f.reshape(-1)), f.shape[1])
+        schema = with_user_features(f.shape[1])
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def with_user_features(n: int) -> pa.Schema:
+    """IMPRESSION_SCHEMA plus the optional fixed-size ``user_features`` column of n float32."""
+    return IMPRESSION_SCHEMA.append(pa.field("user_features", pa.list_(pa.float32(), n), nullable=False))
 
 
 def feedback_table(
@@ -146,7 +157,9 @@ class LogWriter:
     the temporary files and leaves whatever was there before untouched.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, *, policy_version: str, id_prefix: str) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike, *, policy_version: str, id_prefix: str, n_user_features: int = 0
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.policy_version, self.id_prefix = policy_version, id_prefix
@@ -156,7 +169,10 @@ class LogWriter:
             for name in (IMPRESSIONS_FILE, FEEDBACK_FILE)
         }
         self._writers = {
-            IMPRESSIONS_FILE: pq.ParquetWriter(self._paths[IMPRESSIONS_FILE][0], IMPRESSION_SCHEMA),
+            IMPRESSIONS_FILE: pq.ParquetWriter(
+                self._paths[IMPRESSIONS_FILE][0],
+                with_user_features(n_user_features) if n_user_features else IMPRESSION_SCHEMA,
+            ),
             FEEDBACK_FILE: pq.ParquetWriter(self._paths[FEEDBACK_FILE][0], FEEDBACK_SCHEMA),
         }
         self.rows = 0
@@ -283,6 +299,17 @@ def _padded(values: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def _user_features(imp_path: Path, n: int) -> torch.Tensor | None:
+    """(n, F) float32 from the optional ``user_features`` column, or None when the log has none."""
+    if "user_features" not in pq.read_schema(imp_path).names:
+        return None
+    col = pq.read_table(imp_path, columns=["user_features"]).column("user_features").combine_chunks()
+    values, lengths = pc.list_flatten(col).to_numpy(), pc.list_value_length(col).to_numpy()
+    if n and (lengths != lengths[0]).any():
+        raise LogFormatError(f"{imp_path}: user_features: every row needs {lengths[0]} values")
+    return torch.from_numpy(values.astype(np.float32).reshape(n, -1 if n else 0))
+
+
 def read_logs(path: str | os.PathLike) -> LoggedBatch:
     """Load a log directory as one LoggedBatch: feedback joined back onto its impression and position.
 
@@ -308,15 +335,22 @@ def read_logs(path: str | os.PathLike) -> LoggedBatch:
     if (hist_values < 0).any():
         raise LogFormatError(f"{imp_path}: history: product ids must be >= 0")
     item_values, item_len = _list_values(imp.column("items"))
-    if (item_len != BANNER_SIZE).any():
-        bad = int(item_len[item_len != BANNER_SIZE][0])
-        raise LogFormatError(f"{imp_path}: items: every banner needs {BANNER_SIZE} products, a row has {bad}")
+    k = int(item_len[0]) if n else BANNER_SIZE  # the log's banner size: its first banner's
+    if not 1 <= k <= MAX_BANNER_SIZE:
+        raise LogFormatError(
+            f"{imp_path}: items: row 0 has {k} products, a banner has 1 to {MAX_BANNER_SIZE}"
+        )
+    if (item_len != k).any():
+        i = int(np.flatnonzero(item_len != k)[0])
+        raise LogFormatError(
+            f"{imp_path}: items: every banner needs {k} products (as row 0), row {i} has {int(item_len[i])}"
+        )
     if (item_values < 0).any():
         raise LogFormatError(f"{imp_path}: items: product ids must be >= 0")
-    items = item_values.reshape(n, BANNER_SIZE)
+    items = item_values.reshape(n, k)
     viewed = imp.column("viewed").to_numpy()
-    if (viewed < 0).any():
-        raise LogFormatError(f"{imp_path}: viewed: product ids must be >= 0")
+    if (viewed < PAD).any():
+        raise LogFormatError(f"{imp_path}: viewed: product ids must be >= 0 (or {PAD}: no viewed product)")
 
     imp_ids = pd.Index(imp.column("impression_id").to_numpy(zero_copy_only=False))
     if not imp_ids.is_unique:
@@ -333,14 +367,14 @@ def read_logs(path: str | os.PathLike) -> LoggedBatch:
         bad = kind[~np.isin(kind, FEEDBACK_TYPES)][0]
         raise LogFormatError(f"{fb_path}: type: {bad!r} is not one of {', '.join(FEEDBACK_TYPES)}")
     pos = fb_df["position"].to_numpy()
-    if ((pos < 0) | (pos >= BANNER_SIZE)).any():
-        raise LogFormatError(f"{fb_path}: position: must be in [0, {BANNER_SIZE})")
+    if ((pos < 0) | (pos >= k)).any():
+        raise LogFormatError(f"{fb_path}: position: must be in [0, {k})")
     if (items[row, pos] != fb_df["product_id"].to_numpy()).any():
         raise LogFormatError(f"{fb_path}: product_id: does not match the banner's product at that position")
 
-    clicks = np.zeros((n, BANNER_SIZE), np.float32)
-    units = np.zeros((n, BANNER_SIZE), np.float64)
-    revenue = np.zeros((n, BANNER_SIZE), np.float64)
+    clicks = np.zeros((n, k), np.float32)
+    units = np.zeros((n, k), np.float64)
+    revenue = np.zeros((n, k), np.float64)
     is_click, is_buy = kind == "click", kind == "purchase"
     clicks[row[is_click], pos[is_click]] = 1.0
     bought_units = fb_df["units"].to_numpy()[is_buy].astype(np.float64)
@@ -350,6 +384,7 @@ def read_logs(path: str | os.PathLike) -> LoggedBatch:
     contexts = ContextBatch(
         viewed=torch.from_numpy(viewed.copy()),
         history=torch.from_numpy(_padded(hist_values, hist_len, HISTORY_LEN)),
+        user_features=_user_features(imp_path, n),
     )
     banners = BannerBatch(
         items=torch.from_numpy(items.copy()),

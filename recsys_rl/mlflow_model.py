@@ -11,10 +11,14 @@ Both live in one model directory:
     input_example.json, requirements.txt, python_env.yaml, ...
 
 Input: one row per context, columns ``viewed`` (long), ``history`` (list of long, most recent first,
-at most 10, no padding) and optional ``user_features`` (list of double, for models trained with them).
-Output: one row per context, ``items`` (list of 5 long, display order), ``propensity`` and
+at most 10, no padding) and optional ``user_features`` (list of double, for models trained with them)
+and ``user_categories`` (list of string: raw categorical values, encoded by the vocabulary saved with
+the model). A model with user features also takes contexts without ``viewed``/``history`` (feature-only
+contexts, e.g. a home page); -1 in ``viewed`` means no viewed product.
+Output: one row per context, ``items`` (list of k long, display order), ``propensity`` and
 ``log_propensity`` (of that exact ordered banner under the policy that chose it). Params:
-``mode`` = ``deterministic`` (the top 5, propensity 1; the default, so predictions are reproducible)
+``k`` (1 to the model's banner size K, recorded as the model's ``banner_size`` metadata; 0, the
+default, means K), ``mode`` = ``deterministic`` (the top k, propensity 1; the default, so predictions are reproducible)
 or ``explore`` (a Plackett–Luce draw at ``temperature``, as the service explores), ``seed`` (>= 0
 for a reproducible draw, -1 for fresh randomness).
 """
@@ -35,7 +39,7 @@ from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 import recsys_rl
 from recsys_rl import slate
 from recsys_rl.policy import BannerPolicy, load_policy, save_policy
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
+from recsys_rl.records import HISTORY_LEN, PAD
 
 WEIGHTS_KEY = "policy"  # the artifact's key in the pyfunc flavour (its file is artifacts/policy.pt)
 MODES = ("deterministic", "explore")
@@ -61,16 +65,22 @@ def _bad(message: str) -> MlflowException:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def contexts_from_frame(df: pd.DataFrame, n_products: int, n_user_features: int):
-    """DataFrame of contexts -> (viewed (B,), history (B, H) PAD-padded, user_features (B, F) | None).
+def contexts_from_frame(
+    df: pd.DataFrame, n_products: int, n_user_features: int, categorical_vocab: list | None = None
+):
+    """DataFrame of contexts -> (viewed (B,), history (B, H) PAD-padded, user_features (B, F) | None,
+    user_categories (B, C) codes | None).
 
     Vectorised: the ragged histories are flattened once and scattered into the padded matrix.
     """
+    feature_only = bool(n_user_features or categorical_vocab)
     for col in ("viewed", "history"):
-        if col not in df.columns:
+        if col not in df.columns and not feature_only:
             raise _bad(f"{col}: missing column (expected viewed, history[, user_features])")
-    viewed = torch.as_tensor(np.array(df["viewed"], dtype=np.int64))
-    lists = [np.asarray(h, dtype=np.int64).reshape(-1) for h in df["history"]]
+    viewed_col = df["viewed"] if "viewed" in df.columns else np.full(len(df), PAD)
+    viewed = torch.as_tensor(np.array(viewed_col, dtype=np.int64))
+    history_col = df["history"] if "history" in df.columns else [[]] * len(df)
+    lists = [np.asarray(h, dtype=np.int64).reshape(-1) for h in history_col]
     lengths = np.array([len(h) for h in lists], dtype=np.int64)
     if len(lengths) and lengths.max() > HISTORY_LEN:
         row = int(lengths.argmax())
@@ -80,7 +90,10 @@ def contexts_from_frame(df: pd.DataFrame, n_products: int, n_user_features: int)
         rows = np.repeat(np.arange(len(df)), lengths)
         cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         history[rows, cols] = np.concatenate(lists)
-    for name, ids in (("viewed", viewed.numpy()), ("history", history[history != PAD])):
+    for name, ids in (
+        ("viewed", viewed.numpy()[viewed.numpy() != PAD]),
+        ("history", history[history != PAD]),
+    ):
         bad = (ids < 0) | (ids >= n_products)
         if bad.any():
             raise _bad(f"{name}: product id {int(ids[bad][0])} is outside the catalogue [0, {n_products})")
@@ -95,21 +108,41 @@ def contexts_from_frame(df: pd.DataFrame, n_products: int, n_user_features: int)
                 f"user_features[{wrong[0]}]: expected {n_user_features} values, got {len(rows_f[wrong[0]])}"
             )
         features = torch.as_tensor(np.stack(rows_f))
-    return viewed, torch.as_tensor(history), features
+    codes = None
+    if categorical_vocab:
+        from recsys_rl.features import encode
+
+        if "user_categories" not in df.columns:
+            raise _bad(f"user_categories: this model needs {len(categorical_vocab)} categorical features")
+        raw = [list(map(str, c)) for c in df["user_categories"]]
+        wrong = [i for i, c in enumerate(raw) if len(c) != len(categorical_vocab)]
+        if wrong:
+            raise _bad(
+                f"user_categories[{wrong[0]}]: expected {len(categorical_vocab)} values, got {len(raw[wrong[0]])}"
+            )
+        codes = torch.as_tensor(encode(np.array(raw, dtype=str).reshape(len(df), -1), categorical_vocab))
+    return viewed, torch.as_tensor(history), features, codes
 
 
 def choose_banners(
-    policy: BannerPolicy, viewed, history, user_features, mode: str, temperature: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(items (B, K), log_propensity (B,) float64): the top K (log 1 = 0) or a PL draw with its exact log-prob."""
+    policy: BannerPolicy, viewed, history, user_features, mode: str, temperature: float, seed: int,
+    k: int | None = None, user_categories=None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(items (B, k), log_propensity (B,) float64): the top k (log 1 = 0) or a PL draw with its exact
+    log-prob; k defaults to the policy's ``banner_size``. Over the candidates when the policy uses them."""
     from recsys_rl.records import ContextBatch
 
+    k = policy.banner_size if k is None else k
+    ctx = ContextBatch(viewed, history, user_features, user_categories)
     with torch.inference_mode():
-        logits = policy.logits(ContextBatch(viewed, history, user_features))
         if mode == "deterministic":
-            return slate.greedy(logits, BANNER_SIZE), torch.zeros(len(viewed), dtype=torch.float64)
+            return policy.greedy(ctx, k), torch.zeros(len(viewed), dtype=torch.float64)
         generator = torch.Generator().manual_seed(seed) if seed >= 0 else None
-        items = slate.gumbel_topk(logits, BANNER_SIZE, generator, temperature)
+        if policy.uses_candidates:
+            banners = policy.sample(ctx, k, temperature, generator)
+            return banners.items, banners.log_prob.double()
+        logits = policy.logits(ctx)
+        items = slate.gumbel_topk(logits, k, generator, temperature)
         return items, slate.log_prob(logits.double(), items, temperature)
 
 
@@ -128,9 +161,14 @@ class BannerPolicyModel(mlflow.pyfunc.PythonModel):
         if not temperature > 0:
             raise _bad(f"params.temperature: must be > 0, got {temperature}")
         p = self.policy
-        viewed, history, features = contexts_from_frame(model_input, p.n_products, p.n_user_features)
+        k = int(params.get("k", 0)) or p.banner_size
+        if not 1 <= k <= p.banner_size:
+            raise _bad(f"params.k: must be in [1, {p.banner_size}] (this model's banner size), got {k}")
+        viewed, history, features, codes = contexts_from_frame(
+            model_input, p.n_products, p.n_user_features, p.categorical_vocab
+        )
         items, logp = choose_banners(
-            p, viewed, history, features, mode, temperature, int(params.get("seed", -1))
+            p, viewed, history, features, mode, temperature, int(params.get("seed", -1)), k, codes
         )
         logp = logp.numpy()
         return pd.DataFrame(
@@ -138,9 +176,16 @@ class BannerPolicyModel(mlflow.pyfunc.PythonModel):
         )
 
 
-def signature(n_user_features: int = 0) -> ModelSignature:
-    inputs = [ColSpec("long", "viewed"), ColSpec(Array("long"), "history")]
+def signature(n_user_features: int = 0, n_categories: int = 0) -> ModelSignature:
+    """Input columns of the pyfunc; with user features, viewed and history become optional."""
+    product_ids = not (n_user_features or n_categories)
+    inputs = [
+        ColSpec("long", "viewed", required=product_ids),
+        ColSpec(Array("long"), "history", required=product_ids),
+    ]
     inputs.append(ColSpec(Array("double"), "user_features", required=bool(n_user_features)))
+    if n_categories:
+        inputs.append(ColSpec(Array("string"), "user_categories"))
     return ModelSignature(
         inputs=Schema(inputs),
         outputs=Schema(
@@ -155,6 +200,7 @@ def signature(n_user_features: int = 0) -> ModelSignature:
                 ParamSpec("mode", "string", "deterministic"),
                 ParamSpec("temperature", "double", 1.0),
                 ParamSpec("seed", "long", -1),
+                ParamSpec("k", "long", 0),
             ]
         ),
     )
@@ -166,6 +212,8 @@ def input_example(policy: BannerPolicy) -> pd.DataFrame:
     df = pd.DataFrame({"viewed": [0, min(1, n - 1)], "history": [[min(2, n - 1), min(3, n - 1)], []]})
     if policy.n_user_features:
         df["user_features"] = [[0.0] * policy.n_user_features] * 2
+    if policy.categorical_vocab:
+        df["user_categories"] = [[v[0] if v else "" for v in policy.categorical_vocab]] * 2
     return df
 
 
@@ -179,10 +227,15 @@ def log_model(policy: BannerPolicy, registered_name: str | None, workdir: str | 
         python_model=BannerPolicyModel(),
         artifacts={WEIGHTS_KEY: str(weights)},
         code_paths=[str(Path(recsys_rl.__file__).parent)],
-        signature=signature(policy.n_user_features),
+        signature=signature(policy.n_user_features, len(policy.categorical_vocab)),
         input_example=input_example(policy),
         pip_requirements=pip_requirements(),
         registered_model_name=registered_name,
+        metadata={
+            "banner_size": policy.banner_size,
+            "n_user_features": policy.n_user_features,
+            "categorical_features": len(policy.categorical_vocab),
+        },  # fmt: skip
     )
 
 

@@ -16,7 +16,7 @@ from recsys_rl.jobs import trainable_copy
 from recsys_rl.objective import AdaptiveKL, topk_offpolicy_loss
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
-from recsys_rl.records import BANNER_SIZE, LoggedBatch
+from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
 
 
@@ -35,8 +35,13 @@ def offline_finetune(
     behaviour_item_prob: torch.Tensor | None = None,
     weight_clip: float = 20.0,
     progress: bool = True,
+    positions: torch.Tensor | None = None,
 ) -> tuple[BannerPolicy, list[dict[str, float]]]:
-    """Train a copy of ``reference`` on ``logs`` for ``cfg.total_impressions`` logged rows (several passes)."""
+    """Train a copy of ``reference`` on ``logs`` for ``cfg.total_impressions`` logged rows (several passes).
+
+    Slot rows (``positions`` (n,) given, one product per row): each row is an item-level example; the
+    reward baseline is the mean reward of its position, and ``behaviour_item_prob`` (n, 1) should be
+    the logger's probability of showing the product in the banner (e.g. K x that slot's propensity)."""
     policy = trainable_copy(reference)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive)
@@ -48,7 +53,14 @@ def offline_finetune(
         else show_rates(logs, reference.n_products)[items]
     )
     r = position_rewards(scheme, logs.outcomes)  # (n, K)
-    adv = r - r.mean(0, keepdim=True)  # per-position baseline
+    if positions is None:
+        adv = r - r.mean(0, keepdim=True)  # per-position baseline
+    else:  # (n, 1) slot rows: the baseline of a row is the mean reward at its position
+        k = int(positions.max()) + 1
+        mean = torch.zeros(k).index_add_(0, positions, r[:, 0]) / torch.bincount(
+            positions, minlength=k
+        ).clamp_min(1)
+        adv = r - mean[positions][:, None]
     steps = max(1, cfg.total_impressions // cfg.minibatch_size)
     history: list[dict[str, float]] = []
     with progress_bar("offline fine-tune", steps, progress) as advance:
@@ -60,10 +72,10 @@ def offline_finetune(
             logits = policy.logits(ctx)
             with torch.no_grad():
                 ref_logits = reference.logits(ctx)
-                drawn = slate.gumbel_topk(logits, BANNER_SIZE, g)
+                drawn = slate.gumbel_topk(logits, reference.banner_size, g)
             _, kl, _ = slate.banner_terms(logits, ref_logits, drawn)
             logp_item = torch.log_softmax(logits, -1).gather(1, items[idx])
-            terms = topk_offpolicy_loss(logp_item, mu[idx], adv[idx], kl, k=BANNER_SIZE, beta=kl_ctl.beta,
+            terms = topk_offpolicy_loss(logp_item, mu[idx], adv[idx], kl, k=reference.banner_size, beta=kl_ctl.beta,
                                         weight_clip=weight_clip)  # fmt: skip
             opt.zero_grad(set_to_none=True)
             terms.total.backward()

@@ -140,7 +140,8 @@ class OnlineTrainer:
         batch = self.store.read_ready(oc.consumer, self.clock() - oc.attribution_window_s, oc.batch_size)
         if len(batch) < oc.min_batch:
             return None  # not committed: the same impressions come back next time, with more
-        logged = batch.to_logged(self.policy.n_products)
+        # banners shorter than the model's K (requests with a smaller k) are served and stored, not learned from
+        logged = batch.of_banner_size(self.policy.banner_size).to_logged(self.policy.n_products)
         explored = logged.banners.log_prob < 0  # deterministic (A/B control) banners carry log 1 = 0
         stats: dict[str, float] = {}
         if bool(explored.any()):

@@ -1,7 +1,7 @@
 """The banner policy network; the same class is the frozen baseline (reference) recommender.
 
 context -> query (B, D) -> logits (B, N) = query @ E^T + bias: one matmul scores the whole catalogue.
-A banner is a Plackett–Luce draw of 5 products from those logits (see ``recsys_rl.slate``).
+A banner is a Plackett–Luce draw of K products (``banner_size``, 5 by default) from those logits (see ``recsys_rl.slate``).
 
 Large catalogues: with ``candidates`` M > 0 and N > M the policy *is* the Plackett–Luce distribution
 over its per-context top-M candidates (``recsys_rl.candidates``): ``sample``, ``greedy`` and the
@@ -20,7 +20,7 @@ from torch import nn
 
 from recsys_rl import slate
 from recsys_rl.candidates import RetrievalConfig, Retriever
-from recsys_rl.records import BANNER_SIZE, BannerBatch, ContextBatch
+from recsys_rl.records import BANNER_SIZE, MAX_BANNER_SIZE, BannerBatch, ContextBatch
 
 
 class BannerPolicy(nn.Module):
@@ -38,9 +38,16 @@ class BannerPolicy(nn.Module):
         candidates: int = 512,
         retrieval: str = "auto",
         full_catalogue_max: int = 20_000,
+        banner_size: int = BANNER_SIZE,
+        categorical_vocab: list[list[str]] | None = None,
     ):
         super().__init__()
-        self.n_products = n_products
+        if not 1 <= banner_size <= min(MAX_BANNER_SIZE, n_products):
+            raise ValueError(
+                f"banner_size: must be in [1, {min(MAX_BANNER_SIZE, n_products)}] for {n_products} products, "
+                f"got {banner_size}"
+            )
+        self.n_products, self.banner_size = n_products, banner_size
         self.n_candidates, self.retrieval, self.full_catalogue_max = candidates, retrieval, full_catalogue_max
         self._retriever: Retriever | None = None
         self.n_user_features = n_user_features
@@ -55,6 +62,17 @@ class BannerPolicy(nn.Module):
         self.item_out = nn.Parameter(torch.randn(n_products, embed_dim) * embed_dim**-0.5)
         self.item_bias = nn.Parameter(torch.zeros(n_products))
         self.value_head = nn.Linear(hidden_dim, 1)
+        # categorical user features: one embedding table per column (row 0 = unknown value), summed
+        # into one (B, D) part of the encoder input; the vocabulary is saved with the weights
+        self.categorical_vocab = [list(map(str, v)) for v in categorical_vocab or []]
+        if self.categorical_vocab:
+            from recsys_rl.features import cardinalities
+
+            self.category_embeddings = nn.ModuleList(
+                nn.Embedding(c, embed_dim) for c in cardinalities(self.categorical_vocab)
+            )
+            first = self.encoder[0]
+            self.encoder[0] = nn.Linear(first.in_features + embed_dim, hidden_dim)
         # at large N only the touched rows of the two item tables get gradients (SparseAdam in the
         # learner), so an update costs O(rows touched), not O(N D)
         self.item_in.sparse = self.uses_candidates
@@ -66,14 +84,30 @@ class BannerPolicy(nn.Module):
             with torch.no_grad():
                 self.item_out.zero_()
 
-    def _hidden(self, viewed: torch.Tensor, history: torch.Tensor, user_features: torch.Tensor | None):
+    def _hidden(
+        self,
+        viewed: torch.Tensor,
+        history: torch.Tensor,
+        user_features: torch.Tensor | None,
+        user_categories: torch.Tensor | None = None,
+    ):
+        """(B, hidden) context encoding. viewed (B,) and history (B, H) may be PAD (no viewed product,
+        no purchases): PAD embeds to zero. user_features (B, F); user_categories (B, C) codes."""
         mask = history >= 0  # (B, H)
         hist = self.item_in(torch.where(mask, history, self.n_products))  # (B, H, D), pads are zero
         count = mask.sum(1, keepdim=True).clamp_min(1)
         pooled = hist.sum(1) / count  # (B, D) mean of past purchases
-        parts = [self.item_in(viewed), pooled]
+        parts = [self.item_in(torch.where(viewed >= 0, viewed, self.n_products)), pooled]
         if self.n_user_features:
+            if user_features is None:
+                raise ValueError(f"user_features: this policy needs {self.n_user_features} per context")
             parts.append(user_features)
+        if self.categorical_vocab:
+            if user_categories is None:
+                raise ValueError(
+                    f"user_categories: this policy needs {len(self.categorical_vocab)} categorical features"
+                )
+            parts.append(sum(emb(user_categories[:, c]) for c, emb in enumerate(self.category_embeddings)))
         return self.encoder(torch.cat(parts, dim=-1))  # (B, hidden)
 
     def forward(self, viewed: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -83,17 +117,17 @@ class BannerPolicy(nn.Module):
 
     def logits(self, ctx: ContextBatch) -> torch.Tensor:
         """(B, N) logits for a batch of contexts."""
-        h = self._hidden(ctx.viewed, ctx.history, ctx.user_features)
+        h = self._hidden(*_parts(ctx))
         return self.to_query(h) @ self.item_out.T + self.item_bias
 
     def logits_and_value(self, ctx: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) logits and (B,) critic value, sharing one encoder pass."""
-        h = self._hidden(ctx.viewed, ctx.history, ctx.user_features)
+        h = self._hidden(*_parts(ctx))
         return self.to_query(h) @ self.item_out.T + self.item_bias, self.value_head(h).squeeze(-1)
 
     def query(self, ctx: ContextBatch) -> torch.Tensor:
         """(B, D) context representation (used as features by the linear bandit baseline)."""
-        return self.to_query(self._hidden(ctx.viewed, ctx.history, ctx.user_features))
+        return self.to_query(self._hidden(*_parts(ctx)))
 
     # --- candidates -------------------------------------------------------------------------------
 
@@ -153,12 +187,12 @@ class BannerPolicy(nn.Module):
         self, ctx: ContextBatch, ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, M) candidate logits and (B,) critic value, sharing one encoder pass."""
-        h = self._hidden(ctx.viewed, ctx.history, ctx.user_features)
+        h = self._hidden(*_parts(ctx))
         return self.score(self.to_query(h), ids), self.value_head(h).squeeze(-1)
 
     def value(self, ctx: ContextBatch) -> torch.Tensor:
         """(B,) critic value alone (no catalogue scores)."""
-        return self.value_head(self._hidden(ctx.viewed, ctx.history, ctx.user_features)).squeeze(-1)
+        return self.value_head(self._hidden(*_parts(ctx))).squeeze(-1)
 
     @torch.no_grad()
     def banner_log_prob(
@@ -177,12 +211,13 @@ class BannerPolicy(nn.Module):
     def sample(
         self,
         ctx: ContextBatch,
-        k: int = BANNER_SIZE,
+        k: int | None = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> BannerBatch:
-        """Draw one banner per context with its exact log-propensity under PL(logits / temperature)
-        (over the candidates when ``uses_candidates``)."""
+        """Draw one banner of k (default: ``banner_size``) products per context with its exact
+        log-propensity under PL(logits / temperature) (over the candidates when ``uses_candidates``)."""
+        k = self.banner_size if k is None else k
         if self.uses_candidates:
             ids, logits = self.candidates_and_logits(ctx)
             items, lp = slate.restricted_sample(logits, ids, k, generator, temperature)
@@ -192,8 +227,9 @@ class BannerPolicy(nn.Module):
         return BannerBatch(items, slate.log_prob(logits, items, temperature))
 
     @torch.no_grad()
-    def greedy(self, ctx: ContextBatch, k: int = BANNER_SIZE) -> torch.Tensor:
-        """(B, k) the top-k banner: what evaluation and deterministic serving show."""
+    def greedy(self, ctx: ContextBatch, k: int | None = None) -> torch.Tensor:
+        """(B, k) the top-k banner (default k: ``banner_size``): what evaluation and deterministic serving show."""
+        k = self.banner_size if k is None else k
         if self.uses_candidates:
             ids, logits = self.candidates_and_logits(ctx)
             return ids.gather(1, slate.greedy(logits, k))
@@ -216,7 +252,13 @@ class BannerPolicy(nn.Module):
             "candidates": self.n_candidates,
             "retrieval": self.retrieval,
             "full_catalogue_max": self.full_catalogue_max,
+            "banner_size": self.banner_size,
+            "categorical_vocab": self.categorical_vocab,
         }
+
+
+def _parts(ctx: ContextBatch) -> tuple:
+    return ctx.viewed, ctx.history, ctx.user_features, ctx.user_categories
 
 
 def save_policy(policy: BannerPolicy, path) -> None:
@@ -226,6 +268,6 @@ def save_policy(policy: BannerPolicy, path) -> None:
 
 def load_policy(path) -> BannerPolicy:
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    policy = BannerPolicy(**blob["hparams"])
+    policy = BannerPolicy(**blob["hparams"])  # files from before banner_size was saved hold K = 5
     policy.load_state_dict(blob["state_dict"])
     return policy

@@ -1,7 +1,8 @@
 """Typed records that cross module boundaries.
 
 Everything is batched: one record holds a whole batch as tensors, never a list of per-item objects,
-so hot paths stay vectorised. Shapes: B = batch, H = history length (10), K = banner size (5).
+so hot paths stay vectorised. Shapes: B = batch, H = history length (10), K = banner size (5 by
+default, up to 10).
 Padding in ``history`` is ``PAD`` (-1).
 """
 
@@ -15,6 +16,10 @@ import torch
 PAD = -1
 HISTORY_LEN = 10
 BANNER_SIZE = 5
+"""The default banner size K; a setting (``sim.banner_size``, a policy's ``banner_size``), 1..MAX_BANNER_SIZE."""
+MAX_BANNER_SIZE = 10
+POSITION_BIAS_CURVE = (1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.17, 0.14, 0.12)
+"""Default examination probability per position; a K-slot banner uses the first K values."""
 
 
 def _index(obj, idx):
@@ -30,12 +35,16 @@ def _index(obj, idx):
 class ContextBatch:
     """What the policy sees: the viewed product and the user's last purchases (most recent first).
 
-    viewed: (B,) long; history: (B, H) long, PAD-padded at the end; user_features: (B, F) float or None.
+    viewed: (B,) long, PAD where no product is viewed (e.g. a home-page banner); history: (B, H) long,
+    PAD-padded at the end (all PAD: no purchase history); user_features: (B, F) float or None;
+    user_categories: (B, C) long codes of categorical user features (0 = unknown value; the vocabulary
+    that maps raw values to codes lives with the model, ``recsys_rl.features``) or None.
     """
 
     viewed: torch.Tensor
     history: torch.Tensor
     user_features: torch.Tensor | None = None
+    user_categories: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.viewed.dim() != 1 or self.history.dim() != 2 or self.history.shape[0] != self.viewed.shape[0]:
@@ -58,18 +67,28 @@ class ContextBatch:
     def repeat_interleave(self, n: int) -> ContextBatch:
         """Each context n times in a row: (B,) -> (B*n,), for several banners per context."""
         uf = None if self.user_features is None else self.user_features.repeat_interleave(n, 0)
-        return ContextBatch(self.viewed.repeat_interleave(n, 0), self.history.repeat_interleave(n, 0), uf)
+        uc = None if self.user_categories is None else self.user_categories.repeat_interleave(n, 0)
+        return ContextBatch(self.viewed.repeat_interleave(n, 0), self.history.repeat_interleave(n, 0), uf, uc)
 
 
 @dataclass
 class BannerBatch:
     """An ordered slate of K distinct products per row and the log-probability it had when chosen.
 
-    items: (B, K) long; log_prob: (B,) float (log-propensity under the policy that chose it).
+    items: (B, K) long; log_prob: (B,) float (log-propensity under the policy that chose it);
+    positions: (B, K) long banner position of each column, or None for the usual 0..K-1 (slot rows that
+    cannot be regrouped into banners hold one product per row, K = 1, at its own position).
     """
 
     items: torch.Tensor
     log_prob: torch.Tensor
+    positions: torch.Tensor | None = None
+
+    def position_index(self) -> torch.Tensor:
+        """(B, K) banner position of every item column."""
+        if self.positions is not None:
+            return self.positions
+        return torch.arange(self.items.shape[1]).expand_as(self.items)
 
     def __len__(self) -> int:
         return self.items.shape[0]

@@ -20,7 +20,7 @@ from recsys_rl.evaluation import Evaluator
 from recsys_rl.learner import Learner
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
-from recsys_rl.records import BANNER_SIZE, BannerBatch, LoggedBatch
+from recsys_rl.records import BannerBatch, LoggedBatch
 
 
 @dataclass
@@ -52,12 +52,15 @@ def collect_with_candidates(
     if policy.uses_candidates:
         cand, logits = policy.candidates_and_logits(ctx)  # (C, M) each
         items, logp = slate.restricted_sample(
-            logits.repeat_interleave(group, 0), cand.repeat_interleave(group, 0), BANNER_SIZE, generator
+            logits.repeat_interleave(group, 0),
+            cand.repeat_interleave(group, 0),
+            policy.banner_size,
+            generator,
         )
         banners = BannerBatch(items, logp)
     else:
         logits = policy.logits(ctx).repeat_interleave(group, 0)  # (C*group, N)
-        items = slate.gumbel_topk(logits, BANNER_SIZE, generator)
+        items = slate.gumbel_topk(logits, policy.banner_size, generator)
         banners = BannerBatch(items, slate.log_prob(logits, items))
     outcomes = env.respond(users.repeat_interleave(group), items, generator)
     return LoggedBatch(ctx.repeat_interleave(group), banners, outcomes), cand

@@ -129,6 +129,8 @@ def create_app(
             0 if model is None else model.n_user_features,
             cfg.max_batch_events,
             None if model is None else model.version,
+            5 if model is None else model.banner_size,
+            0 if model is None else len(model.categorical_vocab),
         )
         doc = documents.get(limits)
         if doc is None:

@@ -3,7 +3,7 @@
 Request handlers only queue their context and await the answer; one worker thread does the rest in
 cycles: take every queued request (up to ``max_batch``), score them with one forward (B, N), draw
 explore rows by Gumbel-top-k at the configured temperature with their exact Plackett–Luce
-log-propensity and take the top 5 for deterministic rows (propensity 1), hand all their impressions
+log-propensity and take the top K for deterministic rows (propensity 1), hand all their impressions
 to the event store in one non-blocking append, and go on to the next batch. The store's writer thread
 commits them (group commit: one fsync for everything queued) and only then are the requests answered
 on the loop, so an answered banner is durably logged. Requests arriving during a cycle form the next
@@ -41,11 +41,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from recsys_rl import slate
 from recsys_rl.events import EventStore, Impression
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
+from recsys_rl.records import HISTORY_LEN, PAD
 from serving.impression_ids import ImpressionIds
 from serving.metrics import ServingMetrics
 from serving.model_holder import LoadedModel
@@ -66,6 +67,8 @@ class BannerJob:
     user_features: list[float] | None
     explore: bool
     future: asyncio.Future
+    k: int | None = None  # banner size asked for (<= the model's K); None: the model's K
+    user_categories: list[str] | None = None  # raw categorical user features (the model encodes them)
 
 
 class InferenceError(RuntimeError):
@@ -114,10 +117,15 @@ class BannerBatcher:
         history: list[int],
         user_features: list[float] | None,
         explore: bool,
+        k: int | None = None,
+        user_categories: list[str] | None = None,
     ) -> Impression:
-        """The durably stored impression of a banner chosen for this context by ``model``."""
+        """The durably stored impression of a banner of k products (default: the model's K) chosen for
+        this context by ``model``."""
         loop = self._loop = asyncio.get_running_loop()
-        job = BannerJob(model, user_id, viewed, history, user_features, explore, loop.create_future())
+        job = BannerJob(
+            model, user_id, viewed, history, user_features, explore, loop.create_future(), k, user_categories
+        )
         self._jobs.put(job)
         return await job.future
 
@@ -183,7 +191,11 @@ class BannerBatcher:
         for m in pool:
             if m is None or m.version in seen:
                 continue
-            if m.n_products == failed.n_products and m.n_user_features == failed.n_user_features:
+            same = (
+                m.n_user_features == failed.n_user_features
+                and m.categorical_vocab == failed.categorical_vocab
+            )
+            if m.n_products == failed.n_products and same:
                 out.append(m)
                 seen.add(m.version)
         return out
@@ -240,12 +252,19 @@ class BannerBatcher:
         if model.n_user_features:
             features = torch.tensor([j.user_features for j in jobs], dtype=torch.float32)  # (B, F)
         explore = [j.explore for j in jobs]
+        if model.categorical_vocab:  # raw values -> the model's codes (0 = a value it never saw)
+            from recsys_rl.features import encode
+
+            codes = torch.from_numpy(
+                encode(np.array([j.user_categories for j in jobs]), model.categorical_vocab)
+            )
+            features = (features, codes)
         if model.candidates is not None:
             return self._impressions(
-                jobs, model, *self._score_candidates(model, viewed, history, features, explore)
+                jobs, model, *self._score_candidates(jobs, model, viewed, history, features, explore)
             )
         with torch.inference_mode():
-            logits = model.logits(viewed, history, features)  # (B, N)
+            logits = model.logits(viewed, history, *_features(features))  # (B, N)
             if not isinstance(logits, torch.Tensor) or logits.shape != (len(jobs), model.n_products):
                 got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
                 raise InferenceError(f"expected logits of shape ({len(jobs)}, {model.n_products}), got {got}")
@@ -253,36 +272,48 @@ class BannerBatcher:
             # if every entry is (nothing to sample from)
             if not bool(torch.isfinite(logits.amax(dim=1)).all()):
                 raise InferenceError("NaN or infinite logits (or a row with every product at -inf)")
+            big_k = model.banner_size
             if all(explore):  # the usual case: no row selection, no copies of (B, N)
-                items = slate.gumbel_topk(logits, BANNER_SIZE, self.generator, self.temperature)
+                items = slate.gumbel_topk(logits, big_k, self.generator, self.temperature)
                 logp = slate.log_prob(logits.double(), items, self.temperature)  # (B,) float64
             else:
-                items = slate.greedy(logits, BANNER_SIZE)  # (B, K); log-propensity 0 (propensity 1)
+                items = slate.greedy(logits, big_k)  # (B, K); log-propensity 0 (propensity 1)
                 logp = torch.zeros(len(jobs), dtype=torch.float64)
                 rows = torch.tensor(explore).nonzero().squeeze(1)
                 if len(rows):
                     sub = logits[rows]
-                    items[rows] = slate.gumbel_topk(sub, BANNER_SIZE, self.generator, self.temperature)
+                    items[rows] = slate.gumbel_topk(sub, big_k, self.generator, self.temperature)
                     logp[rows] = slate.log_prob(sub.double(), items[rows], self.temperature)
+            self._shorten(jobs, logits, items, logp)
         return self._impressions(jobs, model, items, logp)
 
-    def _score_candidates(self, model: LoadedModel, viewed, history, features, explore: list[bool]):
+    def _shorten(self, jobs: list[BannerJob], logits, items, logp) -> None:
+        """In place: for explore rows asking for k < K products, logp becomes the exact log-propensity of
+        the banner's first k products (the k-prefix of a Plackett-Luce draw is itself a PL draw of k);
+        ``_impressions`` keeps only those k. logits (B, M); items (B, K) positions in logits' columns."""
+        big_k = items.shape[1]
+        for k in {j.k for j in jobs if j.explore and j.k is not None and j.k < big_k}:
+            rows = torch.tensor([n for n, j in enumerate(jobs) if j.explore and j.k == k])
+            logp[rows] = slate.log_prob(logits[rows].double(), items[rows, :k], self.temperature)
+
+    def _score_candidates(self, jobs, model: LoadedModel, viewed, history, features, explore: list[bool]):
         """(items (B, K), log-propensity (B,)) of a policy over its candidates: the Plackett–Luce draw
         over the (B, M) candidate logits, the very definition the learner's log-prob uses."""
         b = len(viewed)
         with torch.inference_mode():
-            ids, logits = model.candidates(viewed, history, features)  # (B, M) each
+            ids, logits = model.candidates(viewed, history, *_features(features))  # (B, M) each
             if logits.dim() != 2 or logits.shape[0] != b or ids.shape != logits.shape:
                 raise InferenceError(f"expected candidates of shape ({b}, M), got {tuple(logits.shape)}")
             if not bool(torch.isfinite(logits.amax(dim=1)).all()):
                 raise InferenceError("NaN or infinite candidate logits")
-            pos = slate.greedy(logits, BANNER_SIZE)  # deterministic rows: propensity 1
+            pos = slate.greedy(logits, model.banner_size)  # deterministic rows: propensity 1
             logp = torch.zeros(b, dtype=torch.float64)
             rows = torch.tensor(explore).nonzero().squeeze(1)
             if len(rows):
                 sub = logits[rows]
-                pos[rows] = slate.gumbel_topk(sub, BANNER_SIZE, self.generator, self.temperature)
+                pos[rows] = slate.gumbel_topk(sub, model.banner_size, self.generator, self.temperature)
                 logp[rows] = slate.log_prob(sub.double(), pos[rows], self.temperature)
+            self._shorten(jobs, logits, pos, logp)
             return ids.gather(1, pos), logp
 
     def _impressions(self, jobs: list[BannerJob], model: LoadedModel, items, logp) -> list[Impression]:
@@ -290,6 +321,8 @@ class BannerBatcher:
         out = []
         ids = self.ids.new_many(len(jobs))
         for j, banner, lp, impression_id in zip(jobs, items.tolist(), logp.tolist(), ids, strict=True):
+            if j.k is not None:
+                banner = banner[: j.k]
             out.append(
                 Impression(
                     impression_id,
@@ -331,3 +364,8 @@ class BannerBatcher:
         for f in in_flight:
             await asyncio.wrap_future(f)
         await asyncio.sleep(0)  # let the answers they scheduled run before the loop moves on
+
+
+def _features(features) -> tuple:
+    """Positional feature arguments of a model's logits: (numeric,) or (numeric, categorical codes)."""
+    return features if isinstance(features, tuple) else (features,)

@@ -36,7 +36,7 @@ from typing import Protocol
 
 import torch
 
-from recsys_rl.records import HISTORY_LEN, PAD
+from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
 
 log = logging.getLogger("serving.model")
 
@@ -61,6 +61,8 @@ class LoadedModel:
     source: str = ""
     loaded_at: float = field(default_factory=time.time)
     candidates: Candidates | None = None  # set for a policy that is defined over its top-M candidates
+    banner_size: int = BANNER_SIZE  # K: the most products a banner of this model holds
+    categorical_vocab: tuple = ()  # per categorical user feature, its known values (codes = index + 1)
 
 
 def probe_n_products(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> int:
@@ -79,25 +81,27 @@ def from_policy(policy, version: str, source: str = "") -> LoadedModel:
     from recsys_rl.records import ContextBatch
 
     policy = policy.eval().requires_grad_(False)
-    if policy.n_user_features:
+    if policy.n_user_features or getattr(policy, "categorical_vocab", None):
 
-        def logits(viewed, history, user_features):
-            return policy.logits(ContextBatch(viewed, history, user_features))
+        def logits(viewed, history, user_features, user_categories=None):
+            return policy.logits(ContextBatch(viewed, history, user_features, user_categories))
     else:
 
-        def logits(viewed, history, user_features):
+        def logits(viewed, history, user_features, user_categories=None):
             return policy(viewed, history)
 
     candidates = None
     if getattr(policy, "uses_candidates", False):
         policy.refresh_candidates()  # the index is built here, with the version, before it serves
 
-        def candidates(viewed, history, user_features):
-            return policy.candidates_and_logits(ContextBatch(viewed, history, user_features))
+        def candidates(viewed, history, user_features, user_categories=None):
+            return policy.candidates_and_logits(ContextBatch(viewed, history, user_features, user_categories))
 
     return LoadedModel(
-        version, policy.n_products, logits, policy.n_user_features, source, candidates=candidates
-    )
+        version, policy.n_products, logits, policy.n_user_features, source, candidates=candidates,
+        banner_size=getattr(policy, "banner_size", BANNER_SIZE),
+        categorical_vocab=tuple(tuple(v) for v in getattr(policy, "categorical_vocab", None) or ()),
+    )  # fmt: skip
 
 
 def from_logits_module(module, version: str, source: str = "") -> LoadedModel:

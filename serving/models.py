@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN
+from recsys_rl.records import HISTORY_LEN, MAX_BANNER_SIZE
 
 MAX_USER_FEATURES = 1024
 MAX_ID = 2**63 - 1  # ids are stored as signed 64-bit integers (SQLite INTEGER)
@@ -54,7 +54,10 @@ class BannerRequest(_Body):
     )
 
     user_id: Int = Field(ge=0, le=MAX_ID, description="the shopper")
-    viewed: Int = Field(ge=0, le=MAX_ID, description="product being viewed (in the served catalogue)")
+    viewed: Annotated[int, Field(ge=0, le=MAX_ID)] | None = Field(
+        None,
+        description="product being viewed (in the served catalogue); none on e.g. a home page",
+    )
     history: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(
         default_factory=list,
         max_length=HISTORY_LEN,
@@ -64,10 +67,23 @@ class BannerRequest(_Body):
     user_features: list[float] | None = Field(
         None, max_length=MAX_USER_FEATURES, description="optional features, used by models trained with them"
     )
-    k: Literal[5] = Field(BANNER_SIZE, description="banner size (banners have exactly 5 products)")
-    mode: Literal["explore", "deterministic"] = Field(
-        "explore", description="explore: sampled banner (logged for learning); deterministic: the top 5"
+    user_categories: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        None,
+        max_length=64,
+        description="categorical user features (raw values), for models trained with them",
     )
+    k: Annotated[int, Field(ge=1, le=MAX_BANNER_SIZE)] | None = Field(
+        None,
+        description="banner size: 1 to the served model's K (default: its K, 5 unless trained otherwise)",
+    )  # fmt: skip
+    mode: Literal["explore", "deterministic"] = Field(
+        "explore", description="explore: sampled banner (logged for learning); deterministic: the top k"
+    )
+
+    @field_validator("viewed", "k", mode="before")
+    @classmethod
+    def _integral_optional(cls, v: object) -> object:  # as Int (an Annotated validator inside the
+        return _integral(v)  # optional would lose its bounds in the schema)
 
     @field_validator("history", mode="before")
     @classmethod
@@ -120,10 +136,10 @@ class BannerResponse(BaseModel):
     )
     model_version: str = Field(description="the policy version that chose the banner")
     items: list[Annotated[int, Field(ge=0)]] = Field(
-        min_length=BANNER_SIZE,
-        max_length=BANNER_SIZE,
+        min_length=1,
+        max_length=MAX_BANNER_SIZE,
         json_schema_extra={"uniqueItems": True},
-        description="5 distinct product ids in display order",
+        description="k distinct product ids in display order (k: the request's, else the model's K)",
     )
     propensity: float = Field(ge=0, le=1, description="probability the policy gave this exact ordered banner")
     log_propensity: float = Field(le=0, description="its log (exact; propensity may underflow to 0)")

@@ -55,14 +55,12 @@ class PopularityBehaviour:
 
     version = POLICY_VERSION
 
-    def __init__(self, popularity: torch.Tensor, alpha: float = 1.0) -> None:
-        if popularity.dim() != 1 or len(popularity) < BANNER_SIZE:
-            raise ValueError(
-                f"popularity: expected (N,) with N >= {BANNER_SIZE}, got {tuple(popularity.shape)}"
-            )
+    def __init__(self, popularity: torch.Tensor, alpha: float = 1.0, k: int = BANNER_SIZE) -> None:
+        if popularity.dim() != 1 or len(popularity) < k:
+            raise ValueError(f"popularity: expected (N,) with N >= {k}, got {tuple(popularity.shape)}")
         if not bool((popularity > 0).all()):
             raise ValueError("popularity: every product needs a positive weight (smooth zeros first)")
-        self.alpha = alpha
+        self.alpha, self.banner_size = alpha, k
         self.log_p = torch.log_softmax(alpha * popularity.to(torch.float64).log(), dim=0)
         self.p = self.log_p.exp()
         cdf = torch.cumsum(self.p, dim=0)
@@ -76,9 +74,9 @@ class PopularityBehaviour:
     def sample(self, contexts: ContextBatch | int, generator: torch.Generator) -> BannerBatch:
         """One banner per context (or ``contexts`` banners when given an int), with exact log-propensity."""
         n = contexts if isinstance(contexts, int) else len(contexts)
-        items = torch.empty(n, BANNER_SIZE, dtype=torch.long)
-        u = torch.rand(n, BANNER_SIZE, generator=generator, dtype=torch.float64)
-        for k in range(BANNER_SIZE):
+        items = torch.empty(n, self.banner_size, dtype=torch.long)
+        u = torch.rand(n, self.banner_size, generator=generator, dtype=torch.float64)
+        for k in range(self.banner_size):
             items[:, k] = self._draw_excluding(u[:, k], items[:, :k])
             while True:  # float rounding can land on a placed product's boundary: redraw those rows
                 rows = (items[:, k : k + 1] == items[:, :k]).any(dim=1).nonzero().squeeze(1)
@@ -129,14 +127,16 @@ class ExploringBehaviour:
         n_products: int,
         epsilon: float,
         version: str = EXPLORING_VERSION,
+        k: int = BANNER_SIZE,
     ) -> None:
-        if n_products < BANNER_SIZE:
-            raise ValueError(f"n_products: expected >= {BANNER_SIZE}, got {n_products}")
+        if n_products < k:
+            raise ValueError(f"n_products: expected >= {k}, got {n_products}")
         if not 0.0 <= epsilon <= 1.0:
             raise ValueError(f"epsilon: must be in [0, 1], got {epsilon}")
         self.logits_fn, self.n_products, self.epsilon, self.version = logits_fn, n_products, epsilon, version
+        self.banner_size = k
         # log of the number of ordered banners, N (N-1) ... (N-K+1)
-        self.log_n_banners = sum(math.log(n_products - i) for i in range(BANNER_SIZE))
+        self.log_n_banners = sum(math.log(n_products - i) for i in range(k))
 
     def _logits(self, contexts: ContextBatch) -> torch.Tensor:
         with torch.no_grad():
@@ -155,15 +155,15 @@ class ExploringBehaviour:
         """One banner per context, with the exact log-propensity of the mixture."""
         n = len(contexts)
         explore = torch.rand(n, generator=generator, dtype=torch.float64) < self.epsilon
-        items = torch.empty(n, BANNER_SIZE, dtype=torch.long)
+        items = torch.empty(n, self.banner_size, dtype=torch.long)
         log_prob = torch.empty(n, dtype=torch.float64)
         for sl in self._blocks(n):
             s = self._logits(contexts[sl])
-            items[sl] = slate.gumbel_topk(s, BANNER_SIZE, generator)
+            items[sl] = slate.gumbel_topk(s, self.banner_size, generator)
             rows = explore[sl].nonzero().squeeze(1)
             if len(rows):  # uniform ordered banner: the K largest of iid uniforms, in order
                 noise = torch.rand(len(rows), self.n_products, generator=generator, dtype=torch.float64)
-                items[sl][rows] = noise.topk(BANNER_SIZE, dim=1).indices
+                items[sl][rows] = noise.topk(self.banner_size, dim=1).indices
             log_prob[sl] = self._mix(slate.log_prob(s, items[sl]))
         return BannerBatch(items=items, log_prob=log_prob.to(torch.float32))
 

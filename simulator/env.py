@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from recsys_rl.config import RewardScheme, SimConfig
-from recsys_rl.records import BANNER_SIZE, ContextBatch, ExpectedOutcome, OutcomeBatch
+from recsys_rl.records import BANNER_SIZE, PAD, ContextBatch, ExpectedOutcome, OutcomeBatch
 from simulator import response
 from simulator.catalogue import Catalogue, build_catalogue
 from simulator.contexts import draw_contexts
@@ -27,7 +27,13 @@ class Simulator:
         generator = torch.Generator().manual_seed(cfg.seed)
         self.catalogue: Catalogue = build_catalogue(cfg, generator)
         self.population: Population = build_population(cfg, self.catalogue, generator)
-        self.position_bias = torch.tensor(cfg.position_bias, dtype=torch.float32)
+        self.position_bias = torch.tensor(cfg.position_bias, dtype=torch.float32)  # (K,)
+        self.banner_size = cfg.banner_size
+        self.feature_map = None  # (latent_dim, F): user features = taste @ map + noise (own seed: the
+        if cfg.user_feature_dim:  # default world draws nothing more)
+            g = torch.Generator().manual_seed(cfg.seed + 7919)
+            # taste is a unit vector, so each feature's signal has variance ~1 against noise std
+            self.feature_map = torch.randn(cfg.latent_dim, cfg.user_feature_dim, generator=g)
 
     @property
     def n_products(self) -> int:
@@ -52,9 +58,19 @@ class Simulator:
         return torch.randint(0, self.n_users, (n,), generator=generator)
 
     def contexts(self, users: torch.Tensor, generator: torch.Generator) -> ContextBatch:
-        """A fresh context per user (B,): viewed product and PAD-padded purchase history."""
-        pop = self.population
-        return draw_contexts(pop.consider_items, pop.consider_logits, users, self.cfg.min_history, generator)
+        """A fresh context per user (B,): viewed product (PAD on a home page) and PAD-padded purchase
+        history, plus user features (B, F) when the world emits them (``user_feature_dim``)."""
+        pop, cfg = self.population, self.cfg
+        ctx = draw_contexts(pop.consider_items, pop.consider_logits, users, cfg.min_history, generator)
+        if cfg.home_page_share > 0:
+            home = torch.rand(len(users), generator=generator) < cfg.home_page_share
+            ctx.viewed = ctx.viewed.masked_fill(home, PAD)
+        if self.feature_map is not None:
+            noise = (
+                torch.randn(len(users), cfg.user_feature_dim, generator=generator) * cfg.user_feature_noise
+            )
+            ctx.user_features = pop.taste.index_select(0, users) @ self.feature_map + noise
+        return ctx
 
     def affinity(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """<t_u, v_j> for users (B,) and items (B, K) -> (B, K), in [-1, 1]."""
@@ -104,12 +120,13 @@ class Simulator:
 
     def oracle(self, users: torch.Tensor, scheme: RewardScheme) -> torch.Tensor:
         """(B, K) banner maximising expected ``scheme`` reward per user; exact under pbm (see oracle.py)."""
-        return oracle_banners(users, self.n_products, self.catalogue_rates, scheme)
+        return oracle_banners(users, self.n_products, self.catalogue_rates, scheme, self.banner_size)
 
     def _check(self, users: torch.Tensor, banners: torch.Tensor) -> None:
-        if banners.dim() != 2 or banners.shape[1] != BANNER_SIZE or banners.shape[0] != users.shape[0]:
+        k = self.banner_size
+        if banners.dim() != 2 or banners.shape[1] != k or banners.shape[0] != users.shape[0]:
             raise ValueError(
-                f"banners: expected shape (B, {BANNER_SIZE}) matching users (B,), got {tuple(banners.shape)} "
+                f"banners: expected shape (B, {k}) matching users (B,), got {tuple(banners.shape)} "
                 f"for users {tuple(users.shape)}"
             )
         if len(banners) and (banners.min() < 0 or banners.max() >= self.n_products):
@@ -123,14 +140,14 @@ class Simulator:
             raise ValueError(f"users: ids must be in [0, {self.n_users}), got {users.min()}..{users.max()}")
 
 
-def random_banners(n: int, n_products: int, generator: torch.Generator) -> torch.Tensor:
-    """(n, K) banners of K distinct products, uniform over ordered K-tuples (rows with repeats redrawn)."""
-    if n_products < BANNER_SIZE:
-        raise ValueError(f"n_products: need at least {BANNER_SIZE} products for a banner, got {n_products}")
-    items = torch.randint(0, n_products, (n, BANNER_SIZE), generator=generator)
+def random_banners(n: int, n_products: int, generator: torch.Generator, k: int = BANNER_SIZE) -> torch.Tensor:
+    """(n, k) banners of k distinct products, uniform over ordered k-tuples (rows with repeats redrawn)."""
+    if n_products < k:
+        raise ValueError(f"n_products: need at least {k} products for a banner, got {n_products}")
+    items = torch.randint(0, n_products, (n, k), generator=generator)
     while True:
         s = items.sort(dim=1).values
         bad = (s[:, 1:] == s[:, :-1]).any(dim=1).nonzero().squeeze(1)
         if len(bad) == 0:
             return items
-        items[bad] = torch.randint(0, n_products, (len(bad), BANNER_SIZE), generator=generator)
+        items[bad] = torch.randint(0, n_products, (len(bad), k), generator=generator)

@@ -43,10 +43,15 @@ def generate_logs(
         raise ValueError(f"n_impressions: must be >= 1, got {n_impressions}")
     if chunk < 1:
         raise ValueError(f"chunk: must be >= 1, got {chunk}")
-    policy = behaviour if behaviour is not None else PopularityBehaviour(sim.popularity)
+    policy = behaviour if behaviour is not None else PopularityBehaviour(sim.popularity, k=sim.banner_size)
     generator = torch.Generator().manual_seed(seed)
     with (
-        LogWriter(out_dir, policy_version=policy.version, id_prefix=str(seed)) as writer,
+        LogWriter(
+            out_dir,
+            policy_version=policy.version,
+            id_prefix=str(seed),
+            n_user_features=sim.cfg.user_feature_dim,
+        ) as writer,  # fmt: skip
         Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar,
     ):
         task = bar.add_task("simulating impressions", total=n_impressions)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 
-from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, PAD
+from recsys_rl.records import HISTORY_LEN, PAD
 from simulator.env import Simulator
 from simulator.response import MAX_EXTRA_RATE
 
@@ -40,7 +40,7 @@ class LoopSimulator:
         rng = self.rng
         user = rng.randrange(len(self.taste))
         viewed, history = self.context(user)
-        banner = rng.sample(range(len(self.prices)), BANNER_SIZE)
+        banner = rng.sample(range(len(self.prices)), self.cfg.banner_size)
         return user, viewed, history, banner, self.respond(user, banner)
 
     def context(self, user: int) -> tuple[int, list[int]]:

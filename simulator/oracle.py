@@ -3,7 +3,7 @@
 A scheme's expected reward is linear in per-position outcomes. Under "pbm" a product j at position k
 contributes position_bias[k] * g_uj, where g_uj is its expected reward given examination
 (``response.reward_given_examination``). With position_bias non-increasing, the rearrangement
-inequality makes "the top-5 products by g, in descending order" exactly optimal.
+inequality makes "the top-K products by g, in descending order" exactly optimal.
 
 Under "cascade" the same banner is an approximation: a click at an early position stops the scan, so
 the exact optimum trades g against click probability. It is still a strong ceiling, not the maximum.
@@ -26,15 +26,16 @@ def oracle_banners(
     n_products: int,
     catalogue_rates: Callable[[torch.Tensor], Rates],
     scheme: RewardScheme,
+    k: int = BANNER_SIZE,
 ) -> torch.Tensor:
-    """(B, K) oracle banners for users (B,).
+    """(B, k) oracle banners for users (B,): the top-k products by expected reward given examination.
 
     ``catalogue_rates(users_chunk)`` gives Rates of shape (b, N) over the whole catalogue; it is called
     on blocks of users so a 100k-product catalogue stays within a few tens of MB.
     """
-    out = torch.empty(len(users), BANNER_SIZE, dtype=torch.long)
+    out = torch.empty(len(users), k, dtype=torch.long)
     step = user_chunk_size(n_products)
     for start in range(0, len(users), step):
         g = reward_given_examination(catalogue_rates(users[start : start + step]), scheme)
-        out[start : start + step] = torch.topk(g, BANNER_SIZE, dim=1, sorted=True).indices
+        out[start : start + step] = torch.topk(g, k, dim=1, sorted=True).indices
     return out

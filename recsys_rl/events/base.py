@@ -33,6 +33,7 @@ from recsys_rl.records import (
     BANNER_SIZE,
     FEEDBACK_TYPES,
     HISTORY_LEN,
+    MAX_BANNER_SIZE,
     PAD,
     BannerBatch,
     ContextBatch,
@@ -98,7 +99,7 @@ def _ids(obj: object, name: str, value: object) -> tuple[int, ...]:
 class Impression:
     """One served banner: the context it was served in and the propensity the serving policy gave it.
 
-    ``history`` is most recent first, at most HISTORY_LEN ids; ``items`` are the BANNER_SIZE distinct
+    ``history`` is most recent first, at most HISTORY_LEN ids; ``items`` are the K (1 to MAX_BANNER_SIZE) distinct
     products in display order; ``log_propensity`` is what off-policy correction uses (``propensity`` may
     underflow to 0 for large catalogues, its log does not).
     """
@@ -120,13 +121,15 @@ class Impression:
         obj = f"impression {self.impression_id!r}"
         s(self, "timestamp", _float(obj, "timestamp", self.timestamp))
         s(self, "user_id", _int(obj, "user_id", self.user_id))
-        s(self, "viewed", _int(obj, "viewed", self.viewed))
+        s(self, "viewed", _int(obj, "viewed", self.viewed, lo=PAD))  # PAD (-1): no viewed product
         s(self, "history", _ids(obj, "history", self.history))
         if len(self.history) > HISTORY_LEN:
             raise ValueError(f"{obj}.history: at most {HISTORY_LEN} products, got {len(self.history)}")
         s(self, "items", _ids(obj, "items", self.items))
-        if len(self.items) != BANNER_SIZE or len(set(self.items)) != BANNER_SIZE:
-            raise ValueError(f"{obj}.items: must be {BANNER_SIZE} distinct product ids, got {self.items}")
+        if not 1 <= len(self.items) <= MAX_BANNER_SIZE or len(set(self.items)) != len(self.items):
+            raise ValueError(
+                f"{obj}.items: must be 1 to {MAX_BANNER_SIZE} distinct product ids, got {self.items}"
+            )
         s(self, "propensity", _float(obj, "propensity", self.propensity))
         if not 0.0 <= self.propensity <= 1.0:
             raise ValueError(f"{obj}.propensity: must be in [0, 1], got {self.propensity}")
@@ -165,8 +168,8 @@ class Feedback:
             raise ValueError(f"{obj}.type: must be one of {FEEDBACK_TYPES}, got {self.type!r}")
         s(self, "product_id", _int(obj, "product_id", self.product_id))
         s(self, "position", _int(obj, "position", self.position))
-        if self.position >= BANNER_SIZE:
-            raise ValueError(f"{obj}.position: must be < {BANNER_SIZE}, got {self.position}")
+        if self.position >= MAX_BANNER_SIZE:
+            raise ValueError(f"{obj}.position: must be < {MAX_BANNER_SIZE}, got {self.position}")
         s(self, "units", _int(obj, "units", self.units))
         if self.type == "click" and self.units != 0:
             raise ValueError(f"{obj}.units: must be 0 for a click, got {self.units}")
@@ -203,8 +206,15 @@ class ReadBatch:
         """
         imps = self.impressions
         b = len(imps)
-        items = np.fromiter(itertools.chain.from_iterable(i.items for i in imps), np.int64, b * BANNER_SIZE)
-        items = items.reshape(b, BANNER_SIZE)
+        k = len(imps[0].items) if imps else BANNER_SIZE
+        odd = next((i for i in imps if len(i.items) != k), None)
+        if odd is not None:
+            raise ValueError(
+                f"impression {odd.impression_id!r}.items: {len(odd.items)} products, but this batch's banners "
+                f"have {k} (select one banner size first, see ``of_banner_size``)"
+            )
+        items = np.fromiter(itertools.chain.from_iterable(i.items for i in imps), np.int64, b * k)
+        items = items.reshape(b, k)
         viewed = np.fromiter((i.viewed for i in imps), np.int64, b)
         lengths = np.fromiter((len(i.history) for i in imps), np.int64, b)
         flat = np.fromiter(
@@ -229,6 +239,11 @@ class ReadBatch:
         product = np.fromiter((f.product_id for f in fb), np.int64, len(fb))
         units = np.fromiter((f.units for f in fb), np.float64, len(fb))
         price = np.fromiter((f.price for f in fb), np.float64, len(fb))
+        if (pos >= k).any():
+            f = fb[int((pos >= k).argmax())]
+            raise ValueError(
+                f"feedback {f.event_id!r}.position: {f.position} is outside a {k}-product banner"
+            )
         wrong = items[rows, pos] != product
         if wrong.any():
             f = fb[int(wrong.argmax())]
@@ -236,10 +251,10 @@ class ReadBatch:
                 f"feedback {f.event_id!r}.product_id: {f.product_id} is not at position {f.position} "
                 f"of impression {f.impression_id!r}"
             )
-        clicks = np.zeros((b, BANNER_SIZE), np.float32)
+        clicks = np.zeros((b, k), np.float32)
         clicks[rows, pos] = 1.0
-        out_units = np.zeros((b, BANNER_SIZE), np.float64)
-        revenue = np.zeros((b, BANNER_SIZE), np.float64)
+        out_units = np.zeros((b, k), np.float64)
+        revenue = np.zeros((b, k), np.float64)
         np.add.at(out_units, (rows, pos), units)
         np.add.at(revenue, (rows, pos), units * price)
 
@@ -249,6 +264,15 @@ class ReadBatch:
             BannerBatch(t(items), t(log_prob.astype(np.float32))),
             OutcomeBatch(t(clicks), t(out_units.astype(np.float32)), t(revenue.astype(np.float32))),
         )
+
+    def of_banner_size(self, k: int) -> ReadBatch:
+        """The impressions with k-product banners and their feedback (same offset): a server answers
+        requests for shorter banners (``k`` below the model's K), and a batch of tensors holds one K."""
+        if all(len(i.items) == k for i in self.impressions):
+            return self
+        imps = [i for i in self.impressions if len(i.items) == k]
+        keep = {i.impression_id for i in imps}
+        return ReadBatch(imps, [f for f in self.feedback if f.impression_id in keep], self.offset)
 
     def _feedback_rows(self) -> np.ndarray:
         """(F,) row in ``impressions`` of each feedback's impression (vectorised id lookup)."""

@@ -23,7 +23,7 @@ from sklearn.base import RegressorMixin
 from recsys_rl.config import RewardScheme
 from recsys_rl.ope.estimate import Estimate
 from recsys_rl.ope.estimators import direct_method, doubly_robust, iips, ips, snips
-from recsys_rl.ope.policy_probs import LogitsFn, PairScores, pair_log_softmax, target_probs
+from recsys_rl.ope.policy_probs import LogitsFn, PairScores, pair_log_softmax, slot_target_probs, target_probs
 from recsys_rl.ope.reward_model import cross_fit_rewards, default_reward_model
 from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
@@ -90,6 +90,8 @@ def evaluate_policy(
     n_folds: int = 2,
     reward_model: RegressorMixin | None = None,
     seed: int = 0,
+    positions: np.ndarray | None = None,
+    banner_size: int | None = None,
 ) -> OPEResult:
     """Estimate the value of PL(policy(x) / temperature) from ``batch`` with each named estimator.
 
@@ -97,6 +99,12 @@ def evaluate_policy(
     whose scores feed the reward model; n_samples: banners drawn from the target per context for its
     marginals (unused when the catalogue is small enough to enumerate); dm_samples of them (default
     min(16, n_samples)) average q̂.
+
+    Slot rows (``positions`` (n,) given; the batch holds one product per row, items (n, 1)): each row is
+    the product shown at positions[i] of a ``banner_size``-product banner, with that slot's logged
+    propensity in behaviour_marginals (n, 1). The value per banner is Σ_p (mean over the rows at
+    position p of the position-wise term), so every term is scaled by n / n_p before averaging.
+    Whole-banner IPS/SNIPS cannot be computed from such rows and are refused.
     """
     names = [e.lower() for e in estimators]
     unknown = [e for e in names if e not in ESTIMATORS]
@@ -108,6 +116,9 @@ def evaluate_policy(
     items = batch.banners.items.numpy()
     n, k_size = items.shape
     behaviour_lp = batch.banners.log_prob.double().numpy()
+    if positions is not None:
+        return _evaluate_slots(batch, policy, scheme, names, positions, banner_size, behaviour_marginals,
+                               reference, temperature, clip, n_samples, dm_samples, n_folds, reward_model, seed)  # fmt: skip
     if any(e in BANNER_WEIGHTED for e in names) and np.isnan(behaviour_lp).any():
         raise ValueError(
             "estimators: ips/snips need banner propensities, and this log has none (use iips, dm, dr)"
@@ -160,3 +171,53 @@ def evaluate_policy(
             out["dr"] = doubly_robust(r_pos, tp.marginals, mu_marg, predictions, clip)
     ordered = {e: out[e] for e in names}
     return OPEResult(ordered, tp.exact, mu_source, 0 if tp.exact else n_samples)
+
+
+def _evaluate_slots(batch, policy, scheme, names, positions, banner_size, behaviour_marginals, reference,
+                    temperature, clip, n_samples, dm_samples, n_folds, reward_model, seed) -> OPEResult:  # fmt: skip
+    """``evaluate_policy`` on slot rows (see there): IIPS, DM and DR per row at its position."""
+    banner = [e for e in names if e in BANNER_WEIGHTED]
+    if banner:
+        raise ValueError(
+            f"estimators: {', '.join(banner)} weight whole banners, and these rows are single displayed items "
+            "with no impression key to regroup them into banners (use iips, dm or dr; or map impression_id)"
+        )
+    if behaviour_marginals is None:
+        raise ValueError("behaviour_marginals: slot rows need the logged propensity of each row's slot")
+    items = batch.banners.items.numpy()
+    n = len(items)
+    pos = np.asarray(positions, dtype=np.int64)
+    k_size = int(banner_size if banner_size is not None else pos.max() + 1)
+    per_pos = np.bincount(pos, minlength=k_size)
+    scale = (n / per_pos[pos])[:, None]  # (n, 1): the value per banner sums the positions' means
+    r = position_rewards(scheme, batch.outcomes).double().numpy() * scale  # (n, 1)
+    mu = np.asarray(behaviour_marginals, dtype=np.float64).reshape(n, 1)
+    rng = np.random.default_rng(seed)
+    model_based = any(e in MODEL_BASED for e in names)
+    tp = slot_target_probs(policy, batch.contexts, items[:, 0], pos, k_size, n_samples=n_samples,
+                           keep_samples=dm_samples if model_based else 0, generator=rng,
+                           temperature=temperature)  # fmt: skip
+    out: dict[str, Estimate] = {}
+    if "iips" in names:
+        out["iips"] = iips(r, tp.marginals, mu, clip)
+    if model_based:
+        n_items = tp.pairs.n_items
+        ref_pairs = pair_log_softmax(reference, batch.contexts, tp.pairs) if reference is not None else None
+        shows = np.bincount(items.reshape(-1), minlength=n_items).astype(np.float64)
+        log_rate = np.log(np.maximum(shows, 0.5) / n)
+        base = _featurizer(tp.pairs, ref_pairs, log_rate, k_size)
+
+        def featurize(rows, its, columns):  # column 0 of every row is its own banner position
+            return base(rows, its, pos[rows] + columns)
+
+        target = {"target_marginals": tp.exact_marginals} if tp.exact else {"target_banners": tp.samples}
+        raw = position_rewards(scheme, batch.outcomes).double().numpy()
+        pred = cross_fit_rewards(raw, items, np.zeros((n, 1)), log_rate[:, None],
+                                 model=reward_model if reward_model is not None else default_reward_model(seed),
+                                 n_folds=n_folds, seed=seed, featurize=featurize, **target)  # fmt: skip
+        scaled = type(pred)(pred.logged * scale, pred.target * scale[:, 0])
+        if "dm" in names:
+            out["dm"] = direct_method(scaled)
+        if "dr" in names:
+            out["dr"] = doubly_robust(r, tp.marginals, mu, scaled, clip)
+    return OPEResult({e: out[e] for e in names}, tp.exact, "logged", 0 if tp.exact else n_samples)

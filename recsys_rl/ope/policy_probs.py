@@ -268,3 +268,63 @@ def pair_log_softmax(
         r = rows_all[lo:hi] - start
         values[lo:hi] = s[r, items_all[lo:hi]] - lse[r]
     return PairScores(rows_all, items_all, values, keys.n_items)
+
+
+def slot_target_probs(
+    policy: LogitsFn,
+    contexts: ContextBatch,
+    items,
+    positions,
+    k_size: int,
+    *,
+    n_samples: int = 64,
+    keep_samples: int | None = None,
+    generator: np.random.Generator,
+    temperature: float = 1.0,
+    max_exact_items: int = MAX_EXACT_ITEMS,
+) -> TargetProbs:
+    """π_p(a|x) for single logged products (slot rows): items (n,) shown at positions (n,) of K-banners.
+
+    Returns TargetProbs over one column: marginals (n, 1) = P_π(a_i at p_i | x_i) (exact for small
+    catalogues, else Rao–Blackwellised from n_samples K-banners); exact_marginals (n, 1, N) the target's
+    marginals at each row's position; samples (n, S', 1) the product the target puts at p_i in each
+    kept sample; log_prob NaN (a slot row is not a banner).
+    """
+    a = to_items(np.asarray(items).reshape(-1, 1), "items", 2)
+    p = np.asarray(positions, dtype=np.int64).reshape(-1)
+    n = len(a)
+    if len(p) != n or (p < 0).any() or (p >= k_size).any():
+        raise ValueError(f"positions: expected (n,) = ({n},) values in [0, {k_size}), got {p.shape}")
+    keep = n_samples if keep_samples is None else keep_samples
+    n_items = _n_items(policy, contexts, temperature)
+    check_items("items", a, n_items, distinct=False)
+    exact = n_items <= max_exact_items
+    marg = np.empty((n, 1))
+    full = np.empty((n, 1, n_items)) if exact else None
+    samples = None if exact else np.empty((n, keep, 1), dtype=np.int64)
+    pair_rows, pair_items, pair_values = [], [], []
+    step = _block_rows(n_items)
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        s = _logits(policy, contexts[sl], temperature)
+        r = np.arange(s.shape[0])
+        if exact:
+            f = exact_marginals(s, k_size, max_items=max_exact_items)[r, p[sl]]  # (c, N)
+            full[sl, 0] = f
+            marg[sl, 0] = f[r, a[sl, 0]]
+            mentioned = np.broadcast_to(np.arange(n_items), (s.shape[0], n_items))
+        else:
+            drawn = sample_pl(s, k_size, n_samples, generator)  # (c, S, K)
+            # rb_marginals reads column k of the banners only at position k: the row's product everywhere
+            marg[sl, 0] = rb_marginals(s, np.repeat(a[sl], k_size, axis=1), drawn)[r, p[sl]]
+            samples[sl, :, 0] = drawn[r, :keep, p[sl]]
+            mentioned = np.concatenate([a[sl], samples[sl, :, 0]], axis=1)
+        lse = np.log(np.exp(s - s.max(1, keepdims=True)).sum(1)) + s.max(1)
+        rows = np.broadcast_to(np.arange(sl.start, sl.stop)[:, None], mentioned.shape)
+        pair_rows.append(rows.reshape(-1))
+        pair_items.append(mentioned.reshape(-1))
+        pair_values.append((np.take_along_axis(s, mentioned, axis=1) - lse[:, None]).reshape(-1))
+    pairs = PairScores(
+        np.concatenate(pair_rows), np.concatenate(pair_items), np.concatenate(pair_values), n_items
+    )
+    return TargetProbs(np.full(n, np.nan), marg, full, samples, pairs)

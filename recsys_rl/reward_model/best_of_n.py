@@ -14,7 +14,7 @@ import torch
 
 from recsys_rl import slate
 from recsys_rl.config import RewardScheme
-from recsys_rl.records import BANNER_SIZE, ContextBatch
+from recsys_rl.records import ContextBatch
 from recsys_rl.reward_model.model import BannerRewardModel
 from recsys_rl.reward_model.scoring import banner_rewards
 
@@ -51,7 +51,7 @@ def best_of_n(
         c = ctx[s : s + per]
         logits = reference_logits_fn(c)  # (c, N)
         rows = torch.arange(len(c)).repeat_interleave(n)
-        items = slate.gumbel_topk(logits[rows], BANNER_SIZE, generator)  # (c*n, K)
+        items = slate.gumbel_topk(logits[rows], model.n_positions, generator)  # (c*n, K)
         r = banner_rewards(model, scheme, c, items, rows).view(len(c), n)
         best = r.argmax(1)
         chosen.append(items.view(len(c), n, -1)[torch.arange(len(c)), best])

@@ -20,7 +20,7 @@ from recsys_rl.jobs import trainable_copy
 from recsys_rl.learner import Learner
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
-from recsys_rl.records import BANNER_SIZE, BannerBatch, ContextBatch, LoggedBatch, OutcomeBatch
+from recsys_rl.records import BannerBatch, ContextBatch, LoggedBatch, OutcomeBatch
 from recsys_rl.reward_model.model import BannerRewardModel
 from recsys_rl.reward_model.packaging import check_catalogue
 from recsys_rl.reward_model.scoring import banner_rewards, check_scheme
@@ -33,7 +33,7 @@ def scored_batch(
 ) -> tuple[LoggedBatch, torch.Tensor]:  # fmt: skip
     """(batch of C*group banners sampled from ``policy``, their (C*group,) proxy rewards)."""
     logits = policy.logits(ctx).repeat_interleave(group, 0)
-    items = slate.gumbel_topk(logits, BANNER_SIZE, generator)
+    items = slate.gumbel_topk(logits, policy.banner_size, generator)
     rows = torch.arange(len(ctx)).repeat_interleave(group)
     rewards = banner_rewards(model, scheme, ctx, items, rows)
     zeros = torch.zeros(items.shape)

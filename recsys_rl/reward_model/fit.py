@@ -79,7 +79,7 @@ def nll_terms(model: BannerRewardModel, batch: LoggedBatch) -> dict[str, torch.T
     """Summed negative log-likelihood of each outcome over a batch (scalars): click, purchase, extra."""
     rel, buy, ext = model.head_logits(batch.contexts, batch.banners.items)  # (B, K) each
     o = batch.outcomes
-    exam = model.examination()[: rel.shape[1]]
+    exam = model.exam_at(batch.banners.items, batch.banners.positions)  # slot rows: at their positions
     log_p = torch.log(exam) + F.logsigmoid(rel)
     log_q = torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))
     click = -(o.clicks * log_p + (1 - o.clicks) * log_q).sum()
@@ -112,14 +112,21 @@ def validation_nll(model: BannerRewardModel, batch: LoggedBatch, chunk: int = 81
 
 
 def fit_reward_model(
-    logs: LoggedBatch, n_products: int, cfg: RewardModelConfig | None = None, progress: bool = True
-) -> FitResult:
-    """Fit a ``BannerRewardModel`` on ``logs``; the validation share is held out from every gradient."""
+    logs: LoggedBatch, n_products: int, cfg: RewardModelConfig | None = None, progress: bool = True,
+    n_positions: int | None = None, categorical_vocab: list[list[str]] | None = None,
+) -> FitResult:  # fmt: skip
+    """Fit a ``BannerRewardModel`` on ``logs``; the validation share is held out from every gradient.
+
+    n_positions: K (default: the logged banners'; give it for slot rows, one product per row, whose
+    ``banners.positions`` say where each was shown); user features are used when the contexts have
+    them; categorical_vocab: the vocabulary of the contexts' categorical codes (saved with the model)."""
     cfg = cfg or RewardModelConfig()
     check_logs(logs, n_products)
     torch.manual_seed(cfg.seed)
     train, val = split(logs, cfg.validation_share, cfg.seed)
-    model = BannerRewardModel(n_products, cfg.embed_dim, cfg.hidden_dim, logs.banners.items.shape[1])
+    uf = logs.contexts.user_features
+    model = BannerRewardModel(n_products, cfg.embed_dim, cfg.hidden_dim, n_positions or logs.banners.items.shape[1],
+                              0 if uf is None else uf.shape[1], categorical_vocab)  # fmt: skip
     model.prices.copy_(logged_prices(train.outcomes, train.banners.items, n_products))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed + 1)

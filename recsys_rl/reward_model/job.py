@@ -39,10 +39,12 @@ def train_reward_model_job(
     experiment: str = EXPERIMENT,
     registered_name: str | None = REGISTERED_NAME,
     progress: bool = True,
+    n_positions: int | None = None,
+    categorical_vocab: list[list[str]] | None = None,
 ) -> RewardModelRun:
     """Fit, validate on the held-out share, log everything to one MLflow run and register the model."""
     cfg = cfg or RewardModelConfig()
-    result = fit_reward_model(logs, n_products, cfg, progress)  # raises before any run is opened
+    result = fit_reward_model(logs, n_products, cfg, progress, n_positions, categorical_vocab)  # raises first
     metrics, curves = evaluate(result.model, result.validation, cfg.calibration_bins)
     tracking.setup(tracking_cfg or TrackingConfig(), experiment)
     with mlflow.start_run(run_name=f"reward-model-seed{cfg.seed}") as run:

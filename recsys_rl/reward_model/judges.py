@@ -18,7 +18,7 @@ from recsys_rl import slate
 from recsys_rl.config import RewardScheme
 from recsys_rl.env import Environment
 from recsys_rl.evaluation import make_eval_set
-from recsys_rl.records import BANNER_SIZE, ContextBatch, LoggedBatch
+from recsys_rl.records import ContextBatch, LoggedBatch
 from recsys_rl.rewards import expected_reward
 
 
@@ -42,7 +42,8 @@ class ExactJudge:
             [logits_fn(self.contexts[s : s + 1024]) for s in range(0, len(self.contexts), 1024)]
         )
         vals = [
-            self.banners(slate.gumbel_topk(logits, BANNER_SIZE, generator)) for _ in range(self.n_samples)
+            self.banners(slate.gumbel_topk(logits, self.env.banner_size, generator))
+            for _ in range(self.n_samples)
         ]
         return float(np.mean(vals))
 

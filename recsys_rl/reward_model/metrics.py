@@ -38,7 +38,7 @@ def predictions(model: BannerRewardModel, batch: LoggedBatch, chunk: int = 8192)
         b = batch[s : s + chunk]
         rel, buy, ext = model.head_logits(b.contexts, b.banners.items)
         o = b.outcomes
-        p_click = model.examination()[: rel.shape[1]] * torch.sigmoid(rel)
+        p_click = model.exam_at(b.banners.items, b.banners.positions) * torch.sigmoid(rel)
         clicked, bought = o.clicks > 0, o.units > 0
         parts["click"].append((p_click.reshape(-1).numpy(), o.clicks.reshape(-1).numpy()))
         parts["purchase"].append((torch.sigmoid(buy[clicked]).numpy(), o.purchases[clicked].numpy()))

@@ -33,13 +33,20 @@ class BannerRewardModel(nn.Module):
     """Context encoder + three product-scoring heads + per-position examination logits."""
 
     def __init__(
-        self, n_products: int, embed_dim: int = 32, hidden_dim: int = 128, n_positions: int = BANNER_SIZE
-    ):
+        self, n_products: int, embed_dim: int = 32, hidden_dim: int = 128, n_positions: int = BANNER_SIZE,
+        n_user_features: int = 0, categorical_vocab: list[list[str]] | None = None,
+    ):  # fmt: skip
         super().__init__()
         self.n_products, self.n_positions = n_products, n_positions
+        self.n_user_features = n_user_features
+        self.categorical_vocab = [list(map(str, v)) for v in categorical_vocab or []]
         self.item_in = nn.Embedding(n_products + 1, embed_dim, padding_idx=n_products)
+        extra = n_user_features + (embed_dim if self.categorical_vocab else 0)
         self.encoder = nn.Sequential(
-            nn.Linear(2 * embed_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU()
+            nn.Linear(2 * embed_dim + extra, hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, hidden_dim),
+            nn.GELU(),
         )
         self.query = nn.Linear(hidden_dim, len(HEADS) * embed_dim)  # one query per head
         self.item_out = nn.Parameter(torch.randn(len(HEADS), n_products, embed_dim) * embed_dim**-0.5)
@@ -47,10 +54,17 @@ class BannerRewardModel(nn.Module):
         self.exam_logit = nn.Parameter(torch.zeros(n_positions - 1))  # positions 1..K-1; position 0 is 1
         self.register_buffer("prices", torch.zeros(n_products))
         self.embed_dim, self.hidden_dim = embed_dim, hidden_dim
+        if self.categorical_vocab:  # one table per categorical user feature (row 0: unknown), summed
+            from recsys_rl.features import cardinalities
+
+            self.category_embeddings = nn.ModuleList(
+                nn.Embedding(c, embed_dim) for c in cardinalities(self.categorical_vocab)
+            )
 
     def hparams(self) -> dict:
         return {"n_products": self.n_products, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
-                "n_positions": self.n_positions}  # fmt: skip
+                "n_positions": self.n_positions, "n_user_features": self.n_user_features,
+                "categorical_vocab": self.categorical_vocab}  # fmt: skip
 
     def examination(self) -> torch.Tensor:
         """(K,) P(position examined), relative to the top slot."""
@@ -61,7 +75,16 @@ class BannerRewardModel(nn.Module):
         mask = ctx.history >= 0
         hist = self.item_in(torch.where(mask, ctx.history, self.n_products))
         pooled = hist.sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
-        h = self.encoder(torch.cat([self.item_in(ctx.viewed), pooled], dim=-1))
+        parts = [self.item_in(torch.where(ctx.viewed >= 0, ctx.viewed, self.n_products)), pooled]
+        if self.n_user_features:
+            if ctx.user_features is None:
+                raise ValueError(f"user_features: this reward model needs {self.n_user_features} per context")
+            parts.append(ctx.user_features)
+        if self.categorical_vocab:
+            if ctx.user_categories is None:
+                raise ValueError("user_categories: this reward model needs categorical user features")
+            parts.append(sum(e(ctx.user_categories[:, c]) for c, e in enumerate(self.category_embeddings)))
+        h = self.encoder(torch.cat(parts, dim=-1))
         return self.query(h).view(len(ctx), len(HEADS), self.embed_dim)
 
     def head_logits(self, ctx: ContextBatch, items: torch.Tensor, rows: torch.Tensor | None = None):
@@ -78,11 +101,18 @@ class BannerRewardModel(nn.Module):
         return torch.einsum("chd,hnd->hcn", q, self.item_out) + self.item_bias[:, None, :]
 
     def expected(
-        self, ctx: ContextBatch, items: torch.Tensor, rows: torch.Tensor | None = None
-    ) -> ExpectedOutcome:
-        """Predicted per-position expectations (B, K) of banners items (B, K) for contexts ``ctx``."""
+        self, ctx: ContextBatch, items: torch.Tensor, rows: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> ExpectedOutcome:  # fmt: skip
+        """Predicted per-position expectations (B, K) of banners items (B, K) for contexts ``ctx``;
+        positions (B, K): the banner position of each column (default 0..K-1)."""
         rel, buy, ext = self.head_logits(ctx, items, rows)
-        return outcome_from_logits(rel, buy, ext, self.examination()[: items.shape[1]], self.prices[items])
+        return outcome_from_logits(rel, buy, ext, self.exam_at(items, positions), self.prices[items])
+
+    def exam_at(self, items: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(K,) or (B, K) examination of each column of items (B, K): by column, or at given positions."""
+        exam = self.examination()
+        return exam[: items.shape[1]] if positions is None else exam[positions]
 
 
 def outcome_from_logits(

@@ -11,7 +11,7 @@ import torch
 
 from recsys_rl import slate
 from recsys_rl.config import RewardScheme
-from recsys_rl.records import BANNER_SIZE, ContextBatch
+from recsys_rl.records import ContextBatch
 from recsys_rl.reward_model.model import BannerRewardModel
 from recsys_rl.rewards import expected_reward
 
@@ -45,7 +45,7 @@ def policy_value(
         c = ctx[s : s + chunk]
         logits = logits_fn(c)
         rows = torch.arange(len(c)).repeat_interleave(n_samples)
-        items = slate.gumbel_topk(logits[rows], BANNER_SIZE, generator)
+        items = slate.gumbel_topk(logits[rows], model.n_positions, generator)
         total += float(banner_rewards(model, scheme, c, items, rows).sum())
     return total / (len(ctx) * n_samples)
 

@@ -29,7 +29,7 @@ import torch
 from recsys_rl import slate, tracking
 from recsys_rl.config import RewardScheme, RunConfig
 from recsys_rl.policy import BannerPolicy
-from recsys_rl.records import BANNER_SIZE, ContextBatch
+from recsys_rl.records import ContextBatch
 from recsys_rl.reward_model.best_of_n import best_of_n, best_of_n_kl, n_for_kl
 from recsys_rl.reward_model.finetune import rm_finetune
 from recsys_rl.reward_model.model import BannerRewardModel
@@ -88,7 +88,7 @@ def policy_kl(policy: BannerPolicy, reference: BannerPolicy, ctx: ContextBatch, 
     for s in range(0, len(ctx), 1024):
         c = ctx[s : s + 1024]
         lp, lq = policy.logits(c), reference.logits(c)
-        total += float(slate.banner_terms(lp, lq, slate.gumbel_topk(lp, BANNER_SIZE, g))[1].sum())
+        total += float(slate.banner_terms(lp, lq, slate.gumbel_topk(lp, reference.banner_size, g))[1].sum())
     return total / len(ctx)
 
 

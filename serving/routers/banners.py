@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from recsys_rl.records import PAD
 from serving.errors import ApiError, store_unavailable
 from serving.models import BannerRequest, BannerResponse, field_errors
 from serving.routers.openapi import error_responses, json_body
@@ -31,7 +32,7 @@ ERRORS = error_responses(
 def check_catalogue(req: BannerRequest, n_products: int, n_user_features: int) -> None:
     """Product ids must be in the served model's catalogue [0, n_products)."""
     problems = []
-    if req.viewed >= n_products:
+    if req.viewed is not None and req.viewed >= n_products:
         problems.append(("viewed", req.viewed))
     problems += [(f"history[{i}]", x) for i, x in enumerate(req.history) if x >= n_products]
     items = [
@@ -61,7 +62,7 @@ def banners_router(services: Services) -> APIRouter:
         openapi_extra=json_body(BannerRequest),
     )
     async def banners(request: Request) -> Response:
-        """Scores the context, samples (explore) or takes the top (deterministic) 5 products, stores the
+        """Scores the context, samples (explore) or takes the top (deterministic) k products, stores the
         impression and returns it with its exact propensity and a fresh impression id."""
         try:
             req = BannerRequest.model_validate_json(await request.body())
@@ -71,13 +72,36 @@ def banners_router(services: Services) -> APIRouter:
         if model is None:
             raise ApiError(503, "no model loaded yet; see /readyz")
         check_catalogue(req, model.n_products, model.n_user_features)
+        n_cat = len(model.categorical_vocab)
+        if n_cat and (req.user_categories is None or len(req.user_categories) != n_cat):
+            got = "none" if req.user_categories is None else str(len(req.user_categories))
+            raise ApiError(
+                422,
+                [
+                    {
+                        "field": "user_categories",
+                        "message": f"the served model needs {n_cat} values, got {got}",
+                    }
+                ],
+            )
+        if req.k is not None and req.k > model.banner_size:
+            raise ApiError(
+                422,
+                [
+                    {
+                        "field": "k",
+                        "message": f"the served model shows at most {model.banner_size} products, got {req.k}",
+                    }
+                ],
+            )
         if services.batcher is None:
             raise ApiError(503, "the event store is not open yet (server starting or stopping)")
         explore = req.mode == "explore"
         try:
             imp = await services.batcher.serve(
-                model, req.user_id, req.viewed, req.history, req.user_features, explore
-            )
+                model, req.user_id, PAD if req.viewed is None else req.viewed, req.history, req.user_features,
+                explore, req.k, req.user_categories,
+            )  # fmt: skip
         except ApiError:
             raise
         except Exception as exc:

@@ -80,6 +80,8 @@ class Limits:
     n_user_features: int
     max_batch_events: int
     model_version: str | None = None
+    banner_size: int = 5
+    n_categories: int = 0
 
 
 def api_document(base: dict, limits: Limits, *models: type[BaseModel]) -> dict:
@@ -89,6 +91,7 @@ def api_document(base: dict, limits: Limits, *models: type[BaseModel]) -> dict:
     schemas = doc["components"]["schemas"]
     if limits.n_products is not None:
         _catalogue_bounds(schemas["BannerRequest"], limits.n_products, limits.n_user_features)
+        _model_bounds(schemas["BannerRequest"], limits.banner_size, limits.n_categories)
     schemas["FeedbackRequest"]["properties"]["events"]["maxItems"] = limits.max_batch_events
     _banner_links(doc)
     if limits.model_version is not None and "PinRequest" in schemas:  # a version that can be pinned
@@ -115,6 +118,23 @@ def _errors_as_returned(doc: dict) -> None:
                     "description": ERROR_DESCRIPTIONS[413],
                     "content": {"application/json": {"schema": dict(ref)}},
                 }
+
+
+def _model_bounds(schema: dict, banner_size: int, n_categories: int) -> None:
+    """The request's k is at most the served model's K; a model with categorical user features needs
+    exactly that many values (both checked in the endpoint, so documented here)."""
+    props = schema["properties"]
+    props["k"]["maximum"] = banner_size
+    props["k"]["description"] = f"banner size, 1 to the served model's {banner_size} (default {banner_size})"
+    if n_categories:
+        props["user_categories"] = {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 256},
+            "minItems": n_categories,
+            "maxItems": n_categories,
+            "description": f"the served model's {n_categories} categorical user features (raw values)",
+        }
+        schema["required"] = sorted({*schema.get("required", []), "user_categories"})
 
 
 def _catalogue_bounds(schema: dict, n_products: int, n_user_features: int) -> None:

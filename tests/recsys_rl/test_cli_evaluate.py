@@ -156,7 +156,7 @@ BAD = {
             "--mapping",
             _mapping(tmp / "m.yaml", items=ITEMS[:2], propensity="p"),
         ],
-        "items: Value error, needs 5 column names",
+        "clicks: needs 2 column names, one per banner position (as items)",
     ),  # fmt: skip
     "clicks-only log, graded reward": lambda world, tmp: (
         [

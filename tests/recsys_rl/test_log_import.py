@@ -231,7 +231,8 @@ def test_a_directory_without_logs_or_a_mapping_is_rejected(tmp_path):
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({**FLAT, "items": ITEMS[:4]}, "items: Value error, needs 5 column names"),
+        ({**FLAT, "items": ITEMS[:4]}, "clicks: needs 4 column names, one per banner position"),
+        ({**FLAT, "items": [f"i{k}" for k in range(11)]}, "items: Value error, needs 1 to 10 column names"),
         ({**FLAT, "propensity": None}, "give propensity, log_propensity or position_propensities"),
         ({**FLAT, "clicks": None, "units": None, "revenue": None}, "give exactly one of clicks"),
         ({**FLAT, "colour": "x"}, "colour: unknown key"),
@@ -247,3 +248,32 @@ def test_bad_mapping_files_are_config_errors_naming_the_field(tmp_path, fields, 
 def test_the_example_mapping_in_configs_is_valid():
     m = load_mapping(Path(__file__).resolve().parents[2] / "configs" / "mappings" / "flat.yaml")
     assert m.items == ITEMS and m.clicks == CLICKS and m.propensity == "prop"
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_banners_of_any_size_import_from_the_event_schema_and_a_flat_mapping(tmp_path, k):
+    sim = Simulator(SimConfig(n_products=N_PRODUCTS, n_categories=3, n_users=100, consideration_size=12,
+                              banner_size=k))  # fmt: skip
+    event_dir = generate_logs(sim, 200, tmp_path / "events", seed=0, progress=False)
+    logged = read_logs(event_dir)
+    assert logged.banners.items.shape == (200, k)
+    assert_same(import_logs(event_dir, N_PRODUCTS).batch, logged)
+    cols = {name: [f"{name}_{j}" for j in range(k)] for name in ("item", "click", "units", "revenue")}
+    df = pd.DataFrame({"impression": [f"i{j}" for j in range(200)], "viewed": logged.contexts.viewed.numpy(),
+                       "history": [" ".join(map(str, h[h >= 0].tolist())) for h in logged.contexts.history.numpy()],
+                       "prop": np.exp(logged.banners.log_prob.double().numpy())})  # fmt: skip
+    for name, t in (("item", logged.banners.items), ("click", logged.outcomes.clicks.int()),
+                    ("units", logged.outcomes.units), ("revenue", logged.outcomes.revenue)):  # fmt: skip
+        for j, c in enumerate(cols[name]):
+            df[c] = t[:, j].numpy()
+    df.to_csv(tmp_path / "flat.csv", index=False)
+    fields = {**FLAT, "items": cols["item"], "clicks": cols["click"], "units": cols["units"],
+              "revenue": cols["revenue"]}  # fmt: skip
+    imported = import_logs(tmp_path / "flat.csv", N_PRODUCTS, ColumnMapping(**fields))
+    assert_same(imported.batch, logged, log_prob_atol=1e-6)
+    # a row whose list column holds another number of products is named
+    df["items"] = [" ".join(map(str, r)) for r in logged.banners.items.tolist()]
+    df.loc[4, "items"] = " ".join(map(str, range(k - 1)))
+    df.to_csv(tmp_path / "list.csv", index=False)
+    with pytest.raises(LogFormatError, match=rf"items: row 4 \(line 6\): has {k - 1} entries, expected {k}"):
+        import_logs(tmp_path / "list.csv", N_PRODUCTS, ColumnMapping(**{**fields, "items": "items"}))

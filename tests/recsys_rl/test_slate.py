@@ -1,6 +1,7 @@
 import itertools
 import math
 
+import pytest
 import torch
 
 from recsys_rl import slate
@@ -132,3 +133,40 @@ def test_log_prob_matches_masked_softmax_even_when_peaked():
     items = torch.tensor([[0, 1, 2], [5, 0, 3]])
     exact = slate.position_log_probs(lp.double(), items).sum(-1)
     assert torch.allclose(slate.log_prob(lp, items).double(), exact, rtol=1e-5)
+
+
+def _enumerated_pl(logits_row: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(every ordered k-banner (P, k), its PL probability (P,)), vectorised over the P banners."""
+    perms = torch.tensor(list(itertools.permutations(range(logits_row.shape[0]), k)))
+    w = logits_row.double().exp()[perms]  # (P, k)
+    left = logits_row.double().exp().sum() - (w.cumsum(1) - w)  # mass not yet placed at each position
+    return perms, (w / left).prod(1)
+
+
+@pytest.mark.parametrize("n, k", [(6, 1), (7, 3), (8, 8), (11, 2)])
+def test_log_prob_matches_enumeration_for_any_banner_size(n, k):
+    logits = torch.randn(n, generator=torch.Generator().manual_seed(k), dtype=torch.float64)
+    perms, probs = _enumerated_pl(logits, k)
+    assert math.isclose(probs.sum().item(), 1.0, rel_tol=1e-9)
+    lp = slate.log_prob(logits.expand(len(perms), -1), perms)
+    assert torch.allclose(lp.exp(), probs, atol=1e-12, rtol=1e-9)
+    # the per-position form and the restricted (candidate) form agree with it too
+    m = min(50, len(perms))
+    assert torch.allclose(slate.position_log_probs(logits.expand(m, -1), perms[:m]).sum(-1), lp[:m])
+    ids = torch.arange(n).flip(0).expand(len(perms), -1)  # candidates in another order
+    cand = logits.flip(0).expand(len(perms), -1)
+    rlp, _, _ = slate.restricted_terms(cand, cand, ids, perms)
+    assert torch.allclose(rlp.double(), lp, atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_gumbel_topk_draws_follow_plackett_luce_for_k(k):
+    logits = torch.randn(9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    draws = slate.gumbel_topk(logits.expand(200_000, -1), k, torch.Generator().manual_seed(2))
+    assert draws.shape == (200_000, k)
+    # first-position and k-th position frequencies against the exact PL marginals
+    perms, probs = _enumerated_pl(logits, k)
+    for pos in (0, k - 1):
+        exact = torch.zeros(9, dtype=torch.float64).index_add_(0, perms[:, pos], probs)
+        freq = torch.bincount(draws[:, pos], minlength=9).double() / len(draws)
+        assert (freq - exact).abs().max() < 5 * (exact * (1 - exact) / len(draws)).sqrt().max() + 1e-4

@@ -66,3 +66,28 @@ def test_learner_with_one_banner_per_context_uses_the_critic(reference):
     g = torch.Generator().manual_seed(0)
     losses = [learner.update(collect(policy, sim, 512, 1, g), group_size=1)["loss/value"] for _ in range(15)]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_a_world_with_k_slot_banners_trains_end_to_end(tmp_path, k):
+    """Logs of K-product banners -> a K-banner baseline -> PPO fine-tuning, evaluated on K-banners."""
+    from recsys_rl.config import BaselineConfig
+    from simulator import Simulator
+    from simulator.logged import generate_logs
+    from tests.recsys_rl.helpers import SMALL
+
+    sim = Simulator(type(SMALL)(**{**SMALL.model_dump(), "banner_size": k}))
+    assert sim.banner_size == k and len(sim.position_bias) == k
+    logs = read_logs(generate_logs(sim, 8000, tmp_path, seed=0, progress=False))
+    ref = train_baseline(logs, sim.n_products, POLICY, BaselineConfig(logged_impressions=8000, epochs=2), 0,
+                         progress=False)  # fmt: skip
+    assert ref.banner_size == k
+    scheme = load_reward("graded")
+    ev = Evaluator(sim, ref, scheme, builtin_rewards(), 512, seed=5)
+    assert ev.eval_set.contexts.viewed.shape == (512,)
+    batch = collect(ref, sim, 8, 2, torch.Generator().manual_seed(0))
+    assert batch.banners.items.shape == (16, k) and batch.outcomes.clicks.shape == (16, k)
+    res = finetune(trainable_copy(ref), ref, sim, scheme, small_train(total_impressions=30_720), ev, seed=0,
+                   progress=False)  # fmt: skip
+    assert res.final["reward_graded"] > ev.reference_metrics["reward_graded"]
+    assert 0 < res.final["oracle_gap_closed"] <= 1 and res.final["kl_to_reference"] > 0

@@ -82,7 +82,9 @@ def test_impression_ids_are_fresh_and_unguessable(client):
         ({"user_id": -1, "viewed": 3}, "user_id"),
         ({"user_id": 1, "viewed": 3, "history": [1.5]}, "history[0]"),
         ({"user_id": 1, "viewed": 3, "mode": "greedy"}, "mode"),
-        ({"user_id": 1, "viewed": 3, "k": 3}, "k"),
+        ({"user_id": 1, "viewed": 3, "k": 6}, "k"),  # more than the served model's K = 5
+        ({"user_id": 1, "viewed": 3, "k": 11}, "k"),
+        ({"user_id": 1, "viewed": 3, "k": 2.5}, "k"),
         ({"user_id": 1, "viewed": 3, "colour": "red"}, "colour"),
         ({"viewed": 3}, "user_id"),
         ({"user_id": 1, "viewed": 3, "user_features": [1.0, "x"]}, "user_features[1]"),
@@ -186,3 +188,63 @@ def test_openapi_documents_the_bodies_with_examples(client):
     assert schemas["BannerRequest"]["examples"]
     body = spec["paths"]["/v1/banners"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/BannerRequest"}
+
+
+@pytest.mark.parametrize("k_model", [3, 8])
+def test_banner_size_follows_the_model_and_the_request_k_is_bounded_by_it(tmp_path, store, k_model):
+    from recsys_rl.policy import BannerPolicy
+    from serving.model_holder import from_policy
+
+    torch.manual_seed(0)
+    policy = BannerPolicy(N_PRODUCTS, 8, 16, banner_size=k_model).eval()
+    holder = ModelHolder(model=from_policy(policy, f"k{k_model}"))
+    with TestClient(create_app(config(tmp_path), store=store, holder=holder)) as c:
+        full = serve_banner(c, viewed=7, history=[1, 2, 3])
+        short = serve_banner(c, viewed=7, history=[1, 2, 3], k=2)
+        top = serve_banner(c, viewed=7, history=[1, 2, 3], k=2, mode="deterministic")
+        too_big = c.post("/v1/banners", json={"user_id": 1, "viewed": 3, "k": k_model + 1})
+        zero = c.post("/v1/banners", json={"user_id": 1, "viewed": 3, "k": 0})
+        clicked = c.post("/v1/feedback", json={"events": [{"event_id": "e1", "impression_id": short["impression_id"],
+                                                           "type": "click", "product_id": short["items"][1]}]})  # fmt: skip
+    h = torch.full((1, HISTORY_LEN), PAD, dtype=torch.long)
+    h[0, :3] = torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        logits = policy(torch.tensor([7]), h).double()
+    assert len(full["items"]) == k_model == len(set(full["items"]))
+    assert full["log_propensity"] == pytest.approx(slate.log_prob(logits, torch.tensor([full["items"]])).item())
+    # k < K: the first k products of a Plackett-Luce draw, with the exact propensity of that k-prefix
+    assert len(short["items"]) == 2
+    assert short["log_propensity"] == pytest.approx(slate.log_prob(logits, torch.tensor([short["items"]])).item())
+    assert top["items"] == logits.topk(2).indices[0].tolist() and top["log_propensity"] == 0
+    assert too_big.status_code == 422 and fields(too_big) == ["k"]
+    assert f"at most {k_model} products" in too_big.json()["detail"][0]["message"]
+    assert zero.status_code == 422 and fields(zero) == ["k"]
+    assert clicked.status_code == 200, clicked.text
+    stored = {i.impression_id: i for i in store.read_ready("t", time.time() + 60, 100).impressions}
+    assert len(stored[short["impression_id"]].items) == 2 and len(stored[full["impression_id"]].items) == k_model
+
+
+def test_a_feature_only_context_with_categories_is_served_under_the_models_vocabulary(tmp_path, store):
+    """No viewed product, no history: categorical user features (raw values) encoded by the model's
+    saved vocabulary, numeric features beside them; a value the model never saw is 'unknown', not an error."""
+    from recsys_rl.policy import BannerPolicy
+    from recsys_rl.records import ContextBatch
+    from serving.model_holder import from_policy
+
+    torch.manual_seed(0)
+    vocab = [["f", "m"], ["a1", "b2", "c3"]]
+    policy = BannerPolicy(N_PRODUCTS, 8, 16, n_user_features=2, banner_size=3, categorical_vocab=vocab).eval()
+    holder = ModelHolder(model=from_policy(policy, "cat"))
+    with TestClient(create_app(config(tmp_path), store=store, holder=holder)) as c:
+        body = {"user_id": 1, "user_features": [0.5, -1.0], "user_categories": ["m", "b2"], "mode": "deterministic"}
+        got = c.post("/v1/banners", json=body)
+        unseen = c.post("/v1/banners", json={**body, "user_categories": ["x", "b2"]})
+        missing = c.post("/v1/banners", json={"user_id": 1, "user_features": [0.5, -1.0]})
+    assert got.status_code == 200, got.text
+    ctx = ContextBatch(torch.tensor([-1]), torch.full((1, HISTORY_LEN), PAD), torch.tensor([[0.5, -1.0]]),
+                       torch.tensor([[2, 2]]))  # fmt: skip
+    with torch.no_grad():
+        assert got.json()["items"] == policy.greedy(ctx)[0].tolist()
+        ctx.user_categories = torch.tensor([[0, 2]])
+        assert unseen.json()["items"] == policy.greedy(ctx)[0].tolist()
+    assert missing.status_code == 422 and fields(missing) == ["user_categories"]

@@ -22,10 +22,11 @@ def test_impression_coerces_sequences_and_numpy_scalars():
     ("change", "error", "message"),
     [
         ({"impression_id": ""}, ValueError, "impression.impression_id: must not be empty"),
-        ({"items": (1, 2, 3, 4)}, ValueError, r"impression 'imp-x'.items: must be 5 distinct"),
-        ({"items": (1, 1, 2, 3, 4)}, ValueError, r"\.items: must be 5 distinct"),
+        ({"items": ()}, ValueError, r"impression 'imp-x'.items: must be 1 to 10 distinct"),
+        ({"items": tuple(range(11))}, ValueError, r"impression 'imp-x'.items: must be 1 to 10 distinct"),
+        ({"items": (1, 1, 2, 3, 4)}, ValueError, r"\.items: must be 1 to 10 distinct"),
         ({"history": tuple(range(11))}, ValueError, r"\.history: at most 10 products, got 11"),
-        ({"viewed": -1}, ValueError, r"\.viewed: must be >= 0"),
+        ({"viewed": -2}, ValueError, r"\.viewed: must be >= -1"),  # -1 (PAD): no viewed product
         ({"user_id": 1.5}, TypeError, r"\.user_id: must be an integer"),
         ({"timestamp": float("inf")}, ValueError, r"\.timestamp: must be finite"),
         ({"propensity": 1.5, "log_propensity": 0.0}, ValueError, r"\.propensity: must be in \[0, 1\]"),
@@ -45,7 +46,7 @@ def test_impression_rejects_bad_fields_naming_them(change, error, message):
     ("change", "message"),
     [
         ({"type": "view"}, r"feedback 'e'.type: must be one of \('click', 'purchase'\)"),
-        ({"position": 5}, r"\.position: must be < 5"),
+        ({"position": 10}, r"\.position: must be < 10"),
         ({"units": 2}, r"\.units: must be 0 for a click"),
         ({"type": "purchase", "units": 0}, r"\.units: must be >= 1 for a purchase"),
         ({"price": -1.0}, r"\.price: must be >= 0"),
