@@ -4,6 +4,7 @@ server (SQLite event store, model from the MLflow registry by alias) <- drive (s
 HTTP) -> online trainer (consumes the stream, registers guard-railed versions) -> server hot-swaps.
 """
 
+import re
 import subprocess
 import sys
 
@@ -32,6 +33,15 @@ def exact_value(logits_fn, es, scheme) -> float:
     return (
         expected_reward(scheme, sim.expected(es.users, greedy_banners(logits_fn, es.contexts))).mean().item()
     )
+
+
+def impressions_at_first_registration(trainer_log: str) -> int | None:
+    """Impressions the trainer had consumed at the update whose version was registered first."""
+    m = re.search(r"registered version \S+ \([^:]+:(\d+)\)", trainer_log)
+    if m is None:
+        return None
+    found = re.search(rf"^update {m.group(1)}: impressions=(\d+)", trainer_log, re.M)
+    return int(found.group(1)) if found else None
 
 
 def test_served_policy_improves_through_the_live_loop(tmp_path):
@@ -102,5 +112,7 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
     with torch.no_grad():
         new_value = exact_value(lambda c: new(c.viewed, c.history), es, scheme)
     ref_value = exact_value(ref.logits, es, scheme)
-    print(f"live loop: version {champion} value {new_value:.4f} vs reference {ref_value:.4f}")
+    first = impressions_at_first_registration((tmp_path / "trainer.log").read_text())
+    print(f"live loop: version {champion} value {new_value:.4f} vs reference {ref_value:.4f}; "
+          f"first version registered after {first} impressions")  # fmt: skip
     assert new_value > ref_value
