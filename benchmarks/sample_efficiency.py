@@ -43,6 +43,7 @@ from recsys_rl.logs import read_logs
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch
 from recsys_rl.trainer import finetune
+from recsys_rl.warm_start import warm_start
 from simulator import Simulator
 from simulator.logged import generate_logs
 
@@ -85,8 +86,12 @@ def run_finetune(w: World, budget: int) -> tuple[dict[str, float], list[dict[str
     """A fresh fine-tune from the reference planned for ``budget`` impressions: (final, history, seconds)."""
     cfg = w.cfg.train.model_copy(update={"total_impressions": budget})
     start = time.perf_counter()
+    policy = trainable_copy(w.reference)
+    if w.cfg.warm_start.enabled:  # from the logs that trained the reference; no live impression spent
+        policy = warm_start(w.reference, w.logs, load_reward(w.cfg.reward), w.cfg.train, w.cfg.warm_start,
+                            w.cfg.seed).policy  # fmt: skip
     res = finetune(
-        trainable_copy(w.reference), w.reference, w.sim, load_reward(w.cfg.reward), cfg, w.evaluator,
+        policy, w.reference, w.sim, load_reward(w.cfg.reward), cfg, w.evaluator,
         w.cfg.seed, progress=False,
     )  # fmt: skip
     return res.final, res.history, time.perf_counter() - start
