@@ -17,7 +17,11 @@ sample_efficiency: gap_10k=<x> gap_50k=<x> gap_200k=<x> gap_1m=<x> kl_1m=<x> imp
 budget's run whose gap closed reaches 0.5, ``never`` if none did).
 
   python benchmarks/sample_efficiency.py [--budgets 10240,51200,204800,1024000] [--seed 0]
-      [--preset configs/train/fast.yaml] [--set train.lr=0.003 ...] [--no-bandits]
+      [--preset configs/train/fast.yaml] [--large-preset configs/train/warm.yaml --large-from 100000]
+      [--set train.lr=0.003 ...] [--no-bandits]
+
+The settings a shop would pick for its traffic: --preset for budgets below --large-from, --large-preset
+(if given) from there on; the table says which ran where.
 """
 
 from __future__ import annotations
@@ -149,6 +153,9 @@ def main() -> None:
                     help="comma-separated impression budgets (any of 10240,51200,204800,1024000 or others)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default=None, help="run config YAML (e.g. configs/train/fast.yaml)")
+    ap.add_argument("--large-preset", default=None,
+                    help="run config YAML for budgets >= --large-from (settings sized to more traffic)")  # fmt: skip
+    ap.add_argument("--large-from", type=int, default=100_000)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--no-bandits", action="store_true")
     ap.add_argument("--bandit-batch", type=int, default=0,
@@ -162,15 +169,23 @@ def main() -> None:
     tc = w.cfg.train
     print(f"set-up {time.perf_counter() - t0:.1f}s; reference graded={w.evaluator.reference_metrics['reward_graded']:.4f} "
           f"oracle graded={w.evaluator.oracle_metrics['reward_graded']:.4f}; kl_target={tc.kl_target}", flush=True)  # fmt: skip
+    large = None
+    if args.large_preset:  # the same world (logs, reference, evaluation users); other train settings
+        lc = load_run(args.large_preset, {"seed": args.seed, "sim": "small", **parse_overrides(args.set)})
+        large = World(lc, w.sim, w.logs, w.reference, w.evaluator)
     rows, longest = {}, None
     for b in budgets:
-        final, history, sec = run_finetune(w, b)
-        row = {"finetune": final["oracle_gap_closed"], "kl": final["kl_to_reference"], "seconds": sec}
+        wb = large if large is not None and b >= args.large_from else w
+        tc = wb.cfg.train
+        final, history, sec = run_finetune(wb, b)
+        row = {"finetune": final["oracle_gap_closed"], "kl": final["kl_to_reference"], "seconds": sec,
+               "impr_per_update": float(tc.contexts_per_batch * tc.banners_per_context)}
         if not args.no_bandits:
             batch = args.bandit_batch or (tc.contexts_per_batch * tc.banners_per_context)
             row.update(run_bandits(w, b, min(batch, b)))
         rows[b], longest = row, history
-        print(f"  budget={b:>9,d} " + " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
+        which = args.large_preset if wb is large else (args.preset or "defaults")
+        print(f"  budget={b:>9,d} [{which}] " + " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "impressions"
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))
@@ -182,7 +197,7 @@ def main() -> None:
         with tracking.start_run(w.cfg, load_reward(w.cfg.reward).name, "simulator",
                                 f"sample-efficiency-seed{args.seed}"):  # fmt: skip
             for b, row in rows.items():
-                mlflow.log_metrics({f"{k}_gap" if k != "kl" and k != "seconds" else k: v
+                mlflow.log_metrics({k if k in ("kl", "seconds", "impr_per_update") else f"{k}_gap": v
                                     for k, v in row.items() if math.isfinite(v)}, step=b)  # fmt: skip
             tracking.log_figure(curve_figure(table, longest), "sample_efficiency.png")
             tracking.log_table(table, "sample_efficiency")
