@@ -82,7 +82,9 @@ def build_world(seed: int, preset: str | None, overrides: dict[str, object]) -> 
     with tempfile.TemporaryDirectory() as d:
         logs = read_logs(generate_logs(sim, cfg.baseline.logged_impressions, d, seed=seed, progress=False))
     ref = train_baseline(logs, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False)
-    ev = Evaluator(sim, ref, load_reward(cfg.reward), builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
+    ev = Evaluator(
+        sim, ref, load_reward(cfg.reward), builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000
+    )
     return World(cfg, sim, logs, ref, ev)
 
 
@@ -129,7 +131,9 @@ def curve_figure(table: pd.DataFrame, history: list[dict[str, float]] | None):
     if history:
         pts = [(h["impressions"], h["oracle_gap_closed"]) for h in history if h["impressions"] > 0]
         if pts:
-            ax.plot(*zip(*pts, strict=True), "-", lw=0.8, alpha=0.6, label="fine-tune, largest run's evaluations")
+            ax.plot(
+                *zip(*pts, strict=True), "-", lw=0.8, alpha=0.6, label="fine-tune, largest run's evaluations"
+            )
     ax.axhline(0.5, color="gray", ls=":", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("impressions (log scale)")
@@ -178,8 +182,12 @@ def main() -> None:
         wb = large if large is not None and b >= args.large_from else w
         tc = wb.cfg.train
         final, history, sec = run_finetune(wb, b)
-        row = {"finetune": final["oracle_gap_closed"], "kl": final["kl_to_reference"], "seconds": sec,
-               "impr_per_update": float(tc.contexts_per_batch * tc.banners_per_context)}
+        row = {
+            "finetune": final["oracle_gap_closed"],
+            "kl": final["kl_to_reference"],
+            "seconds": sec,
+            "impr_per_update": float(tc.contexts_per_batch * tc.banners_per_context),
+        }
         if not args.no_bandits:
             batch = args.bandit_batch or (tc.contexts_per_batch * tc.banners_per_context)
             row.update(run_bandits(w, b, min(batch, b)))

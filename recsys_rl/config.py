@@ -176,12 +176,18 @@ class WarmStartConfig(_Strict):
     )
     contexts_per_batch: int = Field(256, ge=1, description="logged contexts per warm-start update")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate of the warm start")
-    kl_beta: float = Field(1.0, ge=0, description="initial KL penalty of the warm start (adaptive to kl_target)")
+    kl_beta: float = Field(
+        1.0, ge=0, description="initial KL penalty of the warm start (adaptive to kl_target)"
+    )
     kl_target: float = Field(
-        2.0, gt=0, description="KL budget of the warm start, nats per banner (live training goes on to train.kl_target)"
+        2.0,
+        gt=0,
+        description="KL budget of the warm start, nats per banner (live training goes on to train.kl_target)",
     )
     check_every: int = Field(
-        5, ge=1, description="updates between exact KL checks against train.kl_hard_limit (rolled back past it)"
+        5,
+        ge=1,
+        description="updates between exact KL checks against train.kl_hard_limit (rolled back past it)",
     )
 
 

@@ -98,7 +98,9 @@ class OnlineTrainer:
 
         if logs is None:
             raise ValueError("warm_start.enabled: needs the logs that trained the reference (--logs)")
-        res = warm_start(self.reference, logs, self.scheme, self.cfg.train, self.cfg.warm_start, self.cfg.seed)
+        res = warm_start(
+            self.reference, logs, self.scheme, self.cfg.train, self.cfg.warm_start, self.cfg.seed
+        )
         self.policy.load_state_dict(res.policy.state_dict())  # in place: the optimiser keeps its params
         self._check_next = True
         self.log(f"warm start from {len(logs)} logged impressions: {res.updates} updates, kl={res.kl:.3f}"
@@ -167,7 +169,9 @@ class OnlineTrainer:
         explored = logged.banners.log_prob < 0  # deterministic (A/B control) banners carry log 1 = 0
         stats: dict[str, float] = {}
         if bool(explored.any()):
-            fresh, _ = self.replay.with_replay(logged[explored], None)  # + recent batches, logged propensities
+            fresh, _ = self.replay.with_replay(
+                logged[explored], None
+            )  # + recent batches, logged propensities
             stats = self.learner.update(fresh, group_size=1)
         self.updates += 1
         self.impressions += len(batch)

@@ -28,7 +28,9 @@ def concat(batches: list[LoggedBatch]) -> LoggedBatch:
         BannerBatch(
             torch.cat([b.banners.items for b in batches]), torch.cat([b.banners.log_prob for b in batches])
         ),
-        OutcomeBatch(*(torch.cat([getattr(b.outcomes, f) for b in batches]) for f in ("clicks", "units", "revenue"))),
+        OutcomeBatch(
+            *(torch.cat([getattr(b.outcomes, f) for b in batches]) for f in ("clicks", "units", "revenue"))
+        ),
     )
 
 

@@ -135,7 +135,9 @@ def test_a_required_gain_refuses_a_version_no_better_than_the_current(reference)
     assert check(min_gain=0.01).passed
 
 
-def test_warm_start_from_logs_is_guard_checked_at_the_first_update_and_replay_reuses_batches(tmp_path, reference):
+def test_warm_start_from_logs_is_guard_checked_at_the_first_update_and_replay_reuses_batches(
+    tmp_path, reference
+):
     logs = read_logs(small_logs_dir(str(tmp_path)))
     store = open_store(f"sqlite:///{tmp_path}/events.db")
     serve_traffic(store, reference, 1000, seed=4)
@@ -147,7 +149,9 @@ def test_warm_start_from_logs_is_guard_checked_at_the_first_update_and_replay_re
     tracking.setup(cfg.tracking)
     with mlflow.start_run():
         t = OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=lambda s: None, warm_logs=logs)
-        assert any(not torch.equal(a, b) for a, b in zip(t.policy.parameters(), reference.parameters(), strict=True))
+        assert any(
+            not torch.equal(a, b) for a, b in zip(t.policy.parameters(), reference.parameters(), strict=True)
+        )
         first = t.step()
         assert "guard_kl" in first and first["guard_kl"] <= cfg.train.kl_hard_limit  # checked at once
         assert len(t.replay) == 1

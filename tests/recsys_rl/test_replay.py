@@ -32,16 +32,22 @@ def logged(items: torch.Tensor, logits: torch.Tensor, viewed: int = 0) -> Logged
 def test_replayed_rows_keep_the_logged_propensity_and_the_buffer_is_fifo():
     g = torch.Generator().manual_seed(0)
     mus = [torch.randn(N, generator=g) for _ in range(4)]  # four policy versions, one batch each
-    batches = [logged(slate.gumbel_topk(m.expand(8, -1), BANNER_SIZE, g), m, viewed=i) for i, m in enumerate(mus)]
+    batches = [
+        logged(slate.gumbel_topk(m.expand(8, -1), BANNER_SIZE, g), m, viewed=i) for i, m in enumerate(mus)
+    ]
     buf = ReplayBuffer(capacity=2)
     out = [buf.with_replay(b, None)[0] for b in batches]
     assert len(out[0]) == 8 and len(out[1]) == 16 and len(out[3]) == 24  # new + at most 2 stored
     last = out[3]
-    assert torch.equal(last.contexts.viewed, torch.tensor([3] * 8 + [1] * 8 + [2] * 8))  # new first, then FIFO
+    assert torch.equal(
+        last.contexts.viewed, torch.tensor([3] * 8 + [1] * 8 + [2] * 8)
+    )  # new first, then FIFO
     for j, i in enumerate((3, 1, 2)):
         rows = slice(8 * j, 8 * (j + 1))
         assert torch.equal(last.banners.items[rows], batches[i].banners.items)
-        assert torch.equal(last.banners.log_prob[rows], batches[i].banners.log_prob)  # as served, not recomputed
+        assert torch.equal(
+            last.banners.log_prob[rows], batches[i].banners.log_prob
+        )  # as served, not recomputed
     assert len(ReplayBuffer(0).with_replay(batches[0], None)[0]) == 8
 
 
@@ -57,8 +63,9 @@ def test_ratio_to_the_logged_propensity_reweights_replayed_banners_to_the_curren
     buf.with_replay(logged(items, mu), None)  # served earlier by mu, stored
     fresh = logged(items[:1], pi.detach())  # a new batch: the replayed one follows it
     replayed = buf.with_replay(fresh, None)[0][1:]
-    logp, _, _ = slate.banner_terms(pi.unsqueeze(0), mu.unsqueeze(0), replayed.banners.items,
-                                    torch.zeros(len(items), dtype=torch.long))  # fmt: skip  (the learner's log-prob)
+    logp, _, _ = slate.banner_terms(
+        pi.unsqueeze(0), mu.unsqueeze(0), replayed.banners.items, torch.zeros(len(items), dtype=torch.long)
+    )  # fmt: skip  (the learner's log-prob)
     ratio = torch.exp(logp - replayed.banners.log_prob)
     reward = torch.rand(len(items), dtype=torch.float64)
     exact_value = (logp.exp() * reward).sum()  # E_pi[r] by enumeration
@@ -80,7 +87,9 @@ def test_concat_keeps_every_field():
     a = logged(slate.gumbel_topk(m.expand(3, -1), BANNER_SIZE, g), m)
     b = logged(slate.gumbel_topk(m.expand(2, -1), BANNER_SIZE, g), m, viewed=1)
     c = concat([a, b])
-    assert len(c) == 5 and torch.equal(c.banners.log_prob, torch.cat([a.banners.log_prob, b.banners.log_prob]))
+    assert len(c) == 5 and torch.equal(
+        c.banners.log_prob, torch.cat([a.banners.log_prob, b.banners.log_prob])
+    )
     assert torch.equal(c.outcomes.units, torch.cat([a.outcomes.units, b.outcomes.units]))
 
 

@@ -26,7 +26,9 @@ def world(tmp_path_factory):
 
 def probe_kl(policy, ref, logs, seed=0) -> float:
     """The KL the warm start checks: exact per position, on the same logged probe contexts."""
-    probe = logs.contexts[torch.randperm(len(logs), generator=torch.Generator().manual_seed(seed + 13))[:PROBE_CONTEXTS]]
+    probe = logs.contexts[
+        torch.randperm(len(logs), generator=torch.Generator().manual_seed(seed + 13))[:PROBE_CONTEXTS]
+    ]
     return divergence(policy.eval().logits, ref, probe, torch.Generator().manual_seed(seed + 17))[0]
 
 
