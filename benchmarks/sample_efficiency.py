@@ -9,7 +9,7 @@ epsilon-greedy, fed the same number of impressions, updating as often as the fin
 exactly. The reference is trained once (the same seed would give the same one for every budget).
 
 Prints a per-budget table, logs a learning-curve plot (gap closed against impressions, log x) and the
-table to MLflow (a SQLite store in a temporary directory unless ``--tracking-uri``). Last line:
+table to MLflow (a SQLite store in a new temporary directory, kept, unless ``--tracking-uri``). Last line:
 
 sample_efficiency: gap_10k=<x> gap_50k=<x> gap_200k=<x> gap_1m=<x> kl_1m=<x> impressions_to_half_gap=<n>
 
@@ -199,17 +199,24 @@ def main() -> None:
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))
 
     half = half_gap(longest)
-    with tempfile.TemporaryDirectory(prefix="sample-eff-") as d:
-        uri = args.tracking_uri or f"sqlite:///{d}/mlflow.db"
-        tracking.setup(TrackingConfig(tracking_uri=uri, experiment="sample-efficiency"))
-        with tracking.start_run(w.cfg, load_reward(w.cfg.reward).name, "simulator",
-                                f"sample-efficiency-seed{args.seed}"):  # fmt: skip
-            for b, row in rows.items():
-                mlflow.log_metrics({k if k in ("kl", "seconds", "impr_per_update") else f"{k}_gap": v
-                                    for k, v in row.items() if math.isfinite(v)}, step=b)  # fmt: skip
-            tracking.log_figure(curve_figure(table, longest), "sample_efficiency.png")
-            tracking.log_table(table, "sample_efficiency")
-        print(f"logged to MLflow at {uri} (experiment sample-efficiency)")
+    uri = args.tracking_uri
+    if uri is None:  # a store of its own that outlives the script, artifacts beside it (not in cwd)
+        d = tempfile.mkdtemp(prefix="sample-eff-")
+        uri = f"sqlite:///{d}/mlflow.db"
+        mlflow.set_tracking_uri(uri)
+        mlflow.create_experiment("sample-efficiency", artifact_location=f"{d}/artifacts")
+    tracking.setup(TrackingConfig(tracking_uri=uri, experiment="sample-efficiency"))
+    with tracking.start_run(w.cfg, load_reward(w.cfg.reward).name, "simulator",
+                            f"sample-efficiency-seed{args.seed}") as run:  # fmt: skip
+        for b, row in rows.items():
+            mlflow.log_metrics({k if k in ("kl", "seconds", "impr_per_update") else f"{k}_gap": v
+                                for k, v in row.items() if math.isfinite(v)}, step=b)  # fmt: skip
+        tracking.log_figure(curve_figure(table, longest), "sample_efficiency.png")
+        tracking.log_table(table, "sample_efficiency")
+    print(
+        f"logged to MLflow at {uri} (experiment sample-efficiency, run {run.info.run_id}; "
+        f"mlflow ui --backend-store-uri {uri})"
+    )
 
     def gap(b: int) -> str:
         return f"{rows[b]['finetune']:.4f}" if b in rows else "nan"
