@@ -376,6 +376,9 @@ def train_online_cmd(
     sim_config: Path = typer.Option(None, "--sim-config", help="judge guard rails exactly on this simulator"),
     max_updates: int = typer.Option(None, "--max-updates", help="stop after this many updates"),
     idle_exit: float = typer.Option(None, "--idle-exit", help="stop after this many idle seconds"),
+    logs: Path = typer.Option(
+        None, "--logs", help="the logs that trained the reference: the warm start's data (warm_start.enabled)"
+    ),
 ) -> None:
     """Learn from the live event stream: KL-PG updates, checkpointed offsets, guard-railed registrations."""
     import mlflow
@@ -386,14 +389,22 @@ def train_online_cmd(
     from recsys_rl.policy import load_policy
 
     cfg = load_run(config, _overrides(set_))
+    if cfg.warm_start.enabled and logs is None:
+        raise ValueError("--logs: warm_start.enabled needs the logs that trained the reference")
     _threads(cfg)
     ref = load_policy(reference).frozen_copy()
     value_fn = _sim_value_fn(sim_config, cfg) if sim_config else None
+    warm_logs = None
+    if logs is not None and cfg.warm_start.enabled:
+        from recsys_rl.logs import read_logs
+
+        warm_logs = read_logs(logs)
     store = open_store(events)
     tracking.setup(cfg.tracking)
     with store, mlflow.start_run(run_name=f"online-{cfg.online.consumer}"):
         mlflow.set_tags({"data_source": f"events:{events.split('?')[0]}", "reward_scheme": str(cfg.reward)})
-        trainer = OnlineTrainer(cfg, store, ref, value_fn=value_fn, log=lambda s: console.print(s))
+        trainer = OnlineTrainer(cfg, store, ref, value_fn=value_fn, log=lambda s: console.print(s),
+                                warm_logs=warm_logs)  # fmt: skip
         trainer.run(max_updates=max_updates, idle_exit_s=idle_exit)
     console.print(
         f"stopped after {trainer.updates} updates; registered versions: {trainer.registered or 'none'}"

@@ -184,8 +184,38 @@ class TrainConfig(_Strict):
     kl_hard_limit: float = Field(5.0, gt=0, description="KL above which a model is never registered")
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight")
     value_coef: float = Field(0.5, ge=0, description="critic loss weight")
+    replay_batches: int = Field(
+        0, ge=0, description="earlier batches trained on again with each update (ratio vs logged propensity)"
+    )
     eval_every: int = Field(20, ge=1, description="updates between evaluations")
     eval_users: int = Field(4096, ge=1, description="contexts in each exact evaluation")
+
+
+class WarmStartConfig(_Strict):
+    """Warm start from the logs that trained the reference: a reward model fitted on them scores
+    virtual banners on the logged contexts and the same KL-constrained learner moves the policy before
+    any live impression is spent (``recsys_rl.warm_start``). Off by default: it costs a reward-model
+    fit and a fine-tune (about a minute on the small catalogue)."""
+
+    enabled: bool = Field(False, description="fine-tune against a reward model fitted on the logs first")
+    virtual_impressions: int = Field(
+        102_400, ge=1, description="banners sampled on logged contexts and scored by the reward model"
+    )
+    contexts_per_batch: int = Field(256, ge=1, description="logged contexts per warm-start update")
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate of the warm start")
+    kl_beta: float = Field(
+        1.0, ge=0, description="initial KL penalty of the warm start (adaptive to kl_target)"
+    )
+    kl_target: float = Field(
+        2.0,
+        gt=0,
+        description="KL budget of the warm start, nats per banner (live training goes on to train.kl_target)",
+    )
+    check_every: int = Field(
+        5,
+        ge=1,
+        description="updates between exact KL checks against train.kl_hard_limit (rolled back past it)",
+    )
 
 
 class TrackingConfig(_Strict):
@@ -240,6 +270,7 @@ class RunConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
 

@@ -79,7 +79,16 @@ def train_job(
     policy = trainable_copy(reference)
     evaluator = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
     tracking.setup(cfg.tracking, experiment)
+    if cfg.warm_start.enabled and logs is None:
+        raise ValueError("warm_start.enabled: needs the logs that trained the reference")
     with tracking.start_run(cfg, scheme.name, data_source, run_name) as run:
+        if cfg.warm_start.enabled:
+            from recsys_rl.warm_start import warm_start  # (imports this module: trainable_copy)
+
+            ws = warm_start(reference, logs, scheme, cfg.train, cfg.warm_start, cfg.seed, progress)
+            policy = ws.policy
+            mlflow.log_metrics({"warm_start_kl": ws.kl, "warm_start_updates": ws.updates,
+                                "warm_start_rolled_back": float(ws.rolled_back)})  # fmt: skip
         result = finetune(
             policy, reference, env, scheme, cfg.train, evaluator, cfg.seed,
             on_eval=lambda step, m: tracking.log_metrics(m, step), progress=progress,

@@ -38,6 +38,7 @@ from recsys_rl.jobs import trainable_copy
 from recsys_rl.learner import Learner
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch
+from recsys_rl.replay import ReplayBuffer
 
 CHECKPOINT = "trainer.pt"
 
@@ -51,7 +52,11 @@ class OnlineTrainer:
         value_fn: Callable[[LoggedBatch], ValueFn] | None = None,
         clock: Callable[[], float] = time.time,
         log: Callable[[str], None] = print,
+        warm_logs: LoggedBatch | None = None,
     ):
+        """``warm_logs``: the logs that trained the reference; with ``warm_start.enabled`` a fresh
+        trainer (no checkpoint) first fine-tunes against a reward model fitted on them
+        (``recsys_rl.warm_start``) and checks that version's guard rails at its first live update."""
         self.cfg, self.store, self.reference, self.clock, self.log = cfg, store, reference, clock, log
         self.scheme = load_reward(cfg.reward)
         self.policy = trainable_copy(reference)
@@ -79,9 +84,27 @@ class OnlineTrainer:
         self._register_wait, self._register_at = cfg.online.retry_s, 0.0
         self.metrics_dropped = 0
         self._stop = False
+        self._check_next = False  # check the guard rails at the next update (after a warm start)
+        # replayed batches are not checkpointed: after a restart replay starts empty (offsets stay exact)
+        self.replay = ReplayBuffer(cfg.train.replay_batches)
         for var, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"), ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
             os.environ.setdefault(var, value)  # fail fast: this loop retries itself, with backoff
-        self._resume()
+        resumed = self._resume()
+        if cfg.warm_start.enabled and not resumed:
+            self._warm_start(warm_logs)
+
+    def _warm_start(self, logs: LoggedBatch | None) -> None:
+        from recsys_rl.warm_start import warm_start
+
+        if logs is None:
+            raise ValueError("warm_start.enabled: needs the logs that trained the reference (--logs)")
+        res = warm_start(
+            self.reference, logs, self.scheme, self.cfg.train, self.cfg.warm_start, self.cfg.seed
+        )
+        self.policy.load_state_dict(res.policy.state_dict())  # in place: the optimiser keeps its params
+        self._check_next = True
+        self.log(f"warm start from {len(logs)} logged impressions: {res.updates} updates, kl={res.kl:.3f}"
+                 + (" (rolled back to stay within train.kl_hard_limit)" if res.rolled_back else ""))  # fmt: skip
 
     # -- state -------------------------------------------------------------------------------------
     def _state(self, offset) -> dict:
@@ -107,9 +130,10 @@ class OnlineTrainer:
             os.fsync(f.fileno())
         os.replace(tmp, self.ckpt)
 
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
+        """Load the checkpoint if there is one; True if it was loaded."""
         if not self.ckpt.exists():
-            return
+            return False
         s = torch.load(self.ckpt, map_location="cpu", weights_only=True)
         self.policy.load_state_dict(s["policy"])
         current = trainable_copy(self.reference)
@@ -128,6 +152,7 @@ class OnlineTrainer:
         if s["offset"] is not None and self.store.committed(consumer) != s["offset"]:
             self.store.commit(consumer, s["offset"])  # crashed after checkpoint, before commit
         self.log(f"resumed from {self.ckpt}: {self.updates} updates, {self.impressions} impressions")
+        return True
 
     # -- one step ----------------------------------------------------------------------------------
     def step(self) -> dict[str, float] | None:
@@ -145,7 +170,10 @@ class OnlineTrainer:
         explored = logged.banners.log_prob < 0  # deterministic (A/B control) banners carry log 1 = 0
         stats: dict[str, float] = {}
         if bool(explored.any()):
-            stats = self.learner.update(logged[explored], group_size=1)
+            fresh, _ = self.replay.with_replay(
+                logged[explored], None
+            )  # + recent batches, logged propensities
+            stats = self.learner.update(fresh, group_size=1)
         self.updates += 1
         self.impressions += len(batch)
         self._offset = batch.offset
@@ -155,7 +183,8 @@ class OnlineTrainer:
         except StoreUnavailable as exc:
             self._uncommitted = batch.offset  # the checkpoint has it; committed at the next step
             self.log(f"update {self.updates}: offset not committed yet ({exc}); will retry")
-        if self.updates % oc.register_every == 0:
+        if self.updates % oc.register_every == 0 or self._check_next:
+            self._check_next = False
             stats.update(self._maybe_register(logged))
         stats["impressions_consumed"] = float(self.impressions)
         if mlflow.active_run():

@@ -2,7 +2,9 @@
 
 Each update samples ``contexts_per_batch`` users, draws ``banners_per_context`` banners for each from
 the current policy (their propensities logged as the behaviour), observes outcomes, and hands the
-batch to the ``Learner``. Impressions spent = contexts x banners per update.
+batch to the ``Learner``. Impressions spent = contexts x banners per update. With
+``train.replay_batches`` > 0 the last few batches are trained on again with each update, re-weighted
+to the current policy by their logged propensities (``recsys_rl.replay``); they cost no impressions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from recsys_rl.learner import Learner
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import BannerBatch, LoggedBatch
+from recsys_rl.replay import ReplayBuffer
 
 
 @dataclass
@@ -98,6 +101,7 @@ def finetune(
             on_eval(seen, m)
         return m
 
+    replay = ReplayBuffer(cfg.replay_batches)
     last = evaluate({"beta": learner.kl_ctl.beta})
     with progress_bar(f"fine-tune ({scheme.name})", n_updates * per_update, progress) as advance:
         for u in range(1, n_updates + 1):
@@ -105,6 +109,7 @@ def finetune(
             batch, cand = collect_with_candidates(
                 policy, env, cfg.contexts_per_batch, cfg.banners_per_context, g
             )
+            batch, cand = replay.with_replay(batch, cand)
             stats = learner.update(batch, cfg.banners_per_context, cand)
             seen += per_update
             if u % cfg.eval_every == 0 or u == n_updates:

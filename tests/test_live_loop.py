@@ -4,6 +4,7 @@ server (SQLite event store, model from the MLflow registry by alias) <- drive (s
 HTTP) -> online trainer (consumes the stream, registers guard-railed versions) -> server hot-swaps.
 """
 
+import re
 import subprocess
 import sys
 
@@ -34,12 +35,20 @@ def exact_value(logits_fn, es, scheme) -> float:
     )
 
 
+def impressions_at_first_registration(trainer_log: str) -> int | None:
+    """Impressions the trainer had consumed at the update whose version was registered first."""
+    m = re.search(r"registered version \S+ \([^:]+:(\d+)\)", trainer_log)
+    if m is None:
+        return None
+    found = re.search(rf"^update {m.group(1)}: impressions=(\d+)", trainer_log, re.M)
+    return int(found.group(1)) if found else None
+
+
 def test_served_policy_improves_through_the_live_loop(tmp_path):
     db = f"sqlite:///{tmp_path}/mlflow.db"
     events = f"sqlite:///{tmp_path}/events.db"
-    ref = train_baseline(
-        read_logs(small_logs_dir(str(tmp_path))), SMALL.n_products, POLICY, BASELINE, 0, False
-    )
+    logs_dir = small_logs_dir(str(tmp_path))
+    ref = train_baseline(read_logs(logs_dir), SMALL.n_products, POLICY, BASELINE, 0, False)
     save_policy(ref, tmp_path / "ref.pt")
     tracking.setup(TrackingConfig(tracking_uri=db, experiment="live"))
     with mlflow.start_run(run_name="reference"):
@@ -48,7 +57,9 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
     (tmp_path / "sim.yaml").write_text(yaml.safe_dump(SMALL.model_dump()))
     run_cfg = {
         "seed": 0, "reward": "graded", "sim": SMALL.model_dump(), "policy": POLICY.model_dump(),
-        "train": {"lr": 3e-3, "epochs": 4, "minibatch_size": 500, "kl_hard_limit": 50.0, "eval_users": 8192},
+        "train": {"lr": 3e-3, "epochs": 4, "minibatch_size": 500, "kl_hard_limit": 50.0, "eval_users": 8192,
+                  "replay_batches": 2},
+        "warm_start": {"enabled": True},  # from the logs that trained the reference, before live traffic
         "tracking": {"tracking_uri": db, "experiment": "live"},
         "online": {"attribution_window_s": 1.0, "batch_size": 1000, "min_batch": 500, "register_every": 10,
                    "poll_s": 0.2, "checkpoint_dir": str(tmp_path / "ckpt"), "min_value_gain": 0.01},
@@ -65,7 +76,8 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
                               stdout=logs["server"], stderr=subprocess.STDOUT)  # fmt: skip
     trainer = subprocess.Popen(
         [*CLI, "train-online", "--events", events, "--reference", str(tmp_path / "ref.pt"),
-         "--config", str(tmp_path / "run.yaml"), "--sim-config", str(tmp_path / "sim.yaml"), "--idle-exit", "120"],
+         "--config", str(tmp_path / "run.yaml"), "--sim-config", str(tmp_path / "sim.yaml"), "--idle-exit", "120",
+         "--logs", str(logs_dir)],
         cwd=tmp_path, stdout=logs["trainer"], stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -102,5 +114,10 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
     with torch.no_grad():
         new_value = exact_value(lambda c: new(c.viewed, c.history), es, scheme)
     ref_value = exact_value(ref.logits, es, scheme)
-    print(f"live loop: version {champion} value {new_value:.4f} vs reference {ref_value:.4f}")
+    first = impressions_at_first_registration((tmp_path / "trainer.log").read_text())
+    print(f"live loop: version {champion} value {new_value:.4f} vs reference {ref_value:.4f}; "
+          f"first version registered after {first} impressions")  # fmt: skip
+    # warm-started from the logs, the trainer checks (and here registers) that version at its first live
+    # update: one batch (<= online.batch_size impressions), where the cold trainer needed 5,000-15,000
+    assert first is not None and first <= 2 * run_cfg["online"]["batch_size"], first
     assert new_value > ref_value

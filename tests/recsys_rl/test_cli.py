@@ -73,3 +73,11 @@ def test_register_puts_a_saved_policy_under_an_alias(tmp_path):
         "banner-policy", "champion"
     )
     assert str(v.version) == "1"
+
+
+def test_train_online_warm_start_without_logs_names_the_option(tmp_path):
+    r = run(["train-online", "--events", f"sqlite:///{tmp_path}/events.db", "--reference", "ref.pt",
+             "--set", "warm_start.enabled=true"], tmp_path, timeout=120)  # fmt: skip
+    assert r.returncode != 0
+    assert "--logs" in r.stdout + r.stderr and "warm_start.enabled" in r.stdout + r.stderr
+    assert not (tmp_path / "events.db").exists()  # refused before anything was opened

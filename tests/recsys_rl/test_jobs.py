@@ -65,3 +65,19 @@ def test_registered_model_loads_back_and_gives_the_same_banners(job):
     ctx = sim.contexts(sim.sample_users(64, g), g)
     loaded = model(ctx.viewed, ctx.history).topk(5).indices
     assert torch.equal(loaded, res.policy.greedy(ctx))
+
+
+def test_a_warm_started_job_logs_the_warm_start_and_needs_the_logs(tmp_path):
+    from recsys_rl.config import WarmStartConfig
+
+    cfg = RunConfig(
+        sim=SMALL, policy=POLICY, baseline=BASELINE, train=small_train(total_impressions=4096, eval_every=5),
+        warm_start=WarmStartConfig(enabled=True, virtual_impressions=8192),
+        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="warm", log_model=False),
+    )  # fmt: skip
+    logs = read_logs(small_logs_dir(str(tmp_path)))
+    res = train_job(cfg, small_sim(), logs=logs, progress=False)
+    m = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_run(res.run_id).data.metrics
+    assert 0 < m["warm_start_kl"] <= cfg.train.kl_hard_limit and m["warm_start_updates"] > 0
+    with pytest.raises(ValueError, match="warm_start.enabled"):
+        train_job(cfg, small_sim(), reference=res.reference, progress=False)

@@ -8,7 +8,7 @@ import torch
 
 from recsys_rl import tracking
 from recsys_rl.baseline import train_baseline
-from recsys_rl.config import OnlineConfig, RunConfig, TrackingConfig
+from recsys_rl.config import OnlineConfig, RunConfig, TrackingConfig, WarmStartConfig
 from recsys_rl.events import Feedback, Impression, open_store
 from recsys_rl.guards import GuardRails
 from recsys_rl.logs import read_logs
@@ -133,3 +133,31 @@ def test_a_required_gain_refuses_a_version_no_better_than_the_current(reference)
     assert not strict.passed and "not above current" in strict.reasons[0]
     values[id(candidate)] = 10.2  # 2% better
     assert check(min_gain=0.01).passed
+
+
+def test_warm_start_from_logs_is_guard_checked_at_the_first_update_and_replay_reuses_batches(
+    tmp_path, reference
+):
+    logs = read_logs(small_logs_dir(str(tmp_path)))
+    store = open_store(f"sqlite:///{tmp_path}/events.db")
+    serve_traffic(store, reference, 1000, seed=4)
+    cfg = config(tmp_path)  # register_every=1000: without a warm start no check for 1000 updates
+    cfg.warm_start = WarmStartConfig(enabled=True, virtual_impressions=20_480)
+    cfg.train = cfg.train.model_copy(update={"replay_batches": 1})
+    with pytest.raises(ValueError, match="warm_start.enabled"):  # the warm start needs its logs
+        OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=lambda s: None)
+    tracking.setup(cfg.tracking)
+    with mlflow.start_run():
+        t = OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=lambda s: None, warm_logs=logs)
+        assert any(
+            not torch.equal(a, b) for a, b in zip(t.policy.parameters(), reference.parameters(), strict=True)
+        )
+        first = t.step()
+        assert "guard_kl" in first and first["guard_kl"] <= cfg.train.kl_hard_limit  # checked at once
+        assert len(t.replay) == 1
+        second = t.step()
+        assert "guard_kl" not in second  # then every register_every updates, as before
+    assert t.impressions == 1000  # replayed impressions are not consumed twice
+    # a restart resumes from the checkpoint: no second warm start, so no logs needed
+    t2 = OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=lambda s: None)
+    assert t2.updates == 2

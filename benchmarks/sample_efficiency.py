@@ -1,0 +1,232 @@
+"""Sample efficiency: the fraction of the reference->oracle gap closed after 10k, 50k, 200k and 1M impressions.
+
+The set-up of ``benchmarks/learning_quality.py`` (small catalogue, ``graded`` reward, the reference
+trained on 100k popularity-logged impressions, exact evaluation on the fixed evaluation users), but a
+*fresh* seeded run per budget: a shop with 10,240 impressions of traffic gets a run planned for 10,240
+impressions (its learning-rate schedule, its batch sizes), not the first 1% of a 1M run. For each budget
+the fine-tune and the learning benchmark's two classic bandits (linear Thompson sampling and
+epsilon-greedy, fed the same number of impressions, updating as often as the fine-tune) are scored
+exactly. The reference is trained once (the same seed would give the same one for every budget).
+
+Prints a per-budget table, logs a learning-curve plot (gap closed against impressions, log x) and the
+table to MLflow (a SQLite store in a new temporary directory, kept, unless ``--tracking-uri``). Last line:
+
+sample_efficiency: gap_10k=<x> gap_50k=<x> gap_200k=<x> gap_1m=<x> kl_1m=<x> impressions_to_half_gap=<n>
+
+(budgets not run print ``nan``; ``impressions_to_half_gap`` is the first evaluation of the largest
+budget's run whose gap closed reaches 0.5, ``never`` if none did).
+
+  python benchmarks/sample_efficiency.py [--budgets 10240,51200,204800,1024000] [--seed 0]
+      [--preset configs/train/fast.yaml] [--large-preset configs/train/warm.yaml --large-from 100000]
+      [--set train.lr=0.003 ...] [--no-bandits]
+
+The settings a shop would pick for its traffic: --preset for budgets below --large-from, --large-preset
+(if given) from there on; the table says which ran where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+
+import mlflow
+import pandas as pd
+import torch
+import yaml
+
+from recsys_rl import tracking
+from recsys_rl.bandits import EpsilonGreedy, LinearThompson, run_bandit
+from recsys_rl.baseline import train_baseline
+from recsys_rl.config import RunConfig, TrackingConfig, builtin_rewards, load_reward, load_run
+from recsys_rl.evaluation import Evaluator, greedy_banners
+from recsys_rl.jobs import trainable_copy
+from recsys_rl.logs import read_logs
+from recsys_rl.policy import BannerPolicy
+from recsys_rl.records import LoggedBatch
+from recsys_rl.trainer import finetune
+from recsys_rl.warm_start import warm_start
+from simulator import Simulator
+from simulator.logged import generate_logs
+
+BUDGETS = (10_240, 51_200, 204_800, 1_024_000)
+LABELS = {10_240: "10k", 51_200: "50k", 204_800: "200k", 1_024_000: "1m"}
+
+
+@dataclass
+class World:
+    cfg: RunConfig
+    sim: Simulator
+    logs: LoggedBatch
+    reference: BannerPolicy
+    evaluator: Evaluator
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` pairs (values parsed as YAML scalars) -> dotted-key overrides."""
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise SystemExit(f"--set: expected key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def build_world(seed: int, preset: str | None, overrides: dict[str, object]) -> World:
+    cfg = load_run(preset, {"seed": seed, "sim": "small", **overrides})
+    torch.set_num_threads(cfg.torch_threads)
+    sim = Simulator(cfg.sim)
+    with tempfile.TemporaryDirectory() as d:
+        logs = read_logs(generate_logs(sim, cfg.baseline.logged_impressions, d, seed=seed, progress=False))
+    ref = train_baseline(logs, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False)
+    ev = Evaluator(
+        sim, ref, load_reward(cfg.reward), builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000
+    )
+    return World(cfg, sim, logs, ref, ev)
+
+
+def run_finetune(w: World, budget: int) -> tuple[dict[str, float], list[dict[str, float]], float]:
+    """A fresh fine-tune from the reference planned for ``budget`` impressions: (final, history, seconds)."""
+    cfg = w.cfg.train.model_copy(update={"total_impressions": budget})
+    start = time.perf_counter()
+    policy = trainable_copy(w.reference)
+    if w.cfg.warm_start.enabled:  # from the logs that trained the reference; no live impression spent
+        policy = warm_start(w.reference, w.logs, load_reward(w.cfg.reward), w.cfg.train, w.cfg.warm_start,
+                            w.cfg.seed).policy  # fmt: skip
+    res = finetune(
+        policy, w.reference, w.sim, load_reward(w.cfg.reward), cfg, w.evaluator,
+        w.cfg.seed, progress=False,
+    )  # fmt: skip
+    return res.final, res.history, time.perf_counter() - start
+
+
+def run_bandits(w: World, budget: int, batch: int) -> dict[str, float]:
+    """Gap closed by each classic bandit after ``budget`` impressions, ``batch`` per round."""
+    scheme, out = load_reward(w.cfg.reward), {}
+    for name, agent in (
+        ("thompson", LinearThompson(w.sim.n_products, w.reference)),
+        ("egreedy", EpsilonGreedy(w.sim.n_products)),
+    ):
+        run_bandit(agent, w.sim, scheme, budget, batch, w.cfg.seed, progress=False)
+        m = w.evaluator.score_banners(greedy_banners(agent.logits, w.evaluator.eval_set.contexts))
+        out[name] = w.evaluator.gap_closed(m[f"reward_{scheme.name}"])
+    return out
+
+
+def curve_figure(table: pd.DataFrame, history: list[dict[str, float]] | None):
+    """Gap closed against impressions (log x): one point per budget for each learner, plus the largest
+    run's evaluations as a thin line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for col, style in (("finetune", "o-"), ("thompson", "s--"), ("egreedy", "^--")):
+        if col in table:
+            ax.plot(table.index, table[col], style, label=f"{col} (fresh run per budget)")
+    if history:
+        pts = [(h["impressions"], h["oracle_gap_closed"]) for h in history if h["impressions"] > 0]
+        if pts:
+            ax.plot(
+                *zip(*pts, strict=True), "-", lw=0.8, alpha=0.6, label="fine-tune, largest run's evaluations"
+            )
+    ax.axhline(0.5, color="gray", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("impressions (log scale)")
+    ax.set_ylabel("fraction of reference→oracle gap closed")
+    ax.set_title("sample efficiency on the small catalogue (graded, exact evaluation)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def half_gap(history: list[dict[str, float]] | None) -> int | None:
+    for h in history or []:
+        if h["oracle_gap_closed"] >= 0.5:
+            return int(h["impressions"])
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS),
+                    help="comma-separated impression budgets (any of 10240,51200,204800,1024000 or others)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--preset", default=None, help="run config YAML (e.g. configs/train/fast.yaml)")
+    ap.add_argument("--large-preset", default=None,
+                    help="run config YAML for budgets >= --large-from (settings sized to more traffic)")  # fmt: skip
+    ap.add_argument("--large-from", type=int, default=100_000)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    ap.add_argument("--no-bandits", action="store_true")
+    ap.add_argument("--bandit-batch", type=int, default=0,
+                    help="impressions per bandit round (0: the fine-tune's impressions per update)")  # fmt: skip
+    ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: SQLite in a temp dir)")
+    args = ap.parse_args()
+    budgets = sorted(int(b) for b in args.budgets.split(","))
+
+    t0 = time.perf_counter()
+    w = build_world(args.seed, args.preset, parse_overrides(args.set))
+    tc = w.cfg.train
+    print(f"set-up {time.perf_counter() - t0:.1f}s; reference graded={w.evaluator.reference_metrics['reward_graded']:.4f} "
+          f"oracle graded={w.evaluator.oracle_metrics['reward_graded']:.4f}; kl_target={tc.kl_target}", flush=True)  # fmt: skip
+    large = None
+    if args.large_preset:  # the same world (logs, reference, evaluation users); other train settings
+        lc = load_run(args.large_preset, {"seed": args.seed, "sim": "small", **parse_overrides(args.set)})
+        large = World(lc, w.sim, w.logs, w.reference, w.evaluator)
+    rows, longest = {}, None
+    for b in budgets:
+        wb = large if large is not None and b >= args.large_from else w
+        tc = wb.cfg.train
+        final, history, sec = run_finetune(wb, b)
+        row = {
+            "finetune": final["oracle_gap_closed"],
+            "kl": final["kl_to_reference"],
+            "seconds": sec,
+            "impr_per_update": float(tc.contexts_per_batch * tc.banners_per_context),
+        }
+        if not args.no_bandits:
+            batch = args.bandit_batch or (tc.contexts_per_batch * tc.banners_per_context)
+            row.update(run_bandits(w, b, min(batch, b)))
+        rows[b], longest = row, history
+        which = args.large_preset if wb is large else (args.preset or "defaults")
+        print(f"  budget={b:>9,d} [{which}] " + " ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "impressions"
+    print(table.to_string(float_format=lambda x: f"{x:.3f}"))
+
+    half = half_gap(longest)
+    uri = args.tracking_uri
+    if uri is None:  # a store of its own that outlives the script, artifacts beside it (not in cwd)
+        d = tempfile.mkdtemp(prefix="sample-eff-")
+        uri = f"sqlite:///{d}/mlflow.db"
+        mlflow.set_tracking_uri(uri)
+        mlflow.create_experiment("sample-efficiency", artifact_location=f"{d}/artifacts")
+    tracking.setup(TrackingConfig(tracking_uri=uri, experiment="sample-efficiency"))
+    with tracking.start_run(w.cfg, load_reward(w.cfg.reward).name, "simulator",
+                            f"sample-efficiency-seed{args.seed}") as run:  # fmt: skip
+        for b, row in rows.items():
+            mlflow.log_metrics({k if k in ("kl", "seconds", "impr_per_update") else f"{k}_gap": v
+                                for k, v in row.items() if math.isfinite(v)}, step=b)  # fmt: skip
+        tracking.log_figure(curve_figure(table, longest), "sample_efficiency.png")
+        tracking.log_table(table, "sample_efficiency")
+    print(
+        f"logged to MLflow at {uri} (experiment sample-efficiency, run {run.info.run_id}; "
+        f"mlflow ui --backend-store-uri {uri})"
+    )
+
+    def gap(b: int) -> str:
+        return f"{rows[b]['finetune']:.4f}" if b in rows else "nan"
+
+    kl_1m = f"{rows[1_024_000]['kl']:.4f}" if 1_024_000 in rows else "nan"
+    print(
+        f"sample_efficiency: gap_10k={gap(10_240)} gap_50k={gap(51_200)} gap_200k={gap(204_800)} "
+        f"gap_1m={gap(1_024_000)} kl_1m={kl_1m} impressions_to_half_gap={'never' if half is None else half}"
+    )
+
+
+if __name__ == "__main__":
+    main()
