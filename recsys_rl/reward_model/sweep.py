@@ -12,6 +12,12 @@ d = sqrt(KL) and R the gain over the reference:
 Both are linear in (alpha, beta), so each fit is one least-squares solve. The recommended kl_target is
 the budget whose RL policy has the highest measured gold value.
 
+The RL curve has a finite end: the reward model's argmax banner (exact, ``argmax_banners``) is the
+solution for every budget at or above its KL to the reference, E[-log ref(argmax)] (``argmax_kl``; ~22
+nats on the benchmark's world), so widening stops at the first budget past it, and that end is valued
+and reported beside the budgets. A budget is only a budget if the optimiser can spend it: a run that
+ends short of the controller's aim is continued (``reach_rounds``) from its policy and beta.
+
 MLflow: one parent run (plot, table, recommendation) with one nested child run per budget.
 """
 
