@@ -29,11 +29,18 @@ def best_of_n_kl(n: int) -> float:
 
 
 def n_for_kl(kl: float) -> int:
-    """The n whose analytic best-of-n KL is closest to ``kl`` (at least 1)."""
-    n = 1
-    while best_of_n_kl(n + 1) <= kl:
-        n += 1
-    return n + 1 if abs(best_of_n_kl(n + 1) - kl) < abs(best_of_n_kl(n) - kl) else n
+    """The n whose analytic best-of-n KL is closest to ``kl`` (at least 1).
+
+    Bisection on n (the KL grows like log n, so n ~ e^(kl + 1): a step-by-step search would take
+    e^33 steps at kl = 32); huge n come back as they are, for the caller's --bon-max-n to skip.
+    """
+    lo, hi = 1, 2
+    while best_of_n_kl(hi) <= kl:  # largest lo with KL(lo) <= kl lies in [lo, hi)
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if best_of_n_kl(mid) <= kl else (lo, mid)
+    return hi if abs(best_of_n_kl(hi) - kl) < abs(best_of_n_kl(lo) - kl) else lo
 
 
 @torch.no_grad()

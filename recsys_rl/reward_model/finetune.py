@@ -54,12 +54,21 @@ def rm_finetune(
     seed: int,
     on_update: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
+    start: BannerPolicy | None = None,
+    beta: float | None = None,
 ) -> tuple[BannerPolicy, list[dict[str, float]]]:
-    """Train a copy of ``reference`` against ``model`` on ``contexts`` for ``cfg.total_impressions`` banners."""
+    """Train a copy of ``reference`` against ``model`` on ``contexts`` for ``cfg.total_impressions`` banners.
+
+    ``start`` / ``beta``: continue from a policy this function returned and the KL coefficient its run
+    ended with (its last history row's ``beta``), e.g. to let a large budget be reached; the KL stays
+    measured against ``reference`` and the learning-rate schedule restarts (a warm restart).
+    """
     check_catalogue(model, reference.n_products, "the reference policy")
     check_scheme(model, scheme)
-    policy = trainable_copy(reference)
+    policy = trainable_copy(start if start is not None else reference)
     learner = Learner(policy, reference, scheme, cfg, seed)
+    if beta is not None:
+        learner.kl_ctl.beta = beta
     g = torch.Generator().manual_seed(seed + 11)
     group = max(2, cfg.banners_per_context)
     per_update = cfg.contexts_per_batch * group

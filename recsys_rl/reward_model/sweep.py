@@ -12,6 +12,12 @@ d = sqrt(KL) and R the gain over the reference:
 Both are linear in (alpha, beta), so each fit is one least-squares solve. The recommended kl_target is
 the budget whose RL policy has the highest measured gold value.
 
+The RL curve has a finite end: the reward model's argmax banner (exact, ``argmax_banners``) is the
+solution for every budget at or above its KL to the reference, E[-log ref(argmax)] (``argmax_kl``; ~22
+nats on the benchmark's world), so widening stops at the first budget past it, and that end is valued
+and reported beside the budgets. A budget is only a budget if the optimiser can spend it: a run that
+ends short of the controller's aim is continued (``reach_rounds``) from its policy and beta.
+
 MLflow: one parent run (plot, table, recommendation) with one nested child run per budget.
 """
 
@@ -36,6 +42,7 @@ from recsys_rl.reward_model.model import BannerRewardModel
 from recsys_rl.reward_model.scoring import argmax_banners, banner_rewards, policy_value
 
 EXPERIMENT = "recsys-rl-kl-sweep"
+REACHED = 0.95  # a run "reached" its budget at this share of the adaptive controller's aim
 
 
 @dataclass
@@ -69,7 +76,7 @@ def fit_form(form: str, d: np.ndarray, gain: np.ndarray) -> Fit:
 
 @dataclass
 class SweepResult:
-    table: pd.DataFrame  # one row per (method, budget): kl_target, n, kl, sqrt_kl, proxy, gold
+    table: pd.DataFrame  # one row per (method, budget): kl_target, n, rounds, kl, sqrt_kl, proxy, gold
     reference_proxy: float
     reference_gold: float
     gold_label: str
@@ -79,6 +86,7 @@ class SweepResult:
     run_id: str | None = None
     argmax_proxy: float = math.nan  # the reward model's argmax banner: the KL -> inf limit
     argmax_gold: float = math.nan
+    argmax_kl: float = math.nan  # its KL to the reference: no budget above this binds
 
 
 @torch.no_grad()
@@ -92,17 +100,37 @@ def policy_kl(policy: BannerPolicy, reference: BannerPolicy, ctx: ContextBatch, 
     return total / len(ctx)
 
 
-def past_peak(rl: pd.DataFrame) -> dict[str, float]:
-    """Gold peak of the RL curve and what the largest budget does past it (proxy gain, gold loss)."""
+@torch.no_grad()
+def argmax_kl(reference: BannerPolicy, top: torch.Tensor, ctx: ContextBatch) -> float:
+    """KL(argmax || ref) = E_x[-log ref(top(x) | x)] of the deterministic banners top (C, K).
+
+    The constrained optimum max E[proxy] s.t. KL <= t is the reward model's argmax banner for every
+    t at or above this value (it is the unconstrained maximiser and fits the budget), so budgets
+    beyond it all have the same solution: the end of the RL curve.
+    """
+    lq = [reference.logits(ctx[s : s + 1024]) for s in range(0, len(ctx), 1024)]
+    return float(-slate.log_prob(torch.cat(lq), top).mean())
+
+
+def past_peak(rl: pd.DataFrame, limit: tuple[float, float] | None = None) -> dict[str, float]:
+    """Gold peak of the RL curve and what the largest budget does past it (proxy gain, gold loss).
+
+    ``limit``: (proxy, gold) of the reward model's argmax banner, the curve's KL -> inf end; when
+    given, the same two figures are also reported against it (``*_at_limit``).
+    """
     peak = rl.loc[rl["gold"].idxmax()]
     last = rl.loc[rl["kl_target"].idxmax()]
-    return {
+    out = {
         "gold_peak_kl_target": float(peak["kl_target"]),
         "gold_peak_kl": float(peak["kl"]),
         "gold_peak_value": float(peak["gold"]),
         "proxy_gain_past_peak": float(last["proxy"] - peak["proxy"]),
         "gold_loss_past_peak": float(peak["gold"] - last["gold"]),
     }
+    if limit is not None and all(math.isfinite(v) for v in limit):
+        out["proxy_gain_past_peak_at_limit"] = float(limit[0] - peak["proxy"])
+        out["gold_loss_past_peak_at_limit"] = float(peak["gold"] - limit[1])
+    return out
 
 
 def sweep_figure(res: SweepResult):
@@ -132,13 +160,18 @@ def sweep_figure(res: SweepResult):
             f = res.fits.get(f"{method}_{value}")
             if f is not None and math.isfinite(f.alpha):
                 ax.plot(grid, ref + f(grid), ls, color=colours[method], alpha=0.9 if value == "gold" else 0.5)
+    d_end = math.sqrt(res.argmax_kl) if math.isfinite(res.argmax_kl) else None
     ax.axhline(
         res.argmax_proxy, color="gray", ls="--", lw=1, label="reward model's argmax banner: proxy (KL→∞)"
     )
+    if d_end is not None:
+        ax.plot([d_end], [res.argmax_proxy], "D", color="gray", alpha=0.5)
     if math.isfinite(res.argmax_gold):
         ax.axhline(
             res.argmax_gold, color="gray", ls="-", lw=1, label="reward model's argmax banner: gold (KL→∞)"
         )
+        if d_end is not None:
+            ax.plot([d_end], [res.argmax_gold], "D", color="gray")
     if math.isfinite(res.recommended_kl_target):
         peak = res.summary.get("gold_peak_kl", math.nan)
         ax.axvline(
@@ -166,6 +199,7 @@ def kl_sweep(
     *,
     bon_max_n: int = 4096,
     widen_to: float | None = None,
+    reach_rounds: int = 1,
     experiment: str = EXPERIMENT,
     evaluator=None,
     progress: bool = True,
@@ -175,7 +209,11 @@ def kl_sweep(
 
     ``judge``: ``ExactJudge`` or ``DoublyRobustJudge`` (its contexts are where proxy and gold are
     measured). ``widen_to``: while the RL gold still peaks at the largest budget, double it (up to this).
-    The reward model's own argmax banner (the limit of optimising it, KL -> inf) is valued too.
+    ``reach_rounds``: a budget whose run ends with its KL short of the controller's aim (the optimiser
+    ran out of updates before the penalty bound) is continued, up to this many runs of
+    ``cfg.train.total_impressions`` in all, so that a large ``kl_target`` is a budget actually spent.
+    The reward model's own argmax banner (the limit of optimising it, KL -> inf) is valued too, and
+    its KL to the reference caps the widening: no budget above it binds (see ``argmax_kl``).
     ``evaluator``: an ``Evaluator`` on the same env, for the greedy oracle_gap_closed.
     """
     if not kl_targets or any(not t > 0 for t in kl_targets):
@@ -188,14 +226,16 @@ def kl_sweep(
     top = argmax_banners(model, scheme, ctx)
     argmax_proxy = float(banner_rewards(model, scheme, ctx, top).mean())
     argmax_gold = judge.banners(top)
+    end_kl = argmax_kl(reference, top, ctx)
     tracking.setup(cfg.tracking, experiment)
     rows = []
     with mlflow.start_run(run_name=f"kl-sweep-{scheme.name}") as parent:
         mlflow.set_tags({"job": "kl_sweep", "reward_scheme": scheme.name, "gold_estimator": judge.label})
         mlflow.log_params({"kl_targets": ",".join(f"{t:g}" for t in kl_targets), "reward": scheme.name,
-                           "seed": seed, "bon_max_n": bon_max_n,
+                           "seed": seed, "bon_max_n": bon_max_n, "reach_rounds": reach_rounds,
                            "train_total_impressions": cfg.train.total_impressions})  # fmt: skip
-        mlflow.log_metrics({"reference_proxy": ref_proxy, "reference_gold": ref_gold, "argmax_proxy": argmax_proxy}
+        mlflow.log_metrics({"reference_proxy": ref_proxy, "reference_gold": ref_gold, "argmax_proxy": argmax_proxy,
+                            "argmax_kl": end_kl}
                            | ({"argmax_gold": argmax_gold} if math.isfinite(argmax_gold) else {}))  # fmt: skip
         budgets, done = sorted(kl_targets), 0
         while done < len(budgets):
@@ -208,10 +248,24 @@ def kl_sweep(
                 policy, hist = rm_finetune(
                     reference, model, train_contexts, scheme, train_cfg, seed, progress=progress
                 )
+                rounds = 1
+                aim = REACHED * (1 - train_cfg.kl_margin) * t
+                while rounds < reach_rounds and hist[-1]["kl"] < aim:
+                    # the budget is not binding yet: the run ended short of it (the optimiser, not the
+                    # KL penalty, stopped it); continue from where it stopped, with its beta
+                    log(f"kl_target={t:g}: KL {hist[-1]['kl']:.2f} after {rounds} run(s), short of "
+                        f"{aim:.2f}: continuing")  # fmt: skip
+                    policy, more = rm_finetune(
+                        reference, model, train_contexts, scheme, train_cfg, seed + 100 * rounds,
+                        progress=progress, start=policy, beta=hist[-1]["beta"],
+                    )  # fmt: skip
+                    hist += more
+                    rounds += 1
                 for i, h in enumerate(hist[:: max(1, len(hist) // 100)]):
                     mlflow.log_metrics({f"train_{k}": v for k, v in h.items()}, step=i)
                 gk = torch.Generator().manual_seed(seed + 7)
-                rl = {"method": "rl", "kl_target": t, "n": math.nan, "kl": policy_kl(policy, reference, ctx, gk),
+                rl = {"method": "rl", "kl_target": t, "n": math.nan, "rounds": rounds,
+                      "kl": policy_kl(policy, reference, ctx, gk),
                       "proxy": policy_value(model, scheme, policy.logits, ctx, torch.Generator().manual_seed(seed + 5)),
                       "gold": judge.policy(policy.logits, torch.Generator().manual_seed(seed + 6))}  # fmt: skip
                 if evaluator is not None:
@@ -238,13 +292,18 @@ def kl_sweep(
             if done == len(budgets) and widen_to and 2 * t <= widen_to:
                 golds = [r["gold"] for r in rows if r["method"] == "rl"]
                 if golds and max(golds) == golds[-1]:  # the gold still rises at the largest budget
-                    log(f"no gold peak up to kl_target={t:g}: widening the sweep to {2 * t:g}")
-                    budgets.append(2 * t)
+                    if t >= end_kl:
+                        log(f"no gold peak up to kl_target={t:g}, which is already above the KL of the "
+                            f"reward model's argmax ({end_kl:.2f}): no larger budget binds, not widening")  # fmt: skip
+                    else:
+                        log(f"no gold peak up to kl_target={t:g}: widening the sweep to {2 * t:g}")
+                        budgets.append(2 * t)
         table = pd.DataFrame(rows)
         table["sqrt_kl"] = np.sqrt(table["kl"].clip(lower=0))
         res = SweepResult(
-            table, ref_proxy, ref_gold, judge.label, argmax_proxy=argmax_proxy, argmax_gold=argmax_gold
-        )
+            table, ref_proxy, ref_gold, judge.label, argmax_proxy=argmax_proxy, argmax_gold=argmax_gold,
+            argmax_kl=end_kl,
+        )  # fmt: skip
         for method in ("rl", "bon"):
             part = table[table["method"] == method]
             for value, ref in (("proxy", ref_proxy), ("gold", ref_gold)):
@@ -254,7 +313,7 @@ def kl_sweep(
                     )
         rl_rows = table[table["method"] == "rl"].reset_index(drop=True)
         if rl_rows["gold"].notna().any():
-            res.summary = past_peak(rl_rows)
+            res.summary = past_peak(rl_rows, (argmax_proxy, argmax_gold))
             res.recommended_kl_target = res.summary["gold_peak_kl_target"]
         for name, f in res.fits.items():
             res.summary.update(

@@ -73,5 +73,8 @@ def test_best_of_n_sampler_has_the_enumerated_expected_score(world):
 def test_n_for_kl_inverts_the_formula():
     assert n_for_kl(0.0) == 1
     assert [n_for_kl(best_of_n_kl(n)) for n in (2, 5, 20, 300)] == [2, 5, 20, 300]
+    # a widened sweep asks for huge budgets: answered at once (n ~ e^(kl + 1)), not by counting to it
+    n = n_for_kl(32.0)
+    assert best_of_n_kl(n - 1) <= 32.0 <= best_of_n_kl(n + 1) and n > 10**14
     with pytest.raises(ValueError, match="n: must be >= 1"):
         best_of_n_kl(0)

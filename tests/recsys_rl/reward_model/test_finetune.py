@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from recsys_rl.config import TrainConfig, load_reward
@@ -46,3 +47,19 @@ def test_a_small_kl_budget_holds_the_policy_near_the_reference():
                       minibatch_size=1024, kl_target=0.3)  # fmt: skip
     policy, _ = rm_finetune(reference, model, ctx, load_reward("ctr"), cfg, seed=0, progress=False)
     assert policy_kl(policy, reference, ctx[:500], torch.Generator().manual_seed(3)) < 0.5
+
+
+def test_a_continued_run_keeps_its_kl_to_the_reference_and_its_beta():
+    bias = torch.randn(N, generator=torch.Generator().manual_seed(1)) * 1.5
+    model = known_model(N, bias)
+    reference = BannerPolicy(N, embed_dim=8, hidden_dim=16).frozen_copy()
+    ctx = contexts(2000, N)
+    cfg = TrainConfig(total_impressions=30_000, contexts_per_batch=256, banners_per_context=4,
+                      minibatch_size=1024, kl_target=50.0, lr=3e-3)  # fmt: skip
+    first, h1 = rm_finetune(reference, model, ctx, load_reward("ctr"), cfg, seed=0, progress=False)
+    more, h2 = rm_finetune(reference, model, ctx, load_reward("ctr"), cfg, seed=1, progress=False,
+                           start=first, beta=h1[-1]["beta"])  # fmt: skip
+    assert h2[0]["kl"] == pytest.approx(h1[-1]["kl"], rel=0.3)  # starts where the first run ended
+    assert h2[0]["beta"] <= h1[-1]["beta"]  # the controller goes on from its beta, not from kl_beta
+    g = torch.Generator().manual_seed(3)
+    assert policy_kl(more, reference, ctx[:500], g) > policy_kl(first, reference, ctx[:500], g)
