@@ -191,6 +191,15 @@ def _n_items(fn: LogitsFn, contexts: ContextBatch, temperature: float) -> int:
     return _logits(fn, contexts[:2], temperature).shape[1]
 
 
+def _pairs_of(s: np.ndarray, sl: slice, mentioned: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat (row, product, log-softmax score) of the products ``mentioned`` (c, m) in rows ``sl`` of
+    scores ``s`` (c, N): the only first-position scores DM/DR read, kept instead of a (n, N) table."""
+    lse = np.log(np.exp(s - s.max(1, keepdims=True)).sum(1)) + s.max(1)
+    rows = np.broadcast_to(np.arange(sl.start, sl.stop)[:, None], mentioned.shape)
+    values = np.take_along_axis(s, mentioned, axis=1) - lse[:, None]
+    return rows.reshape(-1), mentioned.reshape(-1), values.reshape(-1)
+
+
 def target_probs(
     policy: LogitsFn,
     contexts: ContextBatch,
@@ -239,11 +248,8 @@ def target_probs(
             marg[sl] = rb_marginals(s, a[sl], drawn)
             samples[sl] = drawn[:, :keep]
             mentioned = np.concatenate([a[sl], samples[sl].reshape(s.shape[0], -1)], axis=1)
-        lse = np.log(np.exp(s - s.max(1, keepdims=True)).sum(1)) + s.max(1)
-        rows = np.broadcast_to(np.arange(sl.start, sl.stop)[:, None], mentioned.shape)
-        pair_rows.append(rows.reshape(-1))
-        pair_items.append(mentioned.reshape(-1))
-        pair_values.append((np.take_along_axis(s, mentioned, axis=1) - lse[:, None]).reshape(-1))
+        for acc, part in zip((pair_rows, pair_items, pair_values), _pairs_of(s, sl, mentioned), strict=True):
+            acc.append(part)
     pairs = PairScores(
         np.concatenate(pair_rows), np.concatenate(pair_items), np.concatenate(pair_values), n_items
     )
@@ -319,11 +325,8 @@ def slot_target_probs(
             marg[sl, 0] = rb_marginals(s, np.repeat(a[sl], k_size, axis=1), drawn)[r, p[sl]]
             samples[sl, :, 0] = drawn[r, :keep, p[sl]]
             mentioned = np.concatenate([a[sl], samples[sl, :, 0]], axis=1)
-        lse = np.log(np.exp(s - s.max(1, keepdims=True)).sum(1)) + s.max(1)
-        rows = np.broadcast_to(np.arange(sl.start, sl.stop)[:, None], mentioned.shape)
-        pair_rows.append(rows.reshape(-1))
-        pair_items.append(mentioned.reshape(-1))
-        pair_values.append((np.take_along_axis(s, mentioned, axis=1) - lse[:, None]).reshape(-1))
+        for acc, part in zip((pair_rows, pair_items, pair_values), _pairs_of(s, sl, mentioned), strict=True):
+            acc.append(part)
     pairs = PairScores(
         np.concatenate(pair_rows), np.concatenate(pair_items), np.concatenate(pair_values), n_items
     )
