@@ -62,7 +62,7 @@ torch.manual_seed(0)
 mlflow.set_tracking_uri({uri!r})
 with mlflow.start_run():
     tracking.log_policy(BannerPolicy(1000, 32, 128), "banner-policy", "champion")
-"""], capture_output=True, text=True)  # fmt: skip
+"""], capture_output=True, text=True, cwd=work)  # fmt: skip
         if reg.returncode:
             sys.exit(f"registering the model failed: {reg.stderr[-2000:]}")
         env = {"MLFLOW_TRACKING_URI": uri}
