@@ -105,13 +105,10 @@ def _setup_tracking_for_load(cfg) -> None:
     mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking))
 
 
-def train_with_reward_model(
-    cfg, logs: Path, reward_model: str, reference, sim_config: Path | None, quiet: bool
-):
-    """`train --logs PATH --reward-model URI`: RL against the reward model from the logged contexts."""
-    from recsys_rl.logs import read_logs
+def _model_and_world(cfg, reward_model: str, reference, sim_config: Path | None):
+    """The reward model at ``reward_model`` and the simulator of ``sim_config`` (or None), refused
+    unless both, and the reference, share one catalogue."""
     from recsys_rl.reward_model import check_catalogue, load_reward_model
-    from recsys_rl.reward_model.train_job import rm_job
 
     _setup_tracking_for_load(cfg)
     model = load_reward_model(reward_model)
@@ -120,6 +117,17 @@ def train_with_reward_model(
         check_catalogue(model, env.n_products, f"the simulator ({sim_config})")
     if reference is not None:
         check_catalogue(model, reference.n_products, "the --reference policy")
+    return model, env
+
+
+def train_with_reward_model(
+    cfg, logs: Path, reward_model: str, reference, sim_config: Path | None, quiet: bool
+):
+    """`train --logs PATH --reward-model URI`: RL against the reward model from the logged contexts."""
+    from recsys_rl.logs import read_logs
+    from recsys_rl.reward_model.train_job import rm_job
+
+    model, env = _model_and_world(cfg, reward_model, reference, sim_config)
     batch = read_logs(logs)
     ids = int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max()))
     if ids >= model.n_products:
@@ -145,7 +153,6 @@ def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path 
     from recsys_rl.config import builtin_rewards, load_reward
     from recsys_rl.evaluation import Evaluator
     from recsys_rl.logs import read_logs
-    from recsys_rl.reward_model import check_catalogue, load_reward_model
     from recsys_rl.reward_model.judges import DoublyRobustJudge, ExactJudge
     from recsys_rl.reward_model.sweep import EXPERIMENT, kl_sweep
 
@@ -161,13 +168,7 @@ def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path 
         )
     scheme = load_reward(cfg.reward)
     torch.set_num_threads(cfg.torch_threads)
-    _setup_tracking_for_load(cfg)
-    model = load_reward_model(reward_model)
-    env = _env(sim_config)
-    if env is not None:
-        check_catalogue(model, env.n_products, f"the simulator ({sim_config})")
-    if reference is not None:
-        check_catalogue(model, reference.n_products, "the --reference policy")
+    model, env = _model_and_world(cfg, reward_model, reference, sim_config)
     batch = read_logs(logs)
     n_train = int(0.8 * len(batch))
     train, holdout = batch[:n_train], batch[n_train:]
