@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from recsys_rl.events import open_store
 from recsys_rl.policy import save_policy
 from serving.app import create_app
-from tests.serving.helpers import config, tiny_holder, tiny_policy
+from tests.serving.helpers import config, drop_redis_prefix, tiny_holder, tiny_policy, unique_prefix
 
 
 @pytest.fixture
@@ -19,6 +19,20 @@ def policy_file(tmp_path):
     path = tmp_path / "policy.pt"
     save_policy(tiny_policy(), path)
     return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def events_uri(request, tmp_path) -> Iterator[str]:
+    """The URI of a fresh shared event store, once on SQLite and once on the real Redis (its keys under
+    a prefix of its own, dropped afterwards; best-effort: the shared Redis keeps nothing on disk)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/events.db"
+        return
+    prefix = unique_prefix()
+    try:
+        yield f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
+    finally:
+        drop_redis_prefix(prefix)
 
 
 @pytest.fixture

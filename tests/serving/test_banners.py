@@ -211,17 +211,23 @@ def test_banner_size_follows_the_model_and_the_request_k_is_bounded_by_it(tmp_pa
     with torch.no_grad():
         logits = policy(torch.tensor([7]), h).double()
     assert len(full["items"]) == k_model == len(set(full["items"]))
-    assert full["log_propensity"] == pytest.approx(slate.log_prob(logits, torch.tensor([full["items"]])).item())
+    assert full["log_propensity"] == pytest.approx(
+        slate.log_prob(logits, torch.tensor([full["items"]])).item()
+    )
     # k < K: the first k products of a Plackett-Luce draw, with the exact propensity of that k-prefix
     assert len(short["items"]) == 2
-    assert short["log_propensity"] == pytest.approx(slate.log_prob(logits, torch.tensor([short["items"]])).item())
+    assert short["log_propensity"] == pytest.approx(
+        slate.log_prob(logits, torch.tensor([short["items"]])).item()
+    )
     assert top["items"] == logits.topk(2).indices[0].tolist() and top["log_propensity"] == 0
     assert too_big.status_code == 422 and fields(too_big) == ["k"]
     assert f"at most {k_model} products" in too_big.json()["detail"][0]["message"]
     assert zero.status_code == 422 and fields(zero) == ["k"]
     assert clicked.status_code == 200, clicked.text
     stored = {i.impression_id: i for i in store.read_ready("t", time.time() + 60, 100).impressions}
-    assert len(stored[short["impression_id"]].items) == 2 and len(stored[full["impression_id"]].items) == k_model
+    assert (
+        len(stored[short["impression_id"]].items) == 2 and len(stored[full["impression_id"]].items) == k_model
+    )
 
 
 def test_a_feature_only_context_with_categories_is_served_under_the_models_vocabulary(tmp_path, store):
@@ -236,7 +242,12 @@ def test_a_feature_only_context_with_categories_is_served_under_the_models_vocab
     policy = BannerPolicy(N_PRODUCTS, 8, 16, n_user_features=2, banner_size=3, categorical_vocab=vocab).eval()
     holder = ModelHolder(model=from_policy(policy, "cat"))
     with TestClient(create_app(config(tmp_path), store=store, holder=holder)) as c:
-        body = {"user_id": 1, "user_features": [0.5, -1.0], "user_categories": ["m", "b2"], "mode": "deterministic"}
+        body = {
+            "user_id": 1,
+            "user_features": [0.5, -1.0],
+            "user_categories": ["m", "b2"],
+            "mode": "deterministic",
+        }
         got = c.post("/v1/banners", json=body)
         unseen = c.post("/v1/banners", json={**body, "user_categories": ["x", "b2"]})
         missing = c.post("/v1/banners", json={"user_id": 1, "user_features": [0.5, -1.0]})

@@ -25,7 +25,7 @@ import yaml
 
 from recsys_rl.events import open_store
 from tests.net import free_port, wait_ready
-from tests.serving.helpers import SECRET, drop_redis_prefix, unique_prefix
+from tests.serving.helpers import SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -140,16 +140,5 @@ def crash_and_recover(tmp_path: Path, policy_file: Path, events_uri: str) -> Non
     assert len(acked_events) >= MIN_EVENTS and cut_off >= 1, (len(acked_events), cut_off)
 
 
-def test_acknowledged_events_survive_sigkill_on_sqlite(tmp_path, policy_file):
-    crash_and_recover(tmp_path, policy_file, f"sqlite:///{tmp_path}/events.db")
-
-
-@pytest.mark.redis
-def test_acknowledged_events_survive_sigkill_on_redis(tmp_path, policy_file):
-    prefix = unique_prefix()
-    try:
-        crash_and_recover(
-            tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
-        )
-    finally:
-        drop_redis_prefix(prefix)
+def test_acknowledged_events_survive_sigkill(tmp_path, policy_file, events_uri):
+    crash_and_recover(tmp_path, policy_file, events_uri)

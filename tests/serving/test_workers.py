@@ -130,19 +130,8 @@ def cross_worker_feedback(tmp_path: Path, policy_file: Path, events: str) -> Non
         assert store.count_impressions() == 3 and store.count_feedback() == 3
 
 
-def test_feedback_on_a_banner_is_accepted_by_another_worker_on_sqlite(tmp_path, policy_file):
-    cross_worker_feedback(tmp_path, policy_file, f"sqlite:///{tmp_path}/events.db")
-
-
-@pytest.mark.redis
-def test_feedback_on_a_banner_is_accepted_by_another_worker_on_redis(tmp_path, policy_file):
-    prefix = unique_prefix()
-    try:
-        cross_worker_feedback(
-            tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
-        )
-    finally:
-        drop_redis_prefix(prefix)
+def test_feedback_on_a_banner_is_accepted_by_another_worker(tmp_path, policy_file, events_uri):
+    cross_worker_feedback(tmp_path, policy_file, events_uri)
 
 
 def served_versions(url: str) -> dict[str, str]:
@@ -238,19 +227,8 @@ def kill_one_worker(tmp_path: Path, policy_file: Path, events: str) -> None:
     check_exactly_once(events, acked_imps, acked_events)
 
 
-def test_sigkill_of_one_worker_loses_no_acknowledged_event_on_sqlite(tmp_path, policy_file):
-    kill_one_worker(tmp_path, policy_file, f"sqlite:///{tmp_path}/events.db")
-
-
-@pytest.mark.redis
-def test_sigkill_of_one_worker_loses_no_acknowledged_event_on_redis(tmp_path, policy_file):
-    prefix = unique_prefix()
-    try:
-        kill_one_worker(
-            tmp_path, policy_file, f"redis://127.0.0.1:6379/0?prefix={prefix}&durability=best-effort"
-        )
-    finally:
-        drop_redis_prefix(prefix)
+def test_sigkill_of_one_worker_loses_no_acknowledged_event(tmp_path, policy_file, events_uri):
+    kill_one_worker(tmp_path, policy_file, events_uri)
 
 
 @pytest.mark.redis
