@@ -5,7 +5,8 @@ WAL mode lets the trainer process read while the server process writes. Durabili
 survives a power loss or OS crash, not only a process crash (which is all ``NORMAL`` promises: it
 defers the fsync to checkpoints and may lose the last commits on power loss). Group commit makes the
 fsync cost per batch of callers, not per call, so FULL stays cheap under load; ``synchronous="normal"``
-remains available for throwaway runs.
+remains available for throwaway runs. Checkpoints (copying the WAL into the database file, with
+their own fsyncs) run on a thread of their own, never inside a commit that callers wait on.
 
 A full or unwritable disk (SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY, SQLITE_CANTOPEN) or a lock
 held past the busy timeout fails the batch's transaction as a whole (SQLite rolls it back: nothing is
@@ -37,6 +38,7 @@ from recsys_rl.events.base import EventStore, Feedback, Impression, ReadBatch, S
 from recsys_rl.events.group_commit import GroupCommitter
 
 BUSY_TIMEOUT_MS = 10_000
+CHECKPOINT_EVERY_S = 0.2  # how often the checkpointer looks for committed writes to checkpoint
 SECRET_KEY = "impression_id_secret"
 SYNCHRONOUS = ("full", "normal")
 
@@ -177,7 +179,14 @@ class SqliteEventStore(EventStore):
             self._conn.execute("ROLLBACK")
             self._conn.close()
             raise
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._written = threading.Event()  # set by the writer after a commit; cleared by a checkpoint
+        self._closing = threading.Event()
         self._writer = GroupCommitter(self._flush, name=f"sqlite-writer:{path.name}")
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_forever, name=f"sqlite-checkpointer:{path.name}", daemon=True
+        )
+        self._checkpointer.start()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -222,12 +231,38 @@ class SqliteEventStore(EventStore):
                 else:
                     results.append(self._commit_in_tx(*payload))
             conn.execute("COMMIT")
+            self._written.set()
         except BaseException:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
                     conn.execute("ROLLBACK")
             raise
         return results
+
+    def _checkpoint_forever(self) -> None:
+        """Copy committed WAL frames into the database file, off the writer thread.
+
+        SQLite's automatic checkpoint runs inside the commit that crosses 1,000 WAL pages, on the
+        writer, so every request waiting on that commit also waits for the checkpoint's fsyncs of the
+        log and the database file (tens of ms when the disk stalls). A PASSIVE checkpoint on its own
+        connection never blocks the writer, which goes on appending to the WAL meanwhile; durability
+        is unchanged (a commit is durable once in the WAL, per ``synchronous``). Several processes on
+        one file each run one: SQLite lets one checkpoint at a time, the others get SQLITE_BUSY and
+        try again on the next round. Errors (a full disk) are left to the next round too: the WAL
+        keeps every commit until a checkpoint succeeds.
+        """
+        conn: sqlite3.Connection | None = None
+        while not self._closing.is_set():
+            if not self._written.wait(CHECKPOINT_EVERY_S) or self._closing.wait(CHECKPOINT_EVERY_S):
+                continue
+            self._written.clear()
+            try:
+                conn = conn or self._connect()
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                self._written.set()
+        if conn is not None:
+            conn.close()
 
     def _commit_in_tx(self, consumer: str, seq: int) -> ValueError | None:
         row = self._conn.execute("SELECT seq FROM consumers WHERE consumer = ?", (consumer,)).fetchone()
@@ -291,6 +326,8 @@ class SqliteEventStore(EventStore):
 
     def _close(self) -> None:
         self._writer.close()
+        self._closing.set()
+        self._checkpointer.join()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
