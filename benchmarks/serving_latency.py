@@ -27,7 +27,8 @@ checking afterwards that the store holds what was acknowledged.
 
 ``wrk`` is a Debian package (``apt-get install -y wrk``). Last line:
 ``serving: p50_ms=<x> p99_ms=<x> rps=<x> echo_rps=<x> ratio=<rps/echo_rps>`` (the 1,000-product
-service, default durability). Goals: p99 <= 15 ms, ratio >= 0.5, feedback >= 5,000 events/s.
+service, default durability). Goals: p99 <= 10 ms at 8 connections, feedback >= 5,000 events/s; the ratio
+to the bare echo is a yardstick of framework overhead, not a goal.
 """
 
 from __future__ import annotations

@@ -37,10 +37,29 @@ def setup(cfg: TrackingConfig, experiment: str | None = None) -> str:
     """Point MLflow at the configured store and experiment; returns the URI in use."""
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.set_experiment(experiment or cfg.experiment)
+    name = experiment or cfg.experiment
+    _create_beside_sqlite_store(uri, name)
+    exp = mlflow.set_experiment(name)
     if exp.tags.get(EXPERIMENT_KIND_TAG) is None:
         mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return uri
+
+
+def _create_beside_sqlite_store(uri: str, name: str) -> None:
+    """Create a new experiment of a SQLite store with its artifacts in ``mlruns/`` next to the .db file.
+
+    MLflow's own default is ``./mlruns`` of whatever directory the process happens to run in, so a
+    run from another directory against the same ``sqlite:///`` file scatters artifacts (models,
+    plots) over the file system. Existing experiments keep their location.
+    """
+    if not uri.startswith("sqlite:///") or mlflow.get_experiment_by_name(name) is not None:
+        return
+    root = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns"
+    try:
+        mlflow.create_experiment(name, artifact_location=(root / name).as_uri())
+    except mlflow.exceptions.MlflowException as exc:
+        if "already exists" not in str(exc):  # another process created it first: use theirs
+            raise
 
 
 def start_run(cfg: RunConfig, scheme_name: str, data_source: str, run_name: str | None = None):
