@@ -292,8 +292,7 @@ def _log(table, params: dict, experiment: str, uri: str) -> str:
 
     from recsys_rl import tracking
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    tracking.use(uri, experiment)
     with mlflow.start_run(run_name=f"ope-{Path(str(params['policy'])).name}") as run:
         mlflow.log_params({k: str(v) for k, v in params.items()})
         mlflow.set_tags(

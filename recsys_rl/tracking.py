@@ -36,13 +36,18 @@ def tracking_uri(cfg: TrackingConfig) -> str:
 def setup(cfg: TrackingConfig, experiment: str | None = None) -> str:
     """Point MLflow at the configured store and experiment; returns the URI in use."""
     uri = tracking_uri(cfg)
+    use(uri, experiment or cfg.experiment)
+    return uri
+
+
+def use(uri: str, experiment: str) -> None:
+    """Make ``experiment`` of the store at ``uri`` the active one, creating it as the project does
+    (artifacts beside a SQLite store, the UI's experiment-kind tag)."""
     mlflow.set_tracking_uri(uri)
-    name = experiment or cfg.experiment
-    _create_beside_sqlite_store(uri, name)
-    exp = mlflow.set_experiment(name)
+    _create_beside_sqlite_store(uri, experiment)
+    exp = mlflow.set_experiment(experiment)
     if exp.tags.get(EXPERIMENT_KIND_TAG) is None:
         mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-    return uri
 
 
 def _create_beside_sqlite_store(uri: str, name: str) -> None:

@@ -28,8 +28,7 @@ def registry(tmp_path_factory):
     uri = f"sqlite:///{tmp}/mlflow.db"
     torch.manual_seed(0)
     policy = BannerPolicy(200, 16, 32).eval()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("pyfunc-test")
+    tracking.use(uri, "pyfunc-test")
     with mlflow.start_run():
         _, version = tracking.log_policy(policy, "banner-policy", "champion")
     assert str(version) == "1"

@@ -57,13 +57,13 @@ def registry(tmp_path_factory):
     Returns (tracking_uri, name). Built once per session: the first model logged costs seconds."""
     import mlflow
 
+    from recsys_rl import tracking
     from recsys_rl.tracking import log_policy
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
     try:
-        mlflow.set_experiment("serving-tests")
+        tracking.use(uri, "serving-tests")
         with mlflow.start_run():
             log_policy(tiny_policy(1), "banner-policy", "champion")
         with mlflow.start_run():
