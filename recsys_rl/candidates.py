@@ -200,7 +200,10 @@ class Retriever:
         self.index = None
         if len(self.active_ids) > 0:
             self.index = IVFIndex(
-                self.items[self.active_ids], bias[self.active_ids], self.cfg.nlist, self.cfg.nprobe,
+                self.items[self.active_ids],
+                bias[self.active_ids],
+                self.cfg.nlist,
+                self.cfg.nprobe,
                 l2_transform=True,
             )
 

@@ -2,10 +2,9 @@
 
 import torch
 
-from recsys_rl.config import TrainConfig
+from recsys_rl.config import TrainConfig, load_reward
 from recsys_rl.learner import Learner
 from recsys_rl.policy import BannerPolicy
-from recsys_rl.config import load_reward
 from recsys_rl.sparse_optim import MixedAdam
 
 
