@@ -7,8 +7,10 @@ Plackett–Luce distribution over them (see ``recsys_rl.restricted``). Two ways 
 - ``exact_topk``: a blocked matrix product + running top-M. Blocks of ``ROW_BLOCK`` contexts times
   ``COL_BLOCK`` products keep the working set at ~64 MB whatever N is. Exact; ~0.3 s for 1024
   contexts at N = 100k on 2 threads, ~10x that at 1M.
-- ``IVFIndex``: faiss ``IndexIVFFlat`` with ``METRIC_INNER_PRODUCT``. The bias is folded in as an extra
-  dimension (item [e_j, b_j], query [q, 1]), so the inner product is the policy's logit exactly. IVF
+- ``IVFIndex``: faiss ``IndexIVFFlat``. The bias is folded in as an extra dimension (item [e_j, b_j],
+  query [q, 1]), so the inner product is the policy's logit exactly; the policy's index maps that
+  maximum-inner-product search to L2 (see ``IVFIndex``), which raised recall@512 at 1M from 0.88 to
+  0.97 at similar cost. IVF
   was chosen because the index is rebuilt whenever a policy version changes: measured here at 1M
   (synthetic vectors), nprobe 16 gave recall 0.9999 at 0.24 s per 1024 queries and the index builds in
   1.9 s. HNSW was not measured; for a top-M with M in the hundreds it needs efSearch >= M and its graph
@@ -70,11 +72,19 @@ def augmented(items: torch.Tensor, bias: torch.Tensor | None) -> np.ndarray:
 
 
 class IVFIndex:
-    """faiss IVF-Flat inner-product index over the (bias-augmented) item table.
+    """faiss IVF-Flat index over the (bias-augmented) item table, searched for the largest inner product.
 
     nlist ~ sqrt(N) lists (at most 1024); ``nprobe`` lists scanned per query trade recall for speed. The coarse
     quantizer is trained once (seeded k-means on a sample); ``rebuild`` re-adds a new item table to
     the same lists, which is what a new policy version costs (~1 s at 1M).
+
+    ``l2_transform``: index x' = [x, sqrt(R^2 - |x|^2)] (R = the largest |x|) with L2 lists and search
+    [q, 0]: |q' - x'|^2 = |q|^2 + R^2 - 2 q.x, so the nearest in L2 is the largest inner product
+    (Bachrach et al. 2014), and the k-means lists are made on a metric where the items' norms (which
+    the bias dimension makes very unequal) do not pull every query to the same few lists. Measured on
+    the 1M world's reference (188k trained products, top-512, 2 threads, loaded machine): nprobe 128
+    of 1024 lists gives recall 0.971 in 0.44 s per 1024 queries against 0.84 in 0.55 s with
+    inner-product lists (0.88 at nprobe 64 of 433 lists, the earlier setting).
     """
 
     def __init__(
@@ -84,14 +94,22 @@ class IVFIndex:
         nlist: int | None = None,
         nprobe: int = 64,
         seed: int = 0,
+        l2_transform: bool = False,
+        max_nlist: int = 1024,
     ):
         import faiss
 
-        x = augmented(items, bias)
+        self.l2_transform = l2_transform
+        x = self._vectors(items, bias)
         n, d = x.shape
-        self.nlist = nlist or max(1, min(n // 39, int(math.sqrt(n)), 1024))
-        quantizer = faiss.IndexFlatIP(d)
-        self.index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        root = max_nlist if l2_transform else int(math.sqrt(n))  # 1024 lists measured best at 1M
+        self.nlist = nlist or max(1, min(n // 39, root, max_nlist))
+        if l2_transform:
+            quantizer = faiss.IndexFlatL2(d)
+            self.index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_L2)
+        else:
+            quantizer = faiss.IndexFlatIP(d)
+            self.index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
         self.index.cp.seed = seed
         rng = np.random.default_rng(seed)
         sample = x if n <= 64 * self.nlist else x[rng.choice(n, 64 * self.nlist, replace=False)]
@@ -100,17 +118,27 @@ class IVFIndex:
         self.index.nprobe = min(nprobe, self.nlist)
         self.n = n
 
+    def _vectors(self, items: torch.Tensor, bias: torch.Tensor | None) -> np.ndarray:
+        x = augmented(items, bias)
+        if self.l2_transform:
+            norms = (x.astype(np.float64) ** 2).sum(1)
+            x = np.concatenate([x, np.sqrt(norms.max() - norms)[:, None]], 1).astype(np.float32)
+        return np.ascontiguousarray(x)
+
     def rebuild(self, items: torch.Tensor, bias: torch.Tensor | None) -> None:
         """Replace the stored vectors with a new item table (same quantizer)."""
         self.index.reset()
-        x = augmented(items, bias)
+        x = self._vectors(items, bias)
         self.index.add(x)
         self.n = x.shape[0]
 
     def search(self, queries: torch.Tensor, m: int) -> torch.Tensor:
         """(B, m) long ids by descending inner product with [q, 1]. Slots the index could not fill
         (fewer than m vectors in the probed lists) are padded with -1."""
-        q = torch.cat([queries.detach().float(), torch.ones(len(queries), 1)], 1).contiguous().numpy()
+        parts = [queries.detach().float(), torch.ones(len(queries), 1)]
+        if self.l2_transform:
+            parts.append(torch.zeros(len(queries), 1))
+        q = torch.cat(parts, 1).contiguous().numpy()
         _, ids = self.index.search(q, min(m, self.n))
         return torch.from_numpy(ids).long()
 
@@ -122,7 +150,7 @@ class RetrievalConfig:
 
     m: int = 1024
     kind: str = "auto"
-    nprobe: int = 64
+    nprobe: int = 128
     nlist: int | None = None
 
 
@@ -172,7 +200,11 @@ class Retriever:
         self.index = None
         if len(self.active_ids) > 0:
             self.index = IVFIndex(
-                self.items[self.active_ids], bias[self.active_ids], self.cfg.nlist, self.cfg.nprobe
+                self.items[self.active_ids],
+                bias[self.active_ids],
+                self.cfg.nlist,
+                self.cfg.nprobe,
+                l2_transform=True,
             )
 
     @property

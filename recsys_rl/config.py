@@ -171,6 +171,11 @@ class TrainConfig(_Strict):
     epochs: int = Field(2, ge=1, description="optimisation passes over each batch")
     minibatch_size: int = Field(1024, ge=1, description="banners per gradient step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    item_lr: float | None = Field(
+        1e-2,
+        gt=0,
+        description="Adam learning rate of the sparse item tables (large catalogues only; null: lr)",
+    )
     lr_anneal: bool = Field(True, description="decay the learning rate linearly to 0 over the run")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     clip_eps: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip")

@@ -31,7 +31,7 @@ class Learner:
         """``temperature``: the one banners are served at, so ratios compare like with like."""
         self.policy, self.reference, self.scheme, self.cfg = policy, reference, scheme, cfg
         self.temperature = temperature
-        self.opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr)
+        self.opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr, cfg.item_lr)
         self.kl_ctl = AdaptiveKL(
             cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive
         )
@@ -43,10 +43,10 @@ class Learner:
         return adv / (adv.std() + 1e-8) if adv.numel() > 1 else adv
 
     def set_progress(self, fraction: float) -> None:
-        """Linear learning-rate annealing (CleanRL-style): lr * (1 - fraction done)."""
+        """Linear learning-rate annealing (CleanRL-style): each group's lr * (1 - fraction done)."""
         if self.cfg.lr_anneal:
             for group in self.opt.param_groups:
-                group["lr"] = self.cfg.lr * max(1.0 - fraction, 0.0)
+                group["lr"] = group.get("base_lr", self.cfg.lr) * max(1.0 - fraction, 0.0)
 
     def _candidates(self, ctx, items: torch.Tensor, group_size: int, candidates: torch.Tensor | None):
         """(ids (C, M'), valid (C, M') or None): the candidate set each context's banners are scored on.

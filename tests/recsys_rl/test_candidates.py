@@ -84,3 +84,27 @@ def test_ivf_retriever_keeps_untrained_products_apart_and_exact():
     assert len(r.active_ids) == 2000 and r.index.n == 2000
     exact = exact_topk(q, items, bias, 80)[1]
     assert torch.equal(r.search(q).sort(1).values, exact.sort(1).values)  # all lists probed: exact
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_ivf_l2_transform_finds_the_largest_inner_products(l2):
+    # unequal norms (a clustered table, products scaled by up to 4x): where the transform matters
+    g = torch.Generator().manual_seed(3)
+    centres = torch.randn(20, 16, generator=g)
+    items = centres[torch.randint(0, 20, (4000,), generator=g)] + 0.3 * torch.randn(4000, 16, generator=g)
+    items *= torch.rand(4000, 1, generator=g) * 3 + 1
+    bias, q = torch.randn(4000, generator=g), torch.randn(64, 16, generator=g)
+    exact = exact_topk(q, items, bias, 64)[1]
+    index = IVFIndex(items, bias, nlist=32, nprobe=32, l2_transform=l2)  # exhaustive: exact order
+    assert torch.equal(index.search(q, 64), exact)
+    index.index.nprobe = 8
+    assert recall_at_m(index.search(q, 64), exact) >= 0.6
+
+
+def test_ivf_l2_transform_rebuild_follows_a_new_item_table():
+    items, bias, q = _table(3000, d=16)
+    index = IVFIndex(items, bias, nlist=8, nprobe=8, l2_transform=True)
+    new_bias = bias.clone()
+    new_bias[:10] += 100.0  # larger norms than any vector the index was built on
+    index.rebuild(items, new_bias)
+    assert (index.search(q, 10).sort(1).values == torch.arange(10)).all()
