@@ -262,10 +262,14 @@ def sweep_cmd(
     ),
     bon_max_n: int = typer.Option(4096, "--bon-max-n", min=1, help="with --reward-model: largest best-of-n"),
     max_kl: float = typer.Option(
-        None, "--max-kl", help="with --reward-model: while the gold still rises, double the largest budget up to this"
+        None,
+        "--max-kl",
+        help="with --reward-model: while the gold still rises, double the largest budget up to this",
     ),
     reach_rounds: int = typer.Option(
-        1, "--reach-rounds", min=1,
+        1,
+        "--reach-rounds",
+        min=1,
         help="with --reward-model: most runs of train.total_impressions a budget gets when it ends short of it",
     ),
 ) -> None:

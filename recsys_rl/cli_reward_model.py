@@ -171,7 +171,9 @@ def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path 
             "--logs: the reward-model sweep fine-tunes on logged contexts; give the log directory"
         )
     if max_kl is not None and not max_kl > max(targets):
-        raise ValueError(f"--max-kl: {max_kl:g} must be above the largest --kl-targets budget {max(targets):g}")
+        raise ValueError(
+            f"--max-kl: {max_kl:g} must be above the largest --kl-targets budget {max(targets):g}"
+        )
     scheme = load_reward(cfg.reward)
     torch.set_num_threads(cfg.torch_threads)
     model, env = _model_and_world(cfg, reward_model, reference, sim_config)

@@ -109,4 +109,6 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
     assert parent.data.params["reach_rounds"] == "2"
     r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
                                     "--kl-targets", "0.5,1", "--max-kl", "1", *base])  # fmt: skip
-    assert r.exit_code == 2 and "error: --max-kl: 1 must be above the largest --kl-targets budget 1" in r.output
+    assert (
+        r.exit_code == 2 and "error: --max-kl: 1 must be above the largest --kl-targets budget 1" in r.output
+    )
