@@ -46,6 +46,10 @@ Design, and why:
   unloaded machine): budget 16 -> KL 14.8, proxy 6.98, gold 7.00; budget 24 or 48 -> KL 21.3, proxy
   7.40, gold 6.42: over-optimisation inside the RL curve, while the default budget still closes
   ~0.49 of the gap (embed_dim 32: ~0.62; embed_dim 8: ~0.54, no fall up to KL 19.9).
+  Full run (seed 0, 2026-12-02, load ~4-7, 1831 s): widened to 32; gold peak at budget 16 (KL 14.85,
+  proxy 6.99, gold 7.01); budget 32 (4 runs, KL 21.36): proxy 7.39 (+0.41), gold 6.39 (-0.62); argmax
+  end (KL 22.69): proxy 7.50, gold 6.28. rm_gap_closed 0.485, topk 0.422, bon -0.042 (RL's KL 2.67).
+  The Gao-Schulman-Hilton RL form fits the gold's sharp late fall poorly (fitted peak KL ~215).
 - MLflow: the sweep is logged to a temporary SQLite store (parent run + one child per budget + plot).
 
     python benchmarks/reward_model.py [--impressions 100000] [--seed 0] [--kl-targets 0.25,...,16]
