@@ -261,6 +261,17 @@ def sweep_cmd(
         None, "--sim-config", help="with --reward-model: exact gold on this simulator"
     ),
     bon_max_n: int = typer.Option(4096, "--bon-max-n", min=1, help="with --reward-model: largest best-of-n"),
+    max_kl: float = typer.Option(
+        None,
+        "--max-kl",
+        help="with --reward-model: while the gold still rises, double the largest budget up to this",
+    ),
+    reach_rounds: int = typer.Option(
+        1,
+        "--reach-rounds",
+        min=1,
+        help="with --reward-model: most runs of train.total_impressions a budget gets when it ends short of it",
+    ),
 ) -> None:
     """A parent run with one nested run per reward scheme (x beta), sharing one baseline: compare them in the UI."""
     if reward_model is not None:  # over-optimisation sweep: recsys_rl.reward_model.sweep
@@ -269,7 +280,8 @@ def sweep_cmd(
         cfg = load_run(config, _overrides(set_))
         ref = load_policy(reference).frozen_copy() if reference else None
         return sweep_with_reward_model(cfg, reward_model, kl_targets, logs, ref, sim_config,
-                                       None if experiment == "recsys-rl-sweep" else experiment, bon_max_n, quiet)  # fmt: skip
+                                       None if experiment == "recsys-rl-sweep" else experiment, bon_max_n, quiet,
+                                       max_kl=max_kl, reach_rounds=reach_rounds)  # fmt: skip
     import mlflow
     import pandas as pd
 

@@ -145,8 +145,12 @@ def train_with_reward_model(
 
 
 def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path | None, reference,
-                            sim_config: Path | None, experiment: str | None, bon_max_n: int, quiet: bool):  # fmt: skip
-    """`sweep --reward-model URI --kl-targets ...`: proxy vs gold against sqrt(KL), RL and best-of-n."""
+                            sim_config: Path | None, experiment: str | None, bon_max_n: int, quiet: bool,
+                            max_kl: float | None = None, reach_rounds: int = 1):  # fmt: skip
+    """`sweep --reward-model URI --kl-targets ...`: proxy vs gold against sqrt(KL), RL and best-of-n.
+
+    ``max_kl``: widen (double the largest budget, up to this) while the gold still peaks at the end;
+    ``reach_rounds``: continue a run that ends short of its budget, up to this many runs (``kl_sweep``)."""
     import torch
 
     from recsys_rl.baseline import train_baseline
@@ -166,6 +170,10 @@ def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path 
         raise ValueError(
             "--logs: the reward-model sweep fine-tunes on logged contexts; give the log directory"
         )
+    if max_kl is not None and not max_kl > max(targets):
+        raise ValueError(
+            f"--max-kl: {max_kl:g} must be above the largest --kl-targets budget {max(targets):g}"
+        )
     scheme = load_reward(cfg.reward)
     torch.set_num_threads(cfg.torch_threads)
     model, env = _model_and_world(cfg, reward_model, reference, sim_config)
@@ -183,12 +191,13 @@ def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path 
     else:
         judge = DoublyRobustJudge(holdout, scheme, reference.logits, cfg.seed)
     res = kl_sweep(reference, model, train.contexts, scheme, cfg, targets, judge, bon_max_n=bon_max_n,
-                   experiment=experiment or EXPERIMENT, evaluator=evaluator, progress=not quiet,
-                   log=console.print)  # fmt: skip
+                   widen_to=max_kl, reach_rounds=reach_rounds, experiment=experiment or EXPERIMENT,
+                   evaluator=evaluator, progress=not quiet, log=console.print)  # fmt: skip
     from recsys_rl.cli import print_table
 
     show = res.table.set_index(res.table["method"] + " " + res.table["kl_target"].map("{:g}".format))
-    print_table(show[[c for c in ("n", "kl", "sqrt_kl", "proxy", "gold", "oracle_gap_closed") if c in show]],
+    print_table(show[[c for c in ("n", "rounds", "kl", "sqrt_kl", "proxy", "gold", "oracle_gap_closed")
+                      if c in show]],
                 f"KL sweep against {reward_model} ({res.gold_label})")  # fmt: skip
     s = res.summary
     if s:

@@ -97,3 +97,18 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
     r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
                                     "--kl-targets", "0.5,-1", *base])  # fmt: skip
     assert r.exit_code == 2 and "error: --kl-targets: budgets must be positive" in r.output
+
+    # a budget beyond reach is continued (--reach-rounds) and the options reach the sweep's MLflow run
+    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
+                                    "--kl-targets", "0.5,40", "--reach-rounds", "2", "--max-kl", "100", *base,
+                                    "--quiet", "--set", "baseline.epochs=1", "--experiment", "reach"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "kl_target=40: KL" in r.output and "continuing" in r.output
+    parent = client.search_runs([client.get_experiment_by_name("reach").experiment_id],
+                                "tags.job = 'kl_sweep'")[0]  # fmt: skip
+    assert parent.data.params["reach_rounds"] == "2"
+    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
+                                    "--kl-targets", "0.5,1", "--max-kl", "1", *base])  # fmt: skip
+    assert (
+        r.exit_code == 2 and "error: --max-kl: 1 must be above the largest --kl-targets budget 1" in r.output
+    )
