@@ -80,7 +80,8 @@ with mlflow.start_run():
                 [mlflow_exe, "models", "serve", "-m", "models:/banner-policy/1", "--env-manager", "local",
                  "-w", "1", "-h", "127.0.0.1", "-p", str(mport)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
-                env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                env={**os.environ, "OMP_NUM_THREADS": "1", **env,  # it execs `uvicorn` from PATH
+                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
             ))  # fmt: skip
             wait_ready(theirs, procs[-1], path="/ping")
             targets = {
