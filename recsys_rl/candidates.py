@@ -10,11 +10,10 @@ Plackett–Luce distribution over them (see ``recsys_rl.restricted``). Two ways 
 - ``IVFIndex``: faiss ``IndexIVFFlat``. The bias is folded in as an extra dimension (item [e_j, b_j],
   query [q, 1]), so the inner product is the policy's logit exactly; the policy's index maps that
   maximum-inner-product search to L2 (see ``IVFIndex``), which raised recall@512 at 1M from 0.88 to
-  0.97 at similar cost. IVF
-  was chosen because the index is rebuilt whenever a policy version changes: measured here at 1M
-  (synthetic vectors), nprobe 16 gave recall 0.9999 at 0.24 s per 1024 queries and the index builds in
-  1.9 s. HNSW was not measured; for a top-M with M in the hundreds it needs efSearch >= M and its graph
-  is slow to build on 2 cores, so it is the thing to measure next, not a rejected option.
+  0.97 at similar cost. IVF was chosen because the index is rebuilt whenever a policy version
+  changes: measured here at 1M (synthetic vectors), nprobe 16 gave recall 0.9999 at 0.24 s per 1024
+  queries and the index builds in 1.9 s. HNSW (inner product, M = 32, efSearch 512-1024) was measured
+  on the 1M world's reference and rejected: recall@512 0.44-0.47 and a 25 s build.
 
 ``Retriever`` picks one of the two for a catalogue size and is what the policy holds; ``recall_at_m``
 measures an index against exact search.

@@ -63,7 +63,7 @@ def _create_beside_sqlite_store(uri: str, name: str) -> None:
     try:
         mlflow.create_experiment(name, artifact_location=(root / name).as_uri())
     except mlflow.exceptions.MlflowException as exc:
-        if "already exists" not in str(exc):  # another process created it first: use theirs
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it first: use theirs
             raise
 
 
