@@ -13,6 +13,45 @@ import torch
 from torch import nn
 
 
+class _SparseRows(torch.autograd.Function):
+    """weight[ids] whose gradient is built already coalesced (see ``sparse_rows``)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        order = flat.sort(stable=True)  # stable: each row's gradients are summed in occurrence order
+        rows, counts = torch.unique_consecutive(order.values, return_counts=True)
+        ctx.save_for_backward(order.indices, rows, counts)
+        ctx.weight_shape, ctx.ids_shape = weight.shape, ids.shape
+        return weight.index_select(0, flat).view(*ids.shape, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        perm, rows, counts = ctx.saved_tensors
+        d = ctx.weight_shape[1]
+        sorted_grad = grad.reshape(-1, d).index_select(0, perm)
+        slot = torch.repeat_interleave(torch.arange(len(rows)), counts)  # sorted position -> its row
+        values = torch.zeros(len(rows), d, dtype=grad.dtype).index_add_(0, slot, sorted_grad)
+        g = torch.sparse_coo_tensor(
+            rows.unsqueeze(0), values, ctx.weight_shape, is_coalesced=True, check_invariants=False
+        )
+        return g, None
+
+
+def sparse_rows(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(*ids.shape, D) rows of weight (N, D), with a sparse row gradient that is coalesced as built.
+
+    The same values and gradient as ``F.embedding(ids, weight, sparse=True)`` followed by
+    ``.coalesce()`` (duplicates summed in occurrence order here; coalesce's order is its own, so a
+    row used three or more times may differ in the last bit), but the
+    gradient is summed by a stable sort of the ids instead of COO coalescing, which for the learner's
+    (256, 512) candidate ids at 100k products took 60 ms a step against ~30 ms (1 thread). (Autograd's
+    accumulation into ``.grad`` drops the coalesced flag; ``clip_grad_norm``'s coalesce of the unique
+    rows then costs ~7 ms.)
+    """
+    return _SparseRows.apply(weight, ids)
+
+
 class MixedAdam:
     """Adam on the dense parameters, SparseAdam on the sparse ones, behind one optimiser interface
     (``param_groups``, ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``).
