@@ -9,7 +9,10 @@ there are no sparse parameters and this is exactly ``torch.optim.Adam``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -50,6 +53,52 @@ def sparse_rows(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     rows then costs ~7 ms.)
     """
     return _SparseRows.apply(weight, ids)
+
+
+class _SparseScores(torch.autograd.Function):
+    """(B, M) dot products of query rows with their candidates' weight rows (see ``sparse_scores``)."""
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        b, m = ids.shape
+        flat = ids.reshape(-1)
+        order = flat.sort(stable=True)
+        rows, counts = torch.unique_consecutive(order.values, return_counts=True)
+        ctx.save_for_backward(query, weight, ids, order.indices, rows, counts)
+        e = weight.index_select(0, flat).view(b, m, weight.shape[1])
+        return torch.bmm(e, query.unsqueeze(2)).squeeze(2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        query, weight, ids, perm, rows, counts = ctx.saved_tensors
+        b, m = ids.shape
+        grad = grad.contiguous()
+        grad_q = grad_w = None
+        if ctx.needs_input_grad[0]:  # sum_m g[b, m] W[ids[b, m]]: one weighted bag per query
+            grad_q = F.embedding_bag(ids, weight, per_sample_weights=grad, mode="sum")
+        if ctx.needs_input_grad[1]:  # row j: sum over its uses (b, m) of g[b, m] q[b], as (U x B) @ (B x D)
+            crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            with warnings.catch_warnings():  # "CSR support is in beta": this product is all it is used for
+                warnings.simplefilter("ignore", UserWarning)
+                uses = torch.sparse_csr_tensor(
+                    crow, perm // m, grad.view(-1)[perm], (len(rows), b), check_invariants=False
+                )
+            grad_w = torch.sparse_coo_tensor(
+                rows.unsqueeze(0), uses @ query, weight.shape, is_coalesced=True, check_invariants=False
+            )
+        return grad_q, grad_w, None
+
+
+def sparse_scores(query: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, M) scores query (B, D) . weight[ids] (ids (B, M)), with a sparse row gradient for weight.
+
+    Forward bit-identical to ``torch.bmm(weight[ids], query.unsqueeze(2))``. The backward never
+    materialises the (B, M, D) gradient of the gathered rows: the query's gradient is one weighted
+    ``embedding_bag`` and each used row's gradient a sparse (rows x queries) @ (queries x D) product.
+    Equal to the autograd of the bmm up to float summation order (relative ~1e-7). Measured with the
+    learner's (256, 512) candidates of 32-dim rows at 100k products: 52 ms -> 35 ms a step (1 thread).
+    """
+    return _SparseScores.apply(query, weight, ids)
 
 
 class MixedAdam:
