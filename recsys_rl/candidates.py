@@ -5,8 +5,9 @@ The policy therefore retrieves M candidates per context (M ~ 256-1024) and is *d
 Plackett–Luce distribution over them (see ``recsys_rl.restricted``). Two ways to find them:
 
 - ``exact_topk``: a blocked matrix product + running top-M. Blocks of ``ROW_BLOCK`` contexts times
-  ``COL_BLOCK`` products keep the working set at ~64 MB whatever N is. Exact; ~0.3 s for 1024
-  contexts at N = 100k on 2 threads, ~10x that at 1M.
+  ``COL_BLOCK`` products keep the working set at ~64 MB whatever N is, and a grouped first pass
+  replaces the top-M over each block by two small ones (``_block_topk``). Exact; ~0.7 s for 1024
+  contexts at N = 100k on 1 thread of this loaded machine (1.3 s with one top-M over the block).
 - ``IVFIndex``: faiss ``IndexIVFFlat``. The bias is folded in as an extra dimension (item [e_j, b_j],
   query [q, 1]), so the inner product is the policy's logit exactly; the policy's index maps that
   maximum-inner-product search to L2 (see ``IVFIndex``), which raised recall@512 at 1M from 0.88 to
@@ -39,29 +40,72 @@ def exact_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``m`` of queries (B, D) @ items (N, D)^T + bias (N,): (scores (B, m), ids (B, m) long).
 
-    Rows sorted by descending score. Never materialises more than ROW_BLOCK x COL_BLOCK scores.
+    Rows sorted by descending score (the order among equal scores is unspecified, as with
+    ``torch.topk``). Never materialises more than ROW_BLOCK x COL_BLOCK scores; each block's top-m is
+    found by ``_block_topk``.
     """
     b, n = queries.shape[0], items.shape[0]
     m = min(m, n)
     out_s = torch.empty(b, m, dtype=queries.dtype)
     out_i = torch.empty(b, m, dtype=torch.long)
+    bufs: dict[int, torch.Tensor] = {}  # one score buffer per block width, reused across row blocks
     for r0 in range(0, b, ROW_BLOCK):
         q = queries[r0 : r0 + ROW_BLOCK]
         best_s = best_i = None
         for c0 in range(0, n, COL_BLOCK):
-            s = q @ items[c0 : c0 + COL_BLOCK].T
-            if bias is not None:
-                s += bias[c0 : c0 + COL_BLOCK]
-            top = s.topk(min(m, s.shape[1]), dim=1)
-            ids = top.indices + c0
+            cols = items[c0 : c0 + COL_BLOCK]
+            top_s, ids = _block_topk(q, cols, None if bias is None else bias[c0 : c0 + COL_BLOCK], m, bufs)
+            ids += c0
             if best_s is None:
-                best_s, best_i = top.values, ids
+                best_s, best_i = top_s, ids
             else:
-                cat_s, cat_i = torch.cat([best_s, top.values], 1), torch.cat([best_i, ids], 1)
+                cat_s, cat_i = torch.cat([best_s, top_s], 1), torch.cat([best_i, ids], 1)
                 keep = cat_s.topk(m, dim=1)
                 best_s, best_i = keep.values, cat_i.gather(1, keep.indices)
         out_s[r0 : r0 + ROW_BLOCK], out_i[r0 : r0 + ROW_BLOCK] = best_s, best_i
     return out_s, out_i
+
+
+GROUP = 16
+"""Products per group in ``_block_topk``'s first pass."""
+
+
+def _block_topk(
+    q: torch.Tensor, items: torch.Tensor, bias: torch.Tensor | None, m: int, bufs: dict[int, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores (R, m'), ids (R, m') long, m' = min(m, n)) top of q (R, D) @ items (n, D)^T + bias, sorted.
+
+    The scores go into a reused buffer (``bufs``: a fresh 50 MB tensor per block costs page faults
+    that took longer than the matrix product). When the block is large against m, two small top-k
+    replace one over n (``torch.topk`` of 512 out of 10^5 was 60% of a fine-tuning update at 100k):
+    split the n columns into G = ceil(n / GROUP) groups (group c = columns c, c + G, c + 2G, ...,
+    padded with -inf), take each group's max, keep the m groups with the largest maxima and take the
+    top-m of their m x GROUP scores. Exact: a group holding one of the top-m scores has a max at least
+    the m-th score, and at most m groups hold one, so they rank among the m best groups (scores equal
+    to the m-th may be exchanged for equal ones, as any top-k may). Measured at n = 10^5, m = 512,
+    1024 queries, 1 thread (loaded machine): 1.30 s -> 0.66 s, the same scores bit for bit.
+    """
+    r, n = q.shape[0], items.shape[0]
+    groups = -(-n // GROUP)
+    grouped = groups >= 4 * m
+    width = GROUP * groups if grouped else n
+    if width not in bufs:  # the first row block is the largest; the pad columns stay -inf
+        bufs[width] = torch.full((r, width), float("-inf"), dtype=q.dtype)
+    buf = bufs[width]
+    s = buf[:r, :n]
+    torch.matmul(q, items.T, out=s)
+    if bias is not None:
+        s += bias
+    k = min(m, n)
+    if not grouped:
+        top = s.topk(k, dim=1)
+        return top.values, top.indices
+    g = buf[:r].view(r, GROUP, groups)  # (R, GROUP, G)
+    best = g.amax(1).topk(k, dim=1, sorted=False).indices  # (R, m) the m groups with the largest maxima
+    cand = g.gather(2, best.unsqueeze(1).expand(-1, GROUP, -1)).view(r, GROUP * k)
+    top = cand.topk(k, dim=1)
+    col = best.unsqueeze(1) + torch.arange(GROUP).unsqueeze(1) * groups  # (R, GROUP, m) column ids
+    return top.values, col.view(r, GROUP * k).gather(1, top.indices)
 
 
 def augmented(items: torch.Tensor, bias: torch.Tensor | None) -> np.ndarray:

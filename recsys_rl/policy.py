@@ -21,6 +21,7 @@ from torch import nn
 from recsys_rl import slate
 from recsys_rl.candidates import RetrievalConfig, Retriever
 from recsys_rl.records import BANNER_SIZE, MAX_BANNER_SIZE, BannerBatch, ContextBatch
+from recsys_rl.sparse_optim import sparse_rows, sparse_scores
 
 
 class BannerPolicy(nn.Module):
@@ -157,11 +158,15 @@ class BannerPolicy(nn.Module):
             self._retriever.refresh(self.item_out, self.item_bias)
 
     def item_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """(*ids.shape, D) output embeddings of ids; sparse row gradients at large N."""
-        return F.embedding(ids, self.item_out, sparse=self.uses_candidates)
+        """(*ids.shape, D) output embeddings of ids; sparse row gradients at large N (built coalesced)."""
+        if self.uses_candidates and self.item_out.requires_grad and torch.is_grad_enabled():
+            return sparse_rows(self.item_out, ids)
+        return F.embedding(ids, self.item_out)
 
     def score(self, query: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """(B, M) logits of products ids (B, M) for queries (B, D): gathers M rows, never N."""
+        if self.uses_candidates and self.item_out.requires_grad and torch.is_grad_enabled():
+            return sparse_scores(query, self.item_out, ids) + self.item_bias[ids]
         e = self.item_rows(ids)  # (B, M, D)
         return torch.bmm(e, query.unsqueeze(2)).squeeze(2) + self.item_bias[ids]
 

@@ -111,10 +111,12 @@ def banner_terms(
     d = s - r
     z, zr = e.sum(-1, keepdim=True), er.sum(-1, keepdim=True)  # (C, 1)
     t, u = (e * d).sum(-1, keepdim=True), (e * s).sum(-1, keepdim=True)
-    if rows is not None:
-        s, r, e, er, d = s[rows], r[rows], e[rows], er[rows], d[rows]
+    if rows is not None:  # pick the (B, K) banner entries straight from the (C, N) rows
+        at = rows.unsqueeze(1), items
+        s_i, e_i, er_i, d_i = s[at], e[at], er[at], d[at]
         ms, mr, z, zr, t, u = ms[rows], mr[rows], z[rows], zr[rows], t[rows], u[rows]
-    s_i, e_i, er_i, d_i = s.gather(1, items), e.gather(1, items), er.gather(1, items), d.gather(1, items)
+    else:
+        s_i, e_i, er_i, d_i = s.gather(1, items), e.gather(1, items), er.gather(1, items), d.gather(1, items)
     zk = (z - _before(e_i)).clamp_min(1e-300)  # (B, K)
     log_zk = zk.log() + ms
     log_zrk = (zr - _before(er_i)).clamp_min(1e-300).log() + mr

@@ -9,8 +9,96 @@ there are no sparse parameters and this is exactly ``torch.optim.Adam``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class _SparseRows(torch.autograd.Function):
+    """weight[ids] whose gradient is built already coalesced (see ``sparse_rows``)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        order = flat.sort(stable=True)  # stable: each row's gradients are summed in occurrence order
+        rows, counts = torch.unique_consecutive(order.values, return_counts=True)
+        ctx.save_for_backward(order.indices, rows, counts)
+        ctx.weight_shape, ctx.ids_shape = weight.shape, ids.shape
+        return weight.index_select(0, flat).view(*ids.shape, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        perm, rows, counts = ctx.saved_tensors
+        d = ctx.weight_shape[1]
+        sorted_grad = grad.reshape(-1, d).index_select(0, perm)
+        slot = torch.repeat_interleave(torch.arange(len(rows)), counts)  # sorted position -> its row
+        values = torch.zeros(len(rows), d, dtype=grad.dtype).index_add_(0, slot, sorted_grad)
+        g = torch.sparse_coo_tensor(
+            rows.unsqueeze(0), values, ctx.weight_shape, is_coalesced=True, check_invariants=False
+        )
+        return g, None
+
+
+def sparse_rows(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(*ids.shape, D) rows of weight (N, D), with a sparse row gradient that is coalesced as built.
+
+    The same values and gradient as ``F.embedding(ids, weight, sparse=True)`` followed by
+    ``.coalesce()`` (duplicates summed in occurrence order here; coalesce's order is its own, so a
+    row used three or more times may differ in the last bit), but the
+    gradient is summed by a stable sort of the ids instead of COO coalescing, which for the learner's
+    (256, 512) candidate ids at 100k products took 60 ms a step against ~30 ms (1 thread). (Autograd's
+    accumulation into ``.grad`` drops the coalesced flag; ``clip_grad_norm``'s coalesce of the unique
+    rows then costs ~7 ms.)
+    """
+    return _SparseRows.apply(weight, ids)
+
+
+class _SparseScores(torch.autograd.Function):
+    """(B, M) dot products of query rows with their candidates' weight rows (see ``sparse_scores``)."""
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        b, m = ids.shape
+        flat = ids.reshape(-1)
+        order = flat.sort(stable=True)
+        rows, counts = torch.unique_consecutive(order.values, return_counts=True)
+        ctx.save_for_backward(query, weight, ids, order.indices, rows, counts)
+        e = weight.index_select(0, flat).view(b, m, weight.shape[1])
+        return torch.bmm(e, query.unsqueeze(2)).squeeze(2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        query, weight, ids, perm, rows, counts = ctx.saved_tensors
+        b, m = ids.shape
+        grad = grad.contiguous()
+        grad_q = grad_w = None
+        if ctx.needs_input_grad[0]:  # sum_m g[b, m] W[ids[b, m]]: one weighted bag per query
+            grad_q = F.embedding_bag(ids, weight, per_sample_weights=grad, mode="sum")
+        if ctx.needs_input_grad[1]:  # row j: sum over its uses (b, m) of g[b, m] q[b], as (U x B) @ (B x D)
+            crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            with warnings.catch_warnings():  # "CSR support is in beta": this product is all it is used for
+                warnings.simplefilter("ignore", UserWarning)
+                uses = torch.sparse_csr_tensor(
+                    crow, perm // m, grad.view(-1)[perm], (len(rows), b), check_invariants=False
+                )
+            grad_w = torch.sparse_coo_tensor(
+                rows.unsqueeze(0), uses @ query, weight.shape, is_coalesced=True, check_invariants=False
+            )
+        return grad_q, grad_w, None
+
+
+def sparse_scores(query: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, M) scores query (B, D) . weight[ids] (ids (B, M)), with a sparse row gradient for weight.
+
+    Forward bit-identical to ``torch.bmm(weight[ids], query.unsqueeze(2))``. The backward never
+    materialises the (B, M, D) gradient of the gathered rows: the query's gradient is one weighted
+    ``embedding_bag`` and each used row's gradient a sparse (rows x queries) @ (queries x D) product.
+    Equal to the autograd of the bmm up to float summation order (relative ~1e-7). Measured with the
+    learner's (256, 512) candidates of 32-dim rows at 100k products: 52 ms -> 35 ms a step (1 thread).
+    """
+    return _SparseScores.apply(query, weight, ids)
 
 
 class MixedAdam:

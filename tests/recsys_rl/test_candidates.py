@@ -21,6 +21,16 @@ def test_exact_topk_matches_brute_force_across_blocks(monkeypatch):
     assert torch.allclose(scores, want.values)
 
 
+def test_exact_topk_grouped_first_pass_matches_brute_force(monkeypatch):
+    # a block large against m takes the grouped path (group maxima, then the best groups' scores)
+    monkeypatch.setattr(candidates, "COL_BLOCK", 3000)  # two blocks, the last one ragged
+    items, bias, q = _table(5000)
+    scores, ids = exact_topk(q, items, bias, 40)
+    want = (q @ items.T + bias).topk(40, dim=1)
+    assert torch.equal(ids, want.indices)
+    assert torch.allclose(scores, want.values)
+
+
 def test_exact_topk_caps_m_at_catalogue_size():
     items, bias, q = _table(20)
     _, ids = exact_topk(q, items, bias, 50)
