@@ -9,7 +9,10 @@ updates: the current policy samples ``banners_per_context`` banners for ``dyna.c
 contexts drawn from those seen live so far, the model scores them (its expected reward, no sampling
 noise) and the same ``Learner`` -- PPO ratio against the banners' exact sampling propensity, RLOO
 advantages, exact per-position KL to the frozen reference, the one adaptive beta of the run -- makes a
-step. Virtual banners cost no impression. The KL budget is shared: the controller sees the virtual
+step. Virtual banners cost no impression. The refit needs no importance weight: the model is of
+outcomes given (context, banner), which does not depend on the policy that chose the banner; the
+virtual banners are drawn by the current policy and logged with that exact propensity (so their ratio
+in the learner is against it, 1 in the first pass). The KL budget is shared: the controller sees the virtual
 updates' KL as it sees the real ones'.
 
 A learned reward is wrong in places and optimising it hard is the failure the KL term exists for; the

@@ -132,3 +132,7 @@ def test_dyna_costs_no_impressions_and_needs_the_warm_start(world):
     assert all(torch.isfinite(p).all() for p in res.policy.parameters())
     with pytest.raises(ConfigError, match="dyna.enabled: needs warm_start.enabled"):
         load_run(None, {"dyna": {"enabled": True}})
+    from recsys_rl.online import OnlineTrainer
+
+    with pytest.raises(ValueError, match="dyna.enabled: the online trainer does not run"):  # not silently off
+        OnlineTrainer(load_run("configs/train/dyna.yaml"), None, ref)
