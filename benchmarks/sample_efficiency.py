@@ -41,6 +41,7 @@ from recsys_rl import tracking
 from recsys_rl.bandits import EpsilonGreedy, LinearThompson, run_bandit
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import RunConfig, TrackingConfig, builtin_rewards, load_reward, load_run
+from recsys_rl.dyna import Dyna
 from recsys_rl.evaluation import Evaluator, greedy_banners
 from recsys_rl.jobs import trainable_copy
 from recsys_rl.logs import read_logs
@@ -92,13 +93,14 @@ def run_finetune(w: World, budget: int) -> tuple[dict[str, float], list[dict[str
     """A fresh fine-tune from the reference planned for ``budget`` impressions: (final, history, seconds)."""
     cfg = w.cfg.train.model_copy(update={"total_impressions": budget})
     start = time.perf_counter()
-    policy = trainable_copy(w.reference)
+    policy, dyna, scheme = trainable_copy(w.reference), None, load_reward(w.cfg.reward)
     if w.cfg.warm_start.enabled:  # from the logs that trained the reference; no live impression spent
-        policy = warm_start(w.reference, w.logs, load_reward(w.cfg.reward), w.cfg.train, w.cfg.warm_start,
-                            w.cfg.seed).policy  # fmt: skip
+        ws = warm_start(w.reference, w.logs, scheme, w.cfg.train, w.cfg.warm_start, w.cfg.seed)
+        policy = ws.policy
+        if w.cfg.dyna.enabled:  # its reward model, refitted on the live impressions, scores virtual banners
+            dyna = Dyna(ws.reward_model, w.logs, scheme, w.cfg.dyna, w.cfg.seed)
     res = finetune(
-        policy, w.reference, w.sim, load_reward(w.cfg.reward), cfg, w.evaluator,
-        w.cfg.seed, progress=False,
+        policy, w.reference, w.sim, scheme, cfg, w.evaluator, w.cfg.seed, progress=False, dyna=dyna
     )  # fmt: skip
     return res.final, res.history, time.perf_counter() - start
 

@@ -223,6 +223,30 @@ class WarmStartConfig(_Strict):
     )
 
 
+class DynaConfig(_Strict):
+    """Dyna-style model-based updates during live fine-tuning (``recsys_rl.dyna``): the warm start's
+    reward model is refitted on the live impressions seen so far and scores virtual banners the policy
+    samples for those contexts; the same KL-constrained learner steps on them between real updates.
+    Needs ``warm_start.enabled`` (its reward model). Off by default."""
+
+    enabled: bool = Field(
+        False, description="virtual updates against a reward model refitted on live impressions"
+    )
+    updates_per_real: int = Field(1, ge=0, description="virtual updates after each real update")
+    contexts_per_update: int = Field(256, ge=1, description="live contexts per virtual update")
+    refit_every: int = Field(1, ge=0, description="real updates between reward-model refits (0: never refit)")
+    refit_steps: int = Field(50, ge=1, description="reward-model gradient steps per refit")
+    refit_batch: int = Field(1024, ge=1, description="impressions per reward-model gradient step")
+    live_share: float = Field(
+        0.5, ge=0, le=1, description="share of each refit minibatch drawn from live impressions"
+    )
+    refit_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the refit")
+    within_budget: bool = Field(
+        True,
+        description="roll back virtual steps that leave KL past (1 - kl_margin) * kl_target (always: kl_hard_limit)",
+    )
+
+
 class TrackingConfig(_Strict):
     """Where runs and models go. The embedded default needs no server."""
 
@@ -276,8 +300,15 @@ class RunConfig(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
+    dyna: DynaConfig = Field(default_factory=DynaConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
+
+    @model_validator(mode="after")
+    def _dyna_needs_warm_start(self) -> RunConfig:
+        if self.dyna.enabled and not self.warm_start.enabled:
+            raise ValueError("dyna.enabled: needs warm_start.enabled (the warm start fits its reward model)")
+        return self
 
 
 M = TypeVar("M", bound=BaseModel)

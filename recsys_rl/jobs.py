@@ -82,6 +82,7 @@ def train_job(
     if cfg.warm_start.enabled and logs is None:
         raise ValueError("warm_start.enabled: needs the logs that trained the reference")
     with tracking.start_run(cfg, scheme.name, data_source, run_name) as run:
+        dyna = None
         if cfg.warm_start.enabled:
             from recsys_rl.warm_start import warm_start  # (imports this module: trainable_copy)
 
@@ -89,9 +90,13 @@ def train_job(
             policy = ws.policy
             mlflow.log_metrics({"warm_start_kl": ws.kl, "warm_start_updates": ws.updates,
                                 "warm_start_rolled_back": float(ws.rolled_back)})  # fmt: skip
+            if cfg.dyna.enabled:
+                from recsys_rl.dyna import Dyna
+
+                dyna = Dyna(ws.reward_model, logs, scheme, cfg.dyna, cfg.seed)
         result = finetune(
             policy, reference, env, scheme, cfg.train, evaluator, cfg.seed,
-            on_eval=lambda step, m: tracking.log_metrics(m, step), progress=progress,
+            on_eval=lambda step, m: tracking.log_metrics(m, step), progress=progress, dyna=dyna,
         )  # fmt: skip
         table = comparison_table(evaluator, result.final)
         tracking.log_metrics({f"final_{k}": v for k, v in result.final.items()}, step=result.impressions)

@@ -57,6 +57,8 @@ class OnlineTrainer:
         """``warm_logs``: the logs that trained the reference; with ``warm_start.enabled`` a fresh
         trainer (no checkpoint) first fine-tunes against a reward model fitted on them
         (``recsys_rl.warm_start``) and checks that version's guard rails at its first live update."""
+        if cfg.dyna.enabled:  # measured in the simulator loop only (recsys_rl.dyna); not wired in here
+            raise ValueError("dyna.enabled: the online trainer does not run Dyna updates yet; set it false")
         self.cfg, self.store, self.reference, self.clock, self.log = cfg, store, reference, clock, log
         self.scheme = load_reward(cfg.reward)
         self.policy = trainable_copy(reference)

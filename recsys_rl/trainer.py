@@ -5,6 +5,8 @@ the current policy (their propensities logged as the behaviour), observes outcom
 batch to the ``Learner``. Impressions spent = contexts x banners per update. With
 ``train.replay_batches`` > 0 the last few batches are trained on again with each update, re-weighted
 to the current policy by their logged propensities (``recsys_rl.replay``); they cost no impressions.
+With a ``Dyna`` (``recsys_rl.dyna``) each fresh batch also feeds a reward model that scores virtual
+banners for further updates between the real ones.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +27,9 @@ from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import BannerBatch, LoggedBatch
 from recsys_rl.replay import ReplayBuffer
+
+if TYPE_CHECKING:  # (recsys_rl.dyna -> reward_model -> jobs -> this module)
+    from recsys_rl.dyna import Dyna
 
 
 @dataclass
@@ -79,10 +85,12 @@ def finetune(
     seed: int,
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
+    dyna: Dyna | None = None,
 ) -> TrainResult:
     """Fine-tune ``policy`` in place for ``cfg.total_impressions``; evaluate every ``cfg.eval_every`` updates.
 
     ``on_eval(impressions, metrics)`` receives every evaluation (the MLflow logger hooks in here).
+    ``dyna``: model-based virtual updates after each real one (``recsys_rl.dyna``), None for none.
     """
     learner = Learner(policy, reference, scheme, cfg, seed)
     g = torch.Generator().manual_seed(seed + 7)
@@ -109,8 +117,12 @@ def finetune(
             batch, cand = collect_with_candidates(
                 policy, env, cfg.contexts_per_batch, cfg.banners_per_context, g
             )
+            if dyna is not None:
+                dyna.observe(batch)
             batch, cand = replay.with_replay(batch, cand)
             stats = learner.update(batch, cfg.banners_per_context, cand)
+            if dyna is not None:
+                stats.update(dyna.after_update(learner, policy, cfg.banners_per_context))
             seen += per_update
             if u % cfg.eval_every == 0 or u == n_updates:
                 last = evaluate(stats)
