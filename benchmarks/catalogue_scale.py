@@ -137,12 +137,39 @@ def worker(size: str, args) -> dict:
             exact_s, exact = exact_topk(q, policy.item_out, policy.item_bias, policy.retriever.m)
             out["recall_ids"] = recall_at_m(found, exact)
             out["recall"] = recall_with_ties(policy.score(q, found), exact_s)
+            if policy.retriever.kind == "ivf":
+                out["nprobe_sweep"] = nprobe_sweep(policy, q, exact_s)
+    if size == "1m" and args.save_1m:
+        save_policy(policy, args.save_1m)
     if size == "1m" and args.serve_seconds:
         path = Path(tempfile.mkdtemp()) / "policy-1m.pt"
         save_policy(policy, path)
         del sim, ev, timed, res, ref
         out.update(serve(path, sim_n=policy.n_products, seconds=args.serve_seconds))
     return out
+
+
+def nprobe_sweep(policy, q, exact_s, probes=(16, 32, 64, 128, 256)) -> list:
+    """[(nprobe, tie-aware recall@M, ms per query of the retriever's search)] on the final policy, one
+    query at a time as serving's small batches see it: what each setting of the index
+    would buy (``RetrievalConfig.nprobe``; the configured one gives the line's recall)."""
+    import torch
+
+    from recsys_rl.candidates import recall_with_ties
+
+    index = policy.retriever.index.index
+    configured, rows = index.nprobe, []
+    with torch.no_grad():
+        for nprobe in probes:
+            index.nprobe = min(nprobe, policy.retriever.index.nlist)
+            found = policy.retriever.search(q)
+            t = time.perf_counter()
+            for i in range(64):
+                policy.retriever.search(q[i : i + 1])
+            ms = (time.perf_counter() - t) / 64 * 1e3
+            rows.append((index.nprobe, recall_with_ties(policy.score(q, found), exact_s), ms))
+    index.nprobe = configured
+    return rows
 
 
 def serve(policy_path: Path, sim_n: int, seconds: float) -> dict:
@@ -177,6 +204,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--serve-seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-1m", type=Path, help="also save the fine-tuned 1M policy here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -205,6 +233,9 @@ def main() -> None:
               + (f" recall={r['recall']:.4f} recall_ids={r['recall_ids']:.4f}" if "recall" in r else "")
               + (f" serve_p50_ms={r['serve_p50_ms']:.2f} serve_p99_ms={r['serve_p99_ms']:.2f} "
                  f"serve_rps={r['serve_rps']:.0f} non2xx={r['serve_non2xx']}" if "serve_p99_ms" in r else ""))  # fmt: skip
+        if "nprobe_sweep" in r:
+            print(f"  {size} nprobe (recall, ms per query): "
+                  + " ".join(f"{n}:{rc:.4f}/{ms:.2f}" for n, rc, ms in r["nprobe_sweep"]))  # fmt: skip
         print(f"  {size} curve (impressions, gap_closed, kl): "
               + " ".join(f"{n}:{g:.3f}/{k:.2f}" for n, g, k in r["curve"]))  # fmt: skip
     a, b = results.get("100k", {}), results.get("1m", {})

@@ -118,3 +118,21 @@ def test_ivf_l2_transform_rebuild_follows_a_new_item_table():
     new_bias[:10] += 100.0  # larger norms than any vector the index was built on
     index.rebuild(items, new_bias)
     assert (index.search(q, 10).sort(1).values == torch.arange(10)).all()
+
+
+@pytest.mark.parametrize("l2", [False, True])
+def test_ivf_search_scores_are_the_inner_products_of_the_ids_it_finds(l2):
+    # read off faiss's distances (no re-scoring): they must be q . e_j + b_j of the returned ids
+    g = torch.Generator().manual_seed(5)
+    items = torch.randn(3000, 16, generator=g) * (torch.rand(3000, 1, generator=g) * 3 + 1)
+    bias, q = torch.randn(3000, generator=g) * 2, torch.randn(40, 16, generator=g)
+    index = IVFIndex(items, bias, nlist=16, nprobe=4, l2_transform=l2)
+    scores, ids = index.search_scores(q, 50)
+    assert (ids >= 0).all()
+    want = torch.bmm(items[ids], q.unsqueeze(2)).squeeze(2) + bias[ids]
+    assert torch.allclose(scores, want, atol=1e-4)
+    assert (scores[:, :-1] >= scores[:, 1:] - 1e-4).all()  # best first
+    # more asked for than the probed lists hold: -inf and id -1 in the unfilled slots
+    index.index.nprobe = 1
+    scores, ids = index.search_scores(q[:2], 2999)
+    assert ((ids < 0) == torch.isinf(scores)).all() and (ids < 0).any()
