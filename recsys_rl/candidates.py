@@ -209,7 +209,7 @@ class RetrievalConfig:
 
     m: int = 1024
     kind: str = "auto"
-    nprobe: int = 128
+    nprobe: int = 64
     nlist: int | None = None
 
 

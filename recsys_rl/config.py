@@ -145,6 +145,13 @@ class PolicyConfig(_Strict):
     retrieval: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="candidate search: exact blocked top-M, faiss IVF, or auto (IVF above 200k)"
     )
+    nprobe: int = Field(
+        64,
+        ge=1,
+        le=65536,
+        description="IVF lists scanned per query (of <= 1024): recall against speed; saved with the policy, "
+        "so serving retrieves as the learner did (1M products: 64 gave recall@512 0.97 at half the cost of 128)",
+    )
 
 
 class BaselineConfig(_Strict):

@@ -38,6 +38,7 @@ class BannerPolicy(nn.Module):
         n_user_features: int = 0,
         candidates: int = 512,
         retrieval: str = "auto",
+        nprobe: int = 64,
         full_catalogue_max: int = 20_000,
         banner_size: int = BANNER_SIZE,
         categorical_vocab: list[list[str]] | None = None,
@@ -50,6 +51,7 @@ class BannerPolicy(nn.Module):
             )
         self.n_products, self.banner_size = n_products, banner_size
         self.n_candidates, self.retrieval, self.full_catalogue_max = candidates, retrieval, full_catalogue_max
+        self.nprobe = nprobe
         self._retriever: Retriever | None = None
         self.n_user_features = n_user_features
         self.item_in = nn.Embedding(n_products + 1, embed_dim, padding_idx=n_products)
@@ -151,7 +153,7 @@ class BannerPolicy(nn.Module):
     def refresh_candidates(self) -> None:
         """Rebuild the candidate index from the current item table: call when a version is created or
         loaded (exact search always reads the live table; an IVF index is a snapshot)."""
-        cfg = RetrievalConfig(m=self.n_candidates, kind=self.retrieval)
+        cfg = RetrievalConfig(m=self.n_candidates, kind=self.retrieval, nprobe=self.nprobe)
         if self._retriever is None:
             self._retriever = Retriever(self.item_out, self.item_bias, cfg)
         else:
@@ -256,6 +258,7 @@ class BannerPolicy(nn.Module):
             "n_user_features": self.n_user_features,
             "candidates": self.n_candidates,
             "retrieval": self.retrieval,
+            "nprobe": self.nprobe,
             "full_catalogue_max": self.full_catalogue_max,
             "banner_size": self.banner_size,
             "categorical_vocab": self.categorical_vocab,

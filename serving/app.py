@@ -22,12 +22,14 @@ from recsys_rl.events import EventStore, open_store
 from serving.banner_batcher import BannerBatcher
 from serving.config import ServeConfig
 from serving.errors import install_error_handlers
+from serving.fast_path import FastPathApp
 from serving.impression_ids import ImpressionIds
 from serving.metrics import SYNC_INTERVAL_S, ServingMetrics
 from serving.middleware import ServingMiddleware
 from serving.model_holder import FileSource, ModelHolder, ModelSource, RegistrySource
 from serving.models import BannerRequest, FeedbackEvent, FeedbackRequest, PinRequest
 from serving.routers import admin_router, banners_router, feedback_router, ops_router
+from serving.routers.banners import banner_body
 from serving.routers.openapi import Limits, api_document
 from serving.services import Services
 
@@ -105,7 +107,7 @@ def create_app(
                 opened.close()
             metrics.worker_exit()
 
-    app = FastAPI(
+    app = FastPathApp(
         title="recsys-rl banner service",
         version=recsys_rl.__version__,
         description="Banners from the served policy, with exact propensities; feedback in; hot model reload.",
@@ -117,6 +119,9 @@ def create_app(
     app.add_middleware(ServingMiddleware, metrics=metrics, max_body_bytes=cfg.max_body_bytes)
     for router in (banners_router, feedback_router, ops_router, admin_router):
         app.include_router(router(services))
+    if not cfg.opentelemetry:  # the spans come from the layers the fast path skips
+        fast = {("POST", "/v1/banners"): lambda raw: banner_body(services, raw)}
+        app.enable_fast_routes(fast, metrics, cfg.max_body_bytes)
 
     default_openapi = app.openapi  # FastAPI's document, generated once and cached by FastAPI
     documents: dict[Limits, dict] = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+from starlette.responses import Response
+
 from serving.errors import error_response
 from serving.metrics import ServingMetrics
 
@@ -42,13 +44,10 @@ class ServingMiddleware:
 
         try:
             if scope["method"] in _BODY_METHODS:
-                body = await self._read_body(scope, receive)
+                body = await read_body(scope, receive, self.max_body_bytes)
                 if body is None:
                     status = 413
-                    limit = self.max_body_bytes
-                    await error_response(
-                        413, [{"field": "body", "message": f"request body over {limit} bytes"}]
-                    )(scope, receive, send)
+                    await too_large(self.max_body_bytes)(scope, receive, send)
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_status)
@@ -57,30 +56,34 @@ class ServingMiddleware:
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.observe_request(endpoint, scope["method"], status, time.perf_counter() - start)
 
-    async def _read_body(self, scope, receive) -> bytes | None:
-        """The whole body, or None if it is over the limit."""
-        limit = self.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    if int(value) > limit:
-                        return None
-                except ValueError:
-                    pass
-                break
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break  # client went away; the app sees an empty body and its own disconnect
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+async def read_body(scope, receive, limit: int) -> bytes | None:
+    """The whole request body, or None if it is over ``limit`` bytes (declared or actual)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    return None
+            except ValueError:
+                pass
+            break
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # client went away; the app sees an empty body and its own disconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def too_large(limit: int) -> Response:
+    return error_response(413, [{"field": "body", "message": f"request body over {limit} bytes"}])
 
 
 def _replay(body: bytes, receive):

@@ -51,6 +51,61 @@ def check_catalogue(req: BannerRequest, n_products: int, n_user_features: int) -
         raise ApiError(422, items)
 
 
+async def banner_body(services: Services, raw: bytes) -> bytes:
+    """The JSON body of a served banner for the request body ``raw``: validated, checked against the
+    served model, scored, durably logged. Raises ApiError (the documented 422 / 503) otherwise.
+
+    Shared by the FastAPI route (which the OpenAPI document describes) and ``serving.fast_path``
+    (which answers the same requests without FastAPI's per-request routing and dependency layers)."""
+    try:
+        req = BannerRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ApiError(422, field_errors(exc)) from None
+    model = services.holder.current
+    if model is None:
+        raise ApiError(503, "no model loaded yet; see /readyz")
+    check_catalogue(req, model.n_products, model.n_user_features)
+    n_cat = len(model.categorical_vocab)
+    if n_cat and (req.user_categories is None or len(req.user_categories) != n_cat):
+        got = "none" if req.user_categories is None else str(len(req.user_categories))
+        raise ApiError(
+            422,
+            [{"field": "user_categories", "message": f"the served model needs {n_cat} values, got {got}"}],
+        )
+    if req.k is not None and req.k > model.banner_size:
+        raise ApiError(
+            422,
+            [
+                {
+                    "field": "k",
+                    "message": f"the served model shows at most {model.banner_size} products, got {req.k}",
+                }
+            ],
+        )
+    if services.batcher is None:
+        raise ApiError(503, "the event store is not open yet (server starting or stopping)")
+    explore = req.mode == "explore"
+    try:
+        imp = await services.batcher.serve(
+            model, req.user_id, PAD if req.viewed is None else req.viewed, req.history, req.user_features,
+            explore, req.k, req.user_categories,
+        )  # fmt: skip
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise store_unavailable("could not log the impression", exc) from exc
+    return orjson.dumps(
+        {
+            "impression_id": imp.impression_id,
+            "model_version": imp.policy_version,
+            "items": imp.items,
+            "propensity": imp.propensity,
+            "log_propensity": imp.log_propensity,
+            "mode": req.mode,
+        }
+    )
+
+
 def banners_router(services: Services) -> APIRouter:
     router = APIRouter(tags=["banners"])
 
@@ -64,56 +119,6 @@ def banners_router(services: Services) -> APIRouter:
     async def banners(request: Request) -> Response:
         """Scores the context, samples (explore) or takes the top (deterministic) k products, stores the
         impression and returns it with its exact propensity and a fresh impression id."""
-        try:
-            req = BannerRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise ApiError(422, field_errors(exc)) from None
-        model = services.holder.current
-        if model is None:
-            raise ApiError(503, "no model loaded yet; see /readyz")
-        check_catalogue(req, model.n_products, model.n_user_features)
-        n_cat = len(model.categorical_vocab)
-        if n_cat and (req.user_categories is None or len(req.user_categories) != n_cat):
-            got = "none" if req.user_categories is None else str(len(req.user_categories))
-            raise ApiError(
-                422,
-                [
-                    {
-                        "field": "user_categories",
-                        "message": f"the served model needs {n_cat} values, got {got}",
-                    }
-                ],
-            )
-        if req.k is not None and req.k > model.banner_size:
-            raise ApiError(
-                422,
-                [
-                    {
-                        "field": "k",
-                        "message": f"the served model shows at most {model.banner_size} products, got {req.k}",
-                    }
-                ],
-            )
-        if services.batcher is None:
-            raise ApiError(503, "the event store is not open yet (server starting or stopping)")
-        explore = req.mode == "explore"
-        try:
-            imp = await services.batcher.serve(
-                model, req.user_id, PAD if req.viewed is None else req.viewed, req.history, req.user_features,
-                explore, req.k, req.user_categories,
-            )  # fmt: skip
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise store_unavailable("could not log the impression", exc) from exc
-        body = {
-            "impression_id": imp.impression_id,
-            "model_version": imp.policy_version,
-            "items": imp.items,
-            "propensity": imp.propensity,
-            "log_propensity": imp.log_propensity,
-            "mode": req.mode,
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return Response(await banner_body(services, await request.body()), media_type="application/json")
 
     return router

@@ -86,3 +86,16 @@ def test_sampled_softmax_with_every_product_as_negative_is_the_full_softmax():
     loss = sampled_softmax_loss(p, ctx, targets, w, log_q, torch.arange(50))
     full = (F.cross_entropy(p.logits(ctx), targets, reduction="none") * w).sum() / w.sum()
     assert torch.allclose(loss, full, atol=1e-5)
+
+
+def test_ivf_nprobe_is_saved_with_the_policy_so_serving_retrieves_as_the_learner_did(tmp_path):
+    from recsys_rl.policy import load_policy, save_policy
+
+    p = restricted_policy(n=3000, m=64, retrieval="ivf")
+    p.nprobe = 3
+    save_policy(p, tmp_path / "p.pt")
+    loaded = load_policy(tmp_path / "p.pt")
+    assert loaded.nprobe == 3
+    assert loaded.retriever.index.index.nprobe == 3
+    ctx = contexts(16, 3000)
+    assert torch.equal(loaded.candidates(ctx), p.candidates(ctx))
