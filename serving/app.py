@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 import recsys_rl
 from recsys_rl.events import EventStore, open_store
+from serving import heap
 from serving.banner_batcher import BannerBatcher
 from serving.config import ServeConfig
 from serving.errors import install_error_handlers
@@ -88,8 +89,11 @@ def create_app(
             demote_after=cfg.auto_rollback_after,
         )
         started = holder.source is not None and not holder.running
+        refreeze = heap.freeze_after_swap(lambda: holder.swaps)
+        holder.poll_listeners.append(refreeze)
         if started:
             holder.start()
+        heap.freeze_at_start()  # once the start-up objects exist; the new objects again after each swap
         syncing = None
         if metrics.holder_sync is not None:  # multiprocess mode: publish this worker's model state
             syncing = asyncio.create_task(_sync_forever(metrics))
@@ -98,6 +102,7 @@ def create_app(
         finally:
             if syncing is not None:
                 syncing.cancel()
+            holder.poll_listeners.remove(refreeze)
             batcher, services.batcher = services.batcher, None
             await batcher.drain()
             if started:
