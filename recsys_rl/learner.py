@@ -67,6 +67,7 @@ class Learner:
         group_size: int = 1,
         candidates: torch.Tensor | None = None,
         rewards: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Optimise on one batch for ``cfg.epochs`` passes; returns the mean of each loss term.
 
@@ -74,6 +75,8 @@ class Learner:
         when the policy ``uses_candidates``); see ``_candidates``.
         ``rewards`` (B,): per-banner rewards to use instead of the scheme's reward of ``batch.outcomes``
         (e.g. a learned reward model's expected reward, no sampling noise).
+        ``positions`` (B, K): each banner item's position in its context's row of ``candidates``, when
+        the sampler handed them on (``trainer.collect_on_candidates``); found here otherwise.
         """
         cfg, n_ctx = self.cfg, len(batch) // group_size
         ctx = batch.contexts[::group_size] if group_size > 1 else batch.contexts  # (C,) unique contexts
@@ -89,7 +92,8 @@ class Learner:
                     ref_logits = ref_logits.masked_fill(~valid, slate.PAD_LOGIT)
                 values = self.policy.value(ctx)
                 owner = torch.arange(n_ctx).repeat_interleave(group_size)  # banner -> context row
-                positions = slate.candidate_positions(cand[owner], items)  # (B, K), once per batch
+                if positions is None or candidates is None:  # (B, K), once per batch
+                    positions = slate.candidate_positions(cand[owner], items)
             else:
                 ref_logits = self.reference.logits(ctx)  # (C, N)
                 _, values = self.policy.logits_and_value(ctx)

@@ -21,7 +21,7 @@ from torch import nn
 from recsys_rl import slate
 from recsys_rl.candidates import RetrievalConfig, Retriever
 from recsys_rl.records import BANNER_SIZE, MAX_BANNER_SIZE, BannerBatch, ContextBatch
-from recsys_rl.sparse_optim import sparse_rows, sparse_scores
+from recsys_rl.sparse_optim import gathered_scores, sparse_rows, sparse_scores
 
 
 class BannerPolicy(nn.Module):
@@ -169,6 +169,9 @@ class BannerPolicy(nn.Module):
         """(B, M) logits of products ids (B, M) for queries (B, D): gathers M rows, never N."""
         if self.uses_candidates and self.item_out.requires_grad and torch.is_grad_enabled():
             return sparse_scores(query, self.item_out, ids) + self.item_bias[ids]
+        params = (query, self.item_out, self.item_bias)
+        if not torch.is_grad_enabled() or not any(t.requires_grad for t in params):  # blocked, no autograd
+            return gathered_scores(query, self.item_out.detach(), ids) + self.item_bias.detach()[ids]
         e = self.item_rows(ids)  # (B, M, D)
         return torch.bmm(e, query.unsqueeze(2)).squeeze(2) + self.item_bias[ids]
 
@@ -181,8 +184,14 @@ class BannerPolicy(nn.Module):
 
     @torch.no_grad()
     def candidates_and_logits(self, ctx: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """((B, M) candidate ids, (B, M) their logits) with one encoder pass (no gradient)."""
+        """((B, M) candidate ids, (B, M) their logits) with one encoder pass (no gradient). Exact
+        retrieval's own scores are the live logits (equal to ``score`` up to float summation order,
+        ~1e-7); the IVF index ranks by the table of the version it was built from, so its ids are
+        scored here with the current weights (during fine-tuning it is rebuilt at each evaluation)."""
         q = self.query(ctx)
+        if self.retriever.kind == "exact":
+            logits, ids = self.retriever.search_scored(q)
+            return ids, logits
         ids = self.retriever.search(q)
         return ids, self.score(q, ids)
 

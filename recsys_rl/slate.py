@@ -47,19 +47,30 @@ def position_log_probs(logits: torch.Tensor, items: torch.Tensor, temperature: f
     return chosen - lse
 
 
-def log_prob(logits: torch.Tensor, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """(B,) exact log-probability of each ordered banner, in O(B*N) (see ``banner_terms``)."""
+def log_prob(
+    logits: torch.Tensor, items: torch.Tensor, temperature: float = 1.0, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B,) exact log-probability of each ordered banner, in O(B*N) (see ``banner_terms``).
+
+    ``rows`` (B,): the row of ``logits`` (C, N) each banner was drawn from (default: banner b uses row
+    b), so the banners of one context share its normaliser; the same numbers as repeating the rows.
+    """
     s = (logits / temperature).double()
     m = s.detach().amax(-1, keepdim=True)
     e = (s - m).exp()
     z = e.sum(-1, keepdim=True)
-    e_i = e.gather(1, items)
+    if rows is None:
+        s_i, e_i = s.gather(1, items), e.gather(1, items)
+    else:
+        at = rows.unsqueeze(1), items
+        s_i, e_i, m, z = s[at], e[at], m[rows], z[rows]
     zk = (z - _before(e_i)).clamp_min(1e-300)  # (B, K) mass left at each position
-    lp = (s.gather(1, items) - zk.log() - m).sum(-1)
+    lp = (s_i - zk.log() - m).sum(-1)
     fragile = (zk / z).amin(-1) < 1e-9
     if fragile.any():
         idx = fragile.nonzero().squeeze(-1)
-        lp = lp.index_put((idx,), position_log_probs(s[idx], items[idx]).sum(-1))
+        src = idx if rows is None else rows[idx]
+        lp = lp.index_put((idx,), position_log_probs(s[src], items[idx]).sum(-1))
     return lp.to(logits.dtype)
 
 
@@ -214,3 +225,28 @@ def restricted_sample(
     noise over the M candidates only."""
     pos = gumbel_topk(cand_logits, k, generator, temperature)
     return cand_ids.gather(1, pos), log_prob(cand_logits, pos, temperature)
+
+
+def restricted_sample_groups(
+    cand_logits: torch.Tensor,
+    cand_ids: torch.Tensor,
+    k: int,
+    group: int,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``group`` banners per context from PL(cand_logits / T) over candidates (C, M): (items (C*group, k)
+    global ids, log-prob (C*group,), positions (C*group, k) in their context's candidate row).
+
+    The same draws and numbers as ``restricted_sample`` on the rows repeated ``group`` times (one
+    (C*group, M) block of uniforms from ``generator``), without materialising the repeated logits; the
+    positions are what ``candidate_positions`` would find, handed on so the learner need not search.
+    """
+    c, m = cand_logits.shape
+    u = torch.rand((c * group, m), generator=generator, dtype=cand_logits.dtype, device=cand_logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
+    noisy = (cand_logits / temperature).unsqueeze(1) + gumbel.view(c, group, m)  # (C, group, M)
+    pos = noisy.view(c * group, m).topk(k, dim=-1).indices  # (C*group, k)
+    rows = torch.arange(c, device=cand_logits.device).repeat_interleave(group)
+    items = cand_ids[rows.unsqueeze(1), pos]
+    return items, log_prob(cand_logits, pos, temperature, rows), pos

@@ -55,16 +55,23 @@ def collect_with_candidates(
 ) -> tuple[LoggedBatch, torch.Tensor | None]:
     """``collect``, plus the (C, M) candidate ids the banners were drawn from (None on the full path),
     for the learner to score them on the same set."""
+    return collect_on_candidates(policy, env, n_contexts, group, generator)[:2]
+
+
+@torch.no_grad()
+def collect_on_candidates(
+    policy: BannerPolicy, env: Environment, n_contexts: int, group: int, generator: torch.Generator
+) -> tuple[LoggedBatch, torch.Tensor | None, torch.Tensor | None]:
+    """``collect_with_candidates``, plus each banner item's position (B, K) in its context's candidate
+    row (None on the full path): the sampler knows them, and the learner would otherwise search for
+    them (a (B, K, M) comparison, ~5% of an update at 100k products)."""
     users = env.sample_users(n_contexts, generator)
     ctx = env.contexts(users, generator)
-    cand = None
+    cand = positions = None
     if policy.uses_candidates:
         cand, logits = policy.candidates_and_logits(ctx)  # (C, M) each
-        items, logp = slate.restricted_sample(
-            logits.repeat_interleave(group, 0),
-            cand.repeat_interleave(group, 0),
-            policy.banner_size,
-            generator,
+        items, logp, positions = slate.restricted_sample_groups(
+            logits, cand, policy.banner_size, group, generator
         )
         banners = BannerBatch(items, logp)
     else:
@@ -72,7 +79,7 @@ def collect_with_candidates(
         items = slate.gumbel_topk(logits, policy.banner_size, generator)
         banners = BannerBatch(items, slate.log_prob(logits, items))
     outcomes = env.respond(users.repeat_interleave(group), items, generator)
-    return LoggedBatch(ctx.repeat_interleave(group), banners, outcomes), cand
+    return LoggedBatch(ctx.repeat_interleave(group), banners, outcomes), cand, positions
 
 
 def finetune(
@@ -114,13 +121,14 @@ def finetune(
     with progress_bar(f"fine-tune ({scheme.name})", n_updates * per_update, progress) as advance:
         for u in range(1, n_updates + 1):
             learner.set_progress((u - 1) / n_updates)
-            batch, cand = collect_with_candidates(
+            fresh, cand, positions = collect_on_candidates(
                 policy, env, cfg.contexts_per_batch, cfg.banners_per_context, g
             )
             if dyna is not None:
-                dyna.observe(batch)
-            batch, cand = replay.with_replay(batch, cand)
-            stats = learner.update(batch, cfg.banners_per_context, cand)
+                dyna.observe(fresh)
+            batch, cand = replay.with_replay(fresh, cand)
+            positions = positions if batch is fresh else None  # replayed rows: the learner finds them
+            stats = learner.update(batch, cfg.banners_per_context, cand, positions=positions)
             if dyna is not None:
                 stats.update(dyna.after_update(learner, policy, cfg.banners_per_context))
             seen += per_update

@@ -136,3 +136,28 @@ def test_ivf_search_scores_are_the_inner_products_of_the_ids_it_finds(l2):
     index.index.nprobe = 1
     scores, ids = index.search_scores(q[:2], 2999)
     assert ((ids < 0) == torch.isinf(scores)).all() and (ids < 0).any()
+
+
+def test_exact_topk_threshold_pass_keeps_ties_and_reuses_its_workspace(monkeypatch):
+    monkeypatch.setattr(candidates, "ROW_BLOCK", 16)
+    items, bias, q = _table(6000)
+    items[::3] = 0.0  # every third product scores its bias alone, and a tenth of those tie
+    bias[::30] = 6.0
+    ws: dict = {}
+    for rows in (37, 5, 37):  # buffers kept between calls of different sizes
+        scores, ids = exact_topk(q[:rows], items, bias, 40, ws)
+        want = (q[:rows] @ items.T + bias).topk(40, dim=1)
+        assert torch.equal(scores, want.values)  # ties may swap ids, never scores
+        assert torch.equal((q[:rows] @ items.T + bias).gather(1, ids), scores)
+        assert (ids.sort(1).values.diff(1) != 0).all()
+    assert len(ws) == 1
+
+
+def test_search_scored_gives_the_logits_of_the_ids_it_found():
+    items, bias, q = _table(3000, d=16)
+    for kind in ("exact", "ivf"):
+        r = Retriever(items, bias, RetrievalConfig(m=50, kind=kind, nprobe=4, nlist=16))
+        scores, ids = r.search_scored(q)
+        assert torch.equal(ids, r.search(q))
+        tol = 1e-6 if kind == "exact" else 1e-4  # IVF: read off faiss's distances
+        assert torch.allclose(scores, (q.unsqueeze(1) * items[ids]).sum(-1) + bias[ids], atol=tol)

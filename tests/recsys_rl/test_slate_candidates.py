@@ -72,3 +72,32 @@ def test_with_banner_adds_missing_items_once():
     w = {5: 1.0, 6: math.e, 7: math.e**2, 9: math.exp(0.5), 2: math.exp(-1)}
     assert math.isclose(logp.exp().item(), pl_prob(w, (9, 2)), rel_tol=1e-6)
     assert abs(kl.item()) < 1e-6 and math.isfinite(ent.item())
+
+
+def test_grouped_sample_draws_what_repeated_rows_draw_and_hands_on_positions():
+    g = torch.Generator().manual_seed(4)
+    c, m, group = 6, 40, 3
+    logits = torch.randn(c, m, generator=g) * 2
+    ids = torch.randperm(1000, generator=g)[: c * m].view(c, m)
+    items, lp, pos = slate.restricted_sample_groups(
+        logits, ids, 5, group, torch.Generator().manual_seed(9), 0.7
+    )
+    rep_items, rep_lp = slate.restricted_sample(
+        logits.repeat_interleave(group, 0),
+        ids.repeat_interleave(group, 0),
+        5,
+        torch.Generator().manual_seed(9),
+        0.7,
+    )
+    assert torch.equal(items, rep_items) and torch.equal(lp, rep_lp)
+    assert torch.equal(pos, slate.candidate_positions(ids.repeat_interleave(group, 0), items))
+
+
+def test_log_prob_with_rows_equals_log_prob_of_the_repeated_rows():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 30, generator=g)
+    logits[1, :5] = 60.0  # a row whose first items hold nearly all the mass: the fragile branch
+    rows = torch.tensor([0, 1, 1, 3, 2, 1])
+    items = torch.stack([torch.randperm(30, generator=g)[:5] for _ in rows])
+    items[1] = torch.tensor([0, 1, 2, 3, 9])
+    assert torch.equal(slate.log_prob(logits, items, 1.3, rows), slate.log_prob(logits[rows], items, 1.3))

@@ -75,3 +75,14 @@ def test_sparse_scores_match_the_gathered_bmm_and_its_gradients():
     assert torch.equal(gw.indices(), weight.grad.coalesce().indices())
     assert torch.allclose(gw.values(), weight.grad.coalesce().values(), atol=1e-5)
     assert torch.allclose(gq, query.grad, atol=1e-5)
+
+
+def test_gathered_scores_are_the_bmm_bit_for_bit(monkeypatch):
+    from recsys_rl import sparse_optim
+
+    monkeypatch.setattr(sparse_optim, "GATHER_ROWS", 3)  # several blocks, the last one ragged
+    g = torch.Generator().manual_seed(0)
+    w, q = torch.randn(500, 8, generator=g), torch.randn(10, 8, generator=g)
+    ids = torch.randint(0, 500, (10, 40), generator=g)
+    want = torch.bmm(w[ids], q.unsqueeze(2)).squeeze(2)
+    assert torch.equal(sparse_optim.gathered_scores(q, w, ids), want)
