@@ -252,6 +252,9 @@ class DynaConfig(_Strict):
         True,
         description="roll back virtual steps that leave KL past (1 - kl_margin) * kl_target (always: kl_hard_limit)",
     )
+    stop_after: int = Field(
+        0, ge=0, description="live impressions after which refits and virtual updates stop (0: never)"
+    )
 
 
 class TrackingConfig(_Strict):

@@ -24,6 +24,9 @@ ends that round of virtual steps; with
 ``dyna.within_budget`` it is also what the adaptive beta aims at, (1 - kl_margin) * kl_target, so the learned reward
 cannot spend more of the budget than the controller allows (the adaptive beta alone, moved at most 2%
 an update, lags behind a reward that is cheap to optimise).
+With ``dyna.stop_after`` the refits and virtual steps stop once that many live impressions have been
+observed, and the real updates go on alone: the model-based steps buy the early budget, where real
+impressions are few, and the real ones need not share the KL budget with the learned reward later.
 Full-catalogue path only (``policy.full_catalogue_max``), as the warm start.
 
 Shapes: C contexts, G banners per context, K banner positions, N products.
@@ -71,11 +74,16 @@ class Dyna:
         self._pool: LoggedBatch | None = None  # concatenation of _live (rebuilt when it grew)
         self._latest: LoggedBatch | None = None  # the last batch observed
         self.real_updates = 0
+        self.seen = 0  # live impressions observed (kept or, once stopped, not)
         self.refits = 0
         self.rollbacks = 0
 
     def observe(self, batch: LoggedBatch) -> None:
-        """Keep a freshly served batch (its outcomes observed); replays are not observed twice."""
+        """Keep a freshly served batch (its outcomes observed); replays are not observed twice. Once
+        ``stopped`` nothing more is kept (nothing would use it)."""
+        self.seen += len(batch)
+        if self.stopped():
+            return
         self._live.append(batch)
         self._latest = batch
         self._pool = None
@@ -123,6 +131,8 @@ class Dyna:
         self.real_updates += 1
         out: dict[str, float] = {}
         cfg = self.cfg
+        if self.stopped():
+            return out
         if cfg.refit_every and self.real_updates % cfg.refit_every == 0:
             out.update(self.refit())
         live = self.live()
@@ -147,6 +157,11 @@ class Dyna:
         out.update({"dyna/proxy_reward": sum(rewards) / len(rewards), "dyna/kl": sum(kls) / len(kls),
                     "dyna/measured_kl": kl, "dyna/rollbacks": float(self.rollbacks)})  # fmt: skip
         return out
+
+    def stopped(self) -> bool:
+        """True once more than ``dyna.stop_after`` (> 0) live impressions have been observed: the real
+        updates on the first ``stop_after`` have their refit and virtual steps, later ones run alone."""
+        return bool(self.cfg.stop_after) and self.seen > self.cfg.stop_after
 
     def kl_limit(self, train: TrainConfig) -> float:
         """The KL the virtual steps may not leave the policy past: the hard limit, and with

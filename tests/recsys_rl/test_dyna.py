@@ -136,3 +136,18 @@ def test_dyna_costs_no_impressions_and_needs_the_warm_start(world):
 
     with pytest.raises(ValueError, match="dyna.enabled: the online trainer does not run"):  # not silently off
         OnlineTrainer(load_run("configs/train/dyna.yaml"), None, ref)
+
+
+def test_dyna_stops_after_its_live_impressions_and_the_real_updates_go_on(world):
+    logs, ref, rm, sim = world
+    scheme = load_reward("graded")
+    ev = Evaluator(sim, ref, scheme, builtin_rewards(), 256, seed=5)
+    cfg = small_train(total_impressions=4096, contexts_per_batch=256, eval_every=2)
+    dcfg = DynaConfig(enabled=True, refit_steps=5, contexts_per_update=64, stop_after=2048)
+    dyna = Dyna(rm, logs, scheme, dcfg, 0)
+    stopped = trainable_copy(ref)
+    res = finetune(stopped, ref, sim, scheme, cfg, ev, 0, progress=False, dyna=dyna)
+    assert res.impressions == 4096 and dyna.real_updates == 4
+    assert dyna.refits == 2 and len(dyna.live()) == 2048  # two real updates with Dyna, two without
+    assert all(torch.isfinite(p).all() for p in res.policy.parameters())
+    assert not Dyna(rm, logs, scheme, DynaConfig(enabled=True), 0).stopped()  # 0: never
