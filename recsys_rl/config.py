@@ -145,6 +145,10 @@ class PolicyConfig(_Strict):
     retrieval: Literal["auto", "exact", "ivf"] = Field(
         "auto", description="candidate search: exact blocked top-M, faiss IVF, or auto (IVF above 200k)"
     )
+    context_bonus: bool = Field(
+        True,
+        description="large catalogues: context products join the candidates with one learned logit offset",
+    )
 
 
 class BaselineConfig(_Strict):
