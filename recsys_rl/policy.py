@@ -202,7 +202,10 @@ class BannerPolicy(nn.Module):
         the context's products, 0 elsewhere (and always 0 without ``has_context_bonus``)."""
         if not self.has_context_bonus:
             return torch.zeros(ids.shape)
-        inside = (ids.unsqueeze(2) == self.context_products(ctx).unsqueeze(1)).any(2)  # (B, M, 1+H) small
+        own = self.context_products(ctx)  # (B, 1+H)
+        inside = ids == own[:, :1]
+        for j in range(1, own.shape[1]):  # 1+H passes over (B, M): no (B, M, 1+H) temporary
+            inside |= ids == own[:, j : j + 1]
         return inside.to(self.context_bonus.dtype) * (self.context_bonus * CONTEXT_BONUS_SCALE)
 
     @torch.no_grad()
