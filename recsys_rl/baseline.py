@@ -106,7 +106,7 @@ def train_baseline(
     policy = BannerPolicy(
         n_products, policy_cfg.embed_dim, policy_cfg.hidden_dim,
         candidates=policy_cfg.candidates, retrieval=policy_cfg.retrieval, nprobe=policy_cfg.nprobe,
-        full_catalogue_max=policy_cfg.full_catalogue_max,
+        full_catalogue_max=policy_cfg.full_catalogue_max, context_bonus=policy_cfg.context_bonus,
         banner_size=banner_size or logs.banners.items.shape[1],
         n_user_features=0 if logs.contexts.user_features is None else logs.contexts.user_features.shape[1],
         categorical_vocab=categorical_vocab,

@@ -152,6 +152,10 @@ class PolicyConfig(_Strict):
         description="IVF lists scanned per query (of <= 1024): recall against speed; saved with the policy, "
         "so serving retrieves as the learner did (1M products: 64 gave recall@512 0.97 at half the cost of 128)",
     )
+    context_bonus: bool = Field(
+        True,
+        description="large catalogues: context products join the candidates with one learned logit offset",
+    )
 
 
 class BaselineConfig(_Strict):

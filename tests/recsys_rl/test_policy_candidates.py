@@ -99,3 +99,45 @@ def test_ivf_nprobe_is_saved_with_the_policy_so_serving_retrieves_as_the_learner
     assert loaded.retriever.index.index.nprobe == 3
     ctx = contexts(16, 3000)
     assert torch.equal(loaded.candidates(ctx), p.candidates(ctx))
+
+
+def test_context_bonus_candidates_hold_the_context_and_the_learner_moves_the_bonus():
+    torch.manual_seed(0)
+    p = BannerPolicy(400, 8, 16, candidates=32, full_catalogue_max=0, context_bonus=True)
+    with torch.no_grad():
+        p.item_bias.normal_()
+        p.item_out.normal_()
+    ref = p.frozen_copy()
+    ctx = contexts(64, 400)
+    ctx.history[0, 1] = ctx.history[0, 0]  # a repeated purchase appears once
+    cand, logits = p.candidates_and_logits(ctx)
+    own = p.context_products(ctx)
+    assert cand.shape == (64, 32 + 11) and (cand.sort(1).values.diff(1) != 0).all() and cand.min() >= 0
+    assert ((own.unsqueeze(2) == cand.unsqueeze(1)).any(2) | (own < 0)).all()  # every context product
+    top = p.logits(ctx).topk(32, dim=1).indices
+    assert (top.unsqueeze(2) == cand.unsqueeze(1)).any(2).all()  # and the whole top-M
+    with torch.no_grad():
+        p.context_bonus.fill_(0.2)
+    cand, logits = p.candidates_and_logits(ctx)
+    inside = (cand.unsqueeze(2) == own.unsqueeze(1)).any(2)
+    want = p.score(p.query(ctx), cand) + 2.0 * inside
+    assert torch.allclose(logits, want, atol=1e-5)
+    served = p.sample(ctx, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(p.banner_log_prob(ctx, served.items), served.log_prob, atol=1e-5)
+    # banners whose top slot is a context product get clicked: the shared offset rises
+    g = torch.Generator().manual_seed(1)
+    items, logp = slate.restricted_sample(logits.repeat_interleave(2, 0), cand.repeat_interleave(2, 0), 5, g)
+    from recsys_rl.records import BannerBatch
+
+    clicks = torch.zeros(128, 5)
+    clicks[:, 0] = (items[:, :1] == own.repeat_interleave(2, 0)).any(1).float()
+    batch = LoggedBatch(
+        ctx.repeat_interleave(2), BannerBatch(items, logp), OutcomeBatch(clicks, clicks, clicks)
+    )
+    learner = Learner(p, ref, load_reward("ctr"), load_run(None, {"train.epochs": 1}).train, seed=0)
+    before = p.context_bonus.item()
+    learner.update(batch, group_size=2, candidates=cand)
+    assert p.context_bonus.item() > before
+    assert not BannerPolicy(
+        400, 8, 16, candidates=32, full_catalogue_max=10**6, context_bonus=True
+    ).has_context_bonus
