@@ -60,12 +60,9 @@ class ServingMiddleware:
 async def read_body(scope, receive, limit: int) -> bytes | None:
     """The whole request body, or None if it is over ``limit`` bytes (declared or actual)."""
     for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                if int(value) > limit:
-                    return None
-            except ValueError:
-                pass
+        if name == b"content-length":  # a malformed one is ignored: the body read below decides
+            if value.isdigit() and int(value) > limit:
+                return None
             break
     chunks, size = [], 0
     while True:
