@@ -64,10 +64,9 @@ def worker(size: str, args) -> dict:
     from recsys_rl.candidates import exact_topk, recall_at_m, recall_with_ties
     from recsys_rl.config import builtin_rewards, load_reward, load_run
     from recsys_rl.evaluation import Evaluator
-    from recsys_rl.jobs import trainable_copy
-    from recsys_rl.logs import read_logs
-    from recsys_rl.policy import BannerPolicy, save_policy
-    from recsys_rl.trainer import finetune
+    from recsys_rl.finetune.environment import finetune
+    from recsys_rl.logdata.parquet import read_logs
+    from recsys_rl.policy import BannerPolicy, save_policy, trainable_copy
     from simulator import Simulator
     from simulator.logged import generate_logs
 

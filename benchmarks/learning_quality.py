@@ -16,13 +16,13 @@ import time
 
 import torch
 
-from recsys_rl.bandits import EpsilonGreedy, LinearThompson, run_bandit
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import SimConfig, builtin_rewards, load_reward, load_run
 from recsys_rl.evaluation import Evaluator, greedy_banners
-from recsys_rl.jobs import trainable_copy
-from recsys_rl.logs import read_logs
-from recsys_rl.trainer import finetune
+from recsys_rl.finetune.environment import finetune
+from recsys_rl.logdata.parquet import read_logs
+from recsys_rl.policy import trainable_copy
+from recsys_rl.yardsticks.bandits import EpsilonGreedy, LinearThompson, run_bandit
 from simulator import Simulator
 from simulator.logged import generate_logs
 

@@ -67,8 +67,8 @@ from threadpoolctl import threadpool_limits
 from recsys_rl import slate
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import BaselineConfig, PolicyConfig, SimConfig, TrainConfig, load_reward
-from recsys_rl.log_import import import_logs
-from recsys_rl.offline import offline_finetune
+from recsys_rl.finetune.logs import offline_finetune
+from recsys_rl.logdata.importer import import_logs
 from recsys_rl.ope.pipeline import evaluate_policy
 from recsys_rl.rewards import expected_reward
 from simulator import Simulator

@@ -79,14 +79,14 @@ from recsys_rl.config import (
     load_reward,
 )
 from recsys_rl.evaluation import Evaluator
-from recsys_rl.logs import read_logs
-from recsys_rl.offline import offline_finetune
+from recsys_rl.finetune.logs import offline_finetune
+from recsys_rl.finetune.reward_model import rm_finetune
+from recsys_rl.jobs.judges import ExactJudge
+from recsys_rl.jobs.kl_sweep import kl_sweep
+from recsys_rl.logdata.parquet import read_logs
 from recsys_rl.reward_model import RewardModelConfig, fit_reward_model
 from recsys_rl.reward_model.best_of_n import best_of_n, best_of_n_kl, n_for_kl
-from recsys_rl.reward_model.finetune import rm_finetune
-from recsys_rl.reward_model.judges import ExactJudge
 from recsys_rl.reward_model.metrics import evaluate
-from recsys_rl.reward_model.sweep import kl_sweep
 from simulator import Simulator
 from simulator.behaviour import ExploringBehaviour
 from simulator.logged import generate_logs

@@ -52,7 +52,7 @@ HISTORY_LEN = 10
 
 SERVE = """
 import sys, typer
-from recsys_rl.cli_serve import serve
+from recsys_rl.cli.serve import serve
 sys.argv = ["serve"] + sys.argv[1:]
 typer.run(serve)
 """
@@ -68,7 +68,7 @@ STAGED = """
 import sys, time, typer
 from concurrent.futures import Future
 import serving.banner_batcher as bb
-from recsys_rl.cli_serve import serve
+from recsys_rl.cli.serve import serve
 from recsys_rl.events import Impression, SqliteEventStore
 
 stage = sys.argv.pop(1)

@@ -1,3 +1,3 @@
-from recsys_rl.cli import app
+from recsys_rl.cli.main import app
 
 app(prog_name="recsys-rl")

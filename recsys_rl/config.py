@@ -210,7 +210,7 @@ class TrainConfig(_Strict):
 class WarmStartConfig(_Strict):
     """Warm start from the logs that trained the reference: a reward model fitted on them scores
     virtual banners on the logged contexts and the same KL-constrained learner moves the policy before
-    any live impression is spent (``recsys_rl.warm_start``). Off by default: it costs a reward-model
+    any live impression is spent (``recsys_rl.finetune.warm_start``). Off by default: it costs a reward-model
     fit and a fine-tune (about a minute on the small catalogue)."""
 
     enabled: bool = Field(False, description="fine-tune against a reward model fitted on the logs first")
@@ -235,7 +235,7 @@ class WarmStartConfig(_Strict):
 
 
 class DynaConfig(_Strict):
-    """Dyna-style model-based updates during live fine-tuning (``recsys_rl.dyna``): the warm start's
+    """Dyna-style model-based updates during live fine-tuning (``recsys_rl.finetune.dyna``): the warm start's
     reward model is refitted on the live impressions seen so far and scores virtual banners the policy
     samples for those contexts; the same KL-constrained learner steps on them between real updates.
     Needs ``warm_start.enabled`` (its reward model). Off by default."""

@@ -346,3 +346,10 @@ def load_policy(path) -> BannerPolicy:
     policy = BannerPolicy(**blob["hparams"])  # files from before banner_size was saved hold K = 5
     policy.load_state_dict(blob["state_dict"])
     return policy
+
+
+def trainable_copy(reference: BannerPolicy) -> BannerPolicy:
+    """The policy starts as an exact copy of the frozen reference (so KL starts at 0)."""
+    policy = BannerPolicy(**reference.hparams())
+    policy.load_state_dict(reference.state_dict())
+    return policy.train()

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from recsys_rl.logs import LogWriter
+from recsys_rl.logdata.parquet import LogWriter
 from simulator.behaviour import Behaviour, PopularityBehaviour
 from simulator.env import Simulator
 

@@ -18,7 +18,7 @@ from recsys_rl import tracking
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import TrackingConfig, load_reward
 from recsys_rl.evaluation import greedy_banners, make_eval_set
-from recsys_rl.logs import read_logs
+from recsys_rl.logdata.parquet import read_logs
 from recsys_rl.policy import save_policy
 from recsys_rl.rewards import expected_reward
 from tests.net import free_port, wait_ready

@@ -16,7 +16,7 @@ from recsys_rl.ope.marginals import (
     prefix_probs,
     sample_banners,
 )
-from recsys_rl.ope.reward_model import (
+from recsys_rl.ope.outcome_regression import (
     RewardPredictions,
     cross_fit_rewards,
     default_reward_model,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys_rl.ope.estimate import Estimate, summarise
-from recsys_rl.ope.reward_model import RewardPredictions
+from recsys_rl.ope.outcome_regression import RewardPredictions
 from recsys_rl.ope.validation import (
     check_clip,
     check_finite,

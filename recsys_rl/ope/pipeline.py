@@ -23,8 +23,8 @@ from sklearn.base import RegressorMixin
 from recsys_rl.config import RewardScheme
 from recsys_rl.ope.estimate import Estimate
 from recsys_rl.ope.estimators import direct_method, doubly_robust, iips, ips, snips
+from recsys_rl.ope.outcome_regression import cross_fit_rewards, default_reward_model
 from recsys_rl.ope.policy_probs import LogitsFn, PairScores, pair_log_softmax, slot_target_probs, target_probs
-from recsys_rl.ope.reward_model import cross_fit_rewards, default_reward_model
 from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
 

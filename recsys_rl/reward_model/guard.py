@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from recsys_rl.config import RewardScheme
-from recsys_rl.guards import ValueFn
+from recsys_rl.guard_rails import ValueFn
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch
 from recsys_rl.reward_model.model import BannerRewardModel

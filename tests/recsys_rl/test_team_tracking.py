@@ -13,8 +13,8 @@ import torch
 
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import RunConfig, TrackingConfig
-from recsys_rl.jobs import train_job
-from recsys_rl.logs import read_logs
+from recsys_rl.jobs.train import train_job
+from recsys_rl.logdata.parquet import read_logs
 from recsys_rl.tracking import load_logits_model
 from tests.net import free_port, wait_ready
 from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, small_sim, small_train

@@ -77,7 +77,7 @@ def test_readyz_reports_an_unreachable_store(tmp_path):
 
 def test_serve_command_runs_a_server_process(tmp_path, policy_file):
     port = free_port()
-    code = "import sys, typer; from recsys_rl.cli_serve import serve; sys.argv[0] = 'serve'; typer.run(serve)"
+    code = "import sys, typer; from recsys_rl.cli.serve import serve; sys.argv[0] = 'serve'; typer.run(serve)"
     args = [
         "--policy-path",
         str(policy_file),
@@ -101,7 +101,7 @@ def test_serve_command_runs_a_server_process(tmp_path, policy_file):
 
 
 def test_serve_command_refuses_a_missing_model_source(tmp_path):
-    code = "import sys, typer; from recsys_rl.cli_serve import serve; sys.argv[0] = 'serve'; typer.run(serve)"
+    code = "import sys, typer; from recsys_rl.cli.serve import serve; sys.argv[0] = 'serve'; typer.run(serve)"
     out = subprocess.run([sys.executable, "-c", code, "--events", f"sqlite:///{tmp_path}/e.db"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "no model to serve" in out.stderr

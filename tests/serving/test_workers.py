@@ -235,10 +235,10 @@ def test_sigkill_of_one_worker_loses_no_acknowledged_event(tmp_path, policy_file
 def test_two_servers_on_one_redis_stream_feed_one_online_trainer(tmp_path):
     """The shape of a multi-host deployment: two server processes (one port each, as two hosts would
     be) write one Redis stream; one online trainer consumes the impressions of both, each once."""
-    from recsys_rl.online import OnlineTrainer
+    from recsys_rl.finetune.live import OnlineTrainer
     from recsys_rl.policy import BannerPolicy, save_policy
     from tests.recsys_rl.helpers import POLICY, SMALL
-    from tests.recsys_rl.test_online import config as online_config
+    from tests.recsys_rl.finetune.test_live import config as online_config
 
     torch.manual_seed(0)
     reference = BannerPolicy(SMALL.n_products, POLICY.embed_dim, POLICY.hidden_dim).frozen_copy()

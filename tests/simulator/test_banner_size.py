@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recsys_rl.config import RewardScheme, SimConfig
-from recsys_rl.logs import read_logs
+from recsys_rl.logdata.parquet import read_logs
 from recsys_rl.records import POSITION_BIAS_CURVE
 from recsys_rl.rewards import expected_reward
 from simulator import Simulator, random_banners

@@ -3,7 +3,7 @@
 import pyarrow.parquet as pq
 import torch
 
-from recsys_rl.logs import read_logs
+from recsys_rl.logdata.parquet import read_logs
 from simulator.behaviour import POLICY_VERSION, ExploringBehaviour, PopularityBehaviour
 from simulator.logged import generate_logs
 

@@ -5,7 +5,7 @@ import pytest
 
 from recsys_rl.ope.estimate import bootstrap_ci, effective_sample_size, normal_ci
 from recsys_rl.ope.estimators import direct_method, doubly_robust, iips, ips, rips, snips
-from recsys_rl.ope.reward_model import RewardPredictions
+from recsys_rl.ope.outcome_regression import RewardPredictions
 
 # Whole-banner case: w = pi/mu = [0.2/0.1, 0.1/0.2, 0.3/0.3, 0.05/0.1] = [2, 0.5, 1, 0.5] (mean 1).
 R = np.array([1.0, 0.0, 2.0, 1.0])

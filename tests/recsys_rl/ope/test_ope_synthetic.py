@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from recsys_rl.ope.estimators import direct_method, doubly_robust, iips, ips, rips, snips
 from recsys_rl.ope.marginals import exact_marginals, marginals_of, prefix_probs, sample_banners
-from recsys_rl.ope.reward_model import cross_fit_rewards
+from recsys_rl.ope.outcome_regression import cross_fit_rewards
 
 N, K, T, D = 6, 5, 4, 3
 _g = np.random.default_rng(123)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recsys_rl.ope.estimators import doubly_robust, iips, ips, rips, snips
-from recsys_rl.ope.reward_model import RewardPredictions
+from recsys_rl.ope.outcome_regression import RewardPredictions
 
 R = np.array([1.0, 0.0, 2.0])
 P = np.array([0.2, 0.5, 0.3])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from recsys_rl.config import load_reward
-from recsys_rl.guards import GuardRails
+from recsys_rl.guard_rails import GuardRails
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import BannerBatch, LoggedBatch, OutcomeBatch
 from recsys_rl.reward_model.guard import reward_model_guard

@@ -46,7 +46,7 @@ def test_a_reward_model_of_another_catalogue_is_refused():
 
 
 def _app():
-    from recsys_rl.cli import app
+    from recsys_rl.cli.main import app
 
     return app
 

@@ -1,0 +1,210 @@
+"""CLI of the reward-model path: `train-reward-model`, and the `train`/`sweep` branches for --reward-model.
+
+`train` and `sweep` in ``cli.py`` dispatch here when --reward-model is given, so the ordinary commands
+stay as they are. Bad input ends in one line on stderr and exit 2 (``cli.friendly``), before any run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def _rm_config(pairs: list[str] | None, seed: int | None):
+    import pydantic
+    import yaml
+
+    from recsys_rl.config import ConfigError
+    from recsys_rl.reward_model import RewardModelConfig
+
+    values = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise ConfigError(f"--set: expected key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        values[k.strip()] = yaml.safe_load(v)
+    if seed is not None:
+        values.setdefault("seed", seed)
+    try:
+        return RewardModelConfig(**values)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "?"
+        raise ConfigError(f"--set: {field}: {err['msg']}") from None
+
+
+def _import(logs: Path, n_products: int, mapping: Path | None):
+    from recsys_rl.logdata.importer import import_logs
+
+    return import_logs(logs, n_products, mapping)
+
+
+def train_reward_model(
+    logs: Path = typer.Option(
+        ..., "--logs", help="event-schema directory, or a table described by --mapping"
+    ),
+    mapping: Path = typer.Option(
+        None, "--mapping", help="column-mapping YAML for logs not in the event schema"
+    ),
+    n_products: int = typer.Option(None, "--n-products", help="catalogue size (default: the config's sim)"),
+    config: Path = typer.Option(
+        None, "--config", help="run config YAML (seed, sim and tracking sections used)"
+    ),
+    set_: list[str] = typer.Option(None, "--set", help="reward-model setting, e.g. --set epochs=10"),
+    experiment: str = typer.Option("recsys-rl-reward-model", "--experiment", help="MLflow experiment"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+) -> None:
+    """Fit the reward model (click, purchase, units per context x product x position) and register it.
+
+    Held-out log-loss, AUC and calibration per outcome go to MLflow with a reliability plot; the model is
+    registered as `banner-reward-model` (load it with mlflow.pyfunc.load_model).
+    """
+    import torch
+
+    from recsys_rl.config import load_run
+    from recsys_rl.jobs.reward_model import train_reward_model_job
+
+    cfg = load_run(config)
+    torch.set_num_threads(cfg.torch_threads)
+    rm_cfg = _rm_config(set_, cfg.seed)
+    n = n_products or cfg.sim.n_products
+    imported = _import(logs, n, mapping)
+    if "clicks" not in imported.outcomes:
+        raise ValueError(f"--logs: {logs}: records no clicks; the reward model needs click feedback")
+    res = train_reward_model_job(imported.batch, n, rm_cfg, cfg.tracking, data_source=f"logs:{logs}",
+                                 experiment=experiment, progress=not quiet, n_positions=imported.banner_size,
+                                 categorical_vocab=imported.vocabulary)  # fmt: skip
+    m = res.metrics
+    for o in ("click", "purchase", "multi"):
+        console.print(f"{o:>8}: log-loss {m[f'log_loss_{o}']:.4f}  AUC {m[f'auc_{o}']:.4f}  "
+                      f"ECE {m[f'ece_{o}']:.4f}  (held-out rows {int(m[f'n_{o}']):,})")  # fmt: skip
+    exam = ", ".join(f"{m[f'examination_{k}']:.3f}" for k in range(res.model.n_positions))
+    console.print(f"examination by position (relative to the top slot): {exam}")
+    console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}  "
+                  f"registered: banner-reward-model version {res.version}")  # fmt: skip
+
+
+def _env(sim_config: Path | None):
+    if sim_config is None:
+        return None
+    from recsys_rl.config import SimConfig, load
+    from simulator import Simulator
+
+    return Simulator(load(SimConfig, sim_config))
+
+
+def _setup_tracking_for_load(cfg) -> None:
+    import mlflow
+
+    from recsys_rl import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri(cfg.tracking))
+
+
+def _model_and_world(cfg, reward_model: str, reference, sim_config: Path | None):
+    """The reward model at ``reward_model`` and the simulator of ``sim_config`` (or None), refused
+    unless both, and the reference, share one catalogue."""
+    from recsys_rl.reward_model import check_catalogue, load_reward_model
+
+    _setup_tracking_for_load(cfg)
+    model = load_reward_model(reward_model)
+    env = _env(sim_config)
+    if env is not None:
+        check_catalogue(model, env.n_products, f"the simulator ({sim_config})")
+    if reference is not None:
+        check_catalogue(model, reference.n_products, "the --reference policy")
+    return model, env
+
+
+def train_with_reward_model(
+    cfg, logs: Path, reward_model: str, reference, sim_config: Path | None, quiet: bool
+):
+    """`train --logs PATH --reward-model URI`: RL against the reward model from the logged contexts."""
+    from recsys_rl.jobs.against_reward_model import rm_job
+    from recsys_rl.logdata.parquet import read_logs
+
+    model, env = _model_and_world(cfg, reward_model, reference, sim_config)
+    batch = read_logs(logs)
+    ids = int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max()))
+    if ids >= model.n_products:
+        raise ValueError(f"--logs: product id {ids}, but the reward model knows {model.n_products} products")
+    res = rm_job(cfg, batch, model, reward_model_uri=reward_model, reference=reference, env=env,
+                 data_source=f"logs:{logs}", progress=not quiet)  # fmt: skip
+    from recsys_rl.cli.main import print_table
+    from recsys_rl.config import load_reward
+
+    key = f"reward_{load_reward(cfg.reward).name}"
+    cols = ["proxy_value", "snips_value", key, "reward_graded", "kl_to_reference", "oracle_gap_closed"]
+    cols = list(dict.fromkeys(c for c in cols if c in res.table.columns))
+    print_table(res.table[cols], "fine-tuning against the reward model: reference vs fine-tuned vs best-of-n")
+    console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}")
+
+
+def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path | None, reference,
+                            sim_config: Path | None, experiment: str | None, bon_max_n: int, quiet: bool,
+                            max_kl: float | None = None, reach_rounds: int = 1):  # fmt: skip
+    """`sweep --reward-model URI --kl-targets ...`: proxy vs gold against sqrt(KL), RL and best-of-n.
+
+    ``max_kl``: widen (double the largest budget, up to this) while the gold still peaks at the end;
+    ``reach_rounds``: continue a run that ends short of its budget, up to this many runs (``kl_sweep``)."""
+    import torch
+
+    from recsys_rl.baseline import train_baseline
+    from recsys_rl.config import builtin_rewards, load_reward
+    from recsys_rl.evaluation import Evaluator
+    from recsys_rl.jobs.judges import DoublyRobustJudge, ExactJudge
+    from recsys_rl.jobs.kl_sweep import EXPERIMENT, kl_sweep
+    from recsys_rl.logdata.parquet import read_logs
+
+    try:
+        targets = [float(t) for t in kl_targets.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--kl-targets: expected comma-separated numbers, got {kl_targets!r}") from None
+    if not targets or any(not t > 0 for t in targets):
+        raise ValueError(f"--kl-targets: budgets must be positive numbers, got {kl_targets!r}")
+    if logs is None:
+        raise ValueError(
+            "--logs: the reward-model sweep fine-tunes on logged contexts; give the log directory"
+        )
+    if max_kl is not None and not max_kl > max(targets):
+        raise ValueError(
+            f"--max-kl: {max_kl:g} must be above the largest --kl-targets budget {max(targets):g}"
+        )
+    scheme = load_reward(cfg.reward)
+    torch.set_num_threads(cfg.torch_threads)
+    model, env = _model_and_world(cfg, reward_model, reference, sim_config)
+    batch = read_logs(logs)
+    n_train = int(0.8 * len(batch))
+    train, holdout = batch[:n_train], batch[n_train:]
+    if reference is None:
+        reference = train_baseline(train, model.n_products, cfg.policy, cfg.baseline, cfg.seed, not quiet)
+    evaluator = None
+    if env is not None:
+        judge = ExactJudge(env, scheme, cfg.train.eval_users, cfg.seed + 1000)
+        evaluator = Evaluator(
+            env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000
+        )
+    else:
+        judge = DoublyRobustJudge(holdout, scheme, reference.logits, cfg.seed)
+    res = kl_sweep(reference, model, train.contexts, scheme, cfg, targets, judge, bon_max_n=bon_max_n,
+                   widen_to=max_kl, reach_rounds=reach_rounds, experiment=experiment or EXPERIMENT,
+                   evaluator=evaluator, progress=not quiet, log=console.print)  # fmt: skip
+    from recsys_rl.cli.main import print_table
+
+    show = res.table.set_index(res.table["method"] + " " + res.table["kl_target"].map("{:g}".format))
+    print_table(show[[c for c in ("n", "rounds", "kl", "sqrt_kl", "proxy", "gold", "oracle_gap_closed")
+                      if c in show]],
+                f"KL sweep against {reward_model} ({res.gold_label})")  # fmt: skip
+    s = res.summary
+    if s:
+        console.print(f"gold peak at kl_target={res.recommended_kl_target:g} (KL {s['gold_peak_kl']:.3f}); "
+                      f"past it the proxy gains {s['proxy_gain_past_peak']:+.4f} while the gold "
+                      f"{'loses' if s['gold_loss_past_peak'] > 0 else 'changes by'} {abs(s['gold_loss_past_peak']):.4f}")  # fmt: skip
+        console.print(f"recommended kl_target: [bold]{res.recommended_kl_target:g}[/bold]")
+    console.print(
+        f"MLflow parent run: [bold]{res.run_id}[/bold] (one child run per budget; plot overoptimisation.png)"
+    )

@@ -1,0 +1,1 @@
+"""Jobs: a config in, a tracked MLflow run out (train, offline, reward model, KL sweep)."""
