@@ -110,9 +110,25 @@ class RedisServer(_Process):
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
-        return [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", "",
-                "--daemonize", "no", "--protected-mode", "no"]  # fmt: skip
+        return [
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
 
     def _answers(self) -> bool:
         try:
@@ -134,9 +150,20 @@ class MlflowServer(_Process):
 
     def _command(self) -> list[str]:
         exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-        return [exe, "server", "--backend-store-uri", f"sqlite:///{self.dir}/mlflow.db",
-                "--artifacts-destination", str(self.dir / "artifacts"), "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", "1"]  # fmt: skip
+        return [
+            exe,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.dir}/mlflow.db",
+            "--artifacts-destination",
+            str(self.dir / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
 
     def _env(self) -> dict:
         return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -72,10 +72,14 @@ def worker(size: str, args) -> dict:
 
     impressions = args.impressions_1m if size == "1m" else args.impressions
     over = {
-        "sim": PRESETS[size], "seed": args.seed, "train.total_impressions": impressions,
-        "baseline.logged_impressions": args.logged, "baseline.epochs": args.baseline_epochs,
-        "train.eval_users": EVAL_USERS[size], "train.eval_every": args.eval_every,
-    }  # fmt: skip
+        "sim": PRESETS[size],
+        "seed": args.seed,
+        "train.total_impressions": impressions,
+        "baseline.logged_impressions": args.logged,
+        "baseline.epochs": args.baseline_epochs,
+        "train.eval_users": EVAL_USERS[size],
+        "train.eval_every": args.eval_every,
+    }
     cfg = load_run(None, over)
     torch.set_num_threads(cfg.torch_threads)
     out: dict = {"size": size}
@@ -99,18 +103,26 @@ def worker(size: str, args) -> dict:
 
     def on_eval(n, m):
         curve.append((n, m["oracle_gap_closed"], m["kl_to_reference"]))
-        print(f"  [{size}] impressions={n:>9,d} gap_closed={m['oracle_gap_closed']:.3f} "
-              f"kl={m['kl_to_reference']:.3f}", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  [{size}] impressions={n:>9,d} gap_closed={m['oracle_gap_closed']:.3f} "
+            f"kl={m['kl_to_reference']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     policy = trainable_copy(ref)
     t = time.perf_counter()
     res = finetune(policy, ref, sim, scheme, cfg.train, timed, cfg.seed, on_eval=on_eval, progress=False)
     wall = time.perf_counter() - t
     out.update(
-        train_ips=res.impressions / max(wall - timed.seconds, 1e-9), impressions=res.impressions,
-        gap=res.final["oracle_gap_closed"], kl=res.final["kl_to_reference"], curve=curve,
-        uses_candidates=policy.uses_candidates, retrieval=policy.retriever.kind if policy.uses_candidates else "full",
-    )  # fmt: skip
+        train_ips=res.impressions / max(wall - timed.seconds, 1e-9),
+        impressions=res.impressions,
+        gap=res.final["oracle_gap_closed"],
+        kl=res.final["kl_to_reference"],
+        curve=curve,
+        uses_candidates=policy.uses_candidates,
+        retrieval=policy.retriever.kind if policy.uses_candidates else "full",
+    )
     out["rss_mb"] = rss_mb()  # the candidate path's peak, before the full-path comparison
     if size == "100k" and args.full_impressions:
         full = BannerPolicy(**{**ref.hparams(), "full_catalogue_max": sim.n_products})
@@ -180,8 +192,15 @@ def serve(policy_path: Path, sim_n: int, seconds: float) -> dict:
     work = policy_path.parent
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(SERVE, "--policy-path", str(policy_path), "--events", f"sqlite:///{work / 'ev.db'}",
-                 "--port", str(port))  # fmt: skip
+    proc = start(
+        SERVE,
+        "--policy-path",
+        str(policy_path),
+        "--events",
+        f"sqlite:///{work / 'ev.db'}",
+        "--port",
+        str(port),
+    )
     try:
         wait_ready(url, proc, timeout=300)
         script = banner_script(work / "banners.lua", sim_n)
@@ -189,8 +208,12 @@ def serve(policy_path: Path, sim_n: int, seconds: float) -> dict:
         s = run_wrk(url, script, seconds, 8, 2)
     finally:
         stop(proc)
-    return {"serve_p50_ms": s["p50_us"] / 1000, "serve_p99_ms": s["p99_us"] / 1000, "serve_rps": s["rps"],
-            "serve_non2xx": s["non2xx"]}  # fmt: skip
+    return {
+        "serve_p50_ms": s["p50_us"] / 1000,
+        "serve_p99_ms": s["p99_us"] / 1000,
+        "serve_rps": s["rps"],
+        "serve_non2xx": s["non2xx"],
+    }
 
 
 def main() -> None:
@@ -226,18 +249,28 @@ def main() -> None:
             print(f"{size}: failed (exit {done.returncode})")
             continue
         r = results[size] = json.loads(line[-1][7:])
-        print(f"{size}: {r['retrieval']} train_ips={r['train_ips']:.0f} impressions={r['impressions']} "
-              f"gap={r['gap']:.3f} kl={r['kl']:.3f} rss_mb={r['rss_mb']:.0f} sim_build_s={r['sim_build_s']:.1f} "
-              f"baseline_s={r['baseline_s']:.1f} evaluator_s={r['evaluator_s']:.1f} wall_s={time.perf_counter() - t:.0f}"
-              + (f" full_ips={r['full_ips']:.0f}" if "full_ips" in r else "")
-              + (f" recall={r['recall']:.4f} recall_ids={r['recall_ids']:.4f}" if "recall" in r else "")
-              + (f" serve_p50_ms={r['serve_p50_ms']:.2f} serve_p99_ms={r['serve_p99_ms']:.2f} "
-                 f"serve_rps={r['serve_rps']:.0f} non2xx={r['serve_non2xx']}" if "serve_p99_ms" in r else ""))  # fmt: skip
+        print(
+            f"{size}: {r['retrieval']} train_ips={r['train_ips']:.0f} impressions={r['impressions']} "
+            f"gap={r['gap']:.3f} kl={r['kl']:.3f} rss_mb={r['rss_mb']:.0f} sim_build_s={r['sim_build_s']:.1f} "
+            f"baseline_s={r['baseline_s']:.1f} evaluator_s={r['evaluator_s']:.1f} wall_s={time.perf_counter() - t:.0f}"
+            + (f" full_ips={r['full_ips']:.0f}" if "full_ips" in r else "")
+            + (f" recall={r['recall']:.4f} recall_ids={r['recall_ids']:.4f}" if "recall" in r else "")
+            + (
+                f" serve_p50_ms={r['serve_p50_ms']:.2f} serve_p99_ms={r['serve_p99_ms']:.2f} "
+                f"serve_rps={r['serve_rps']:.0f} non2xx={r['serve_non2xx']}"
+                if "serve_p99_ms" in r
+                else ""
+            )
+        )
         if "nprobe_sweep" in r:
-            print(f"  {size} nprobe (recall, ms per query): "
-                  + " ".join(f"{n}:{rc:.4f}/{ms:.2f}" for n, rc, ms in r["nprobe_sweep"]))  # fmt: skip
-        print(f"  {size} curve (impressions, gap_closed, kl): "
-              + " ".join(f"{n}:{g:.3f}/{k:.2f}" for n, g, k in r["curve"]))  # fmt: skip
+            print(
+                f"  {size} nprobe (recall, ms per query): "
+                + " ".join(f"{n}:{rc:.4f}/{ms:.2f}" for n, rc, ms in r["nprobe_sweep"])
+            )
+        print(
+            f"  {size} curve (impressions, gap_closed, kl): "
+            + " ".join(f"{n}:{g:.3f}/{k:.2f}" for n, g, k in r["curve"])
+        )
     a, b = results.get("100k", {}), results.get("1m", {})
     nan = float("nan")
     speed = a["train_ips"] / a["full_ips"] if a.get("full_ips") else nan

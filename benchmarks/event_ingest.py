@@ -87,8 +87,10 @@ def main() -> None:
         uri = f"sqlite:///{Path(tmp).resolve()}/events.db?synchronous={args.synchronous}"
         with open_store(uri) as store:
             sqlite_rate, batches = ingest_rate(store, args.threads, args.seconds)
-    print(f"sqlite synchronous={args.synchronous} threads={args.threads}: {sqlite_rate:,.0f} events/s, "
-          f"{batches} commits")  # fmt: skip
+    print(
+        f"sqlite synchronous={args.synchronous} threads={args.threads}: {sqlite_rate:,.0f} events/s, "
+        f"{batches} commits"
+    )
 
     redis_rate = float("nan")
     try:

@@ -149,10 +149,12 @@ def main() -> None:
     print(context.to_string(float_format=lambda x: f"{x:.3f}"))
     kl_target = w.cfg.train.kl_target
     for n, kl, gap in learner:
-        print(f"learner at {n:,d} impressions: gap {gap:.3f} at KL {kl:.2f}; the frontier reaches "
-              f"{gap:.3f} at KL {kl_at_gap(curve, gap):.2f} and gives {gap_at_kl(curve, kl):.3f} at KL {kl:.2f}; "
-              f"the context-only one reaches it at KL {kl_at_gap(context, gap):.2f} and gives "
-              f"{gap_at_kl(context, kl):.3f}")  # fmt: skip
+        print(
+            f"learner at {n:,d} impressions: gap {gap:.3f} at KL {kl:.2f}; the frontier reaches "
+            f"{gap:.3f} at KL {kl_at_gap(curve, gap):.2f} and gives {gap_at_kl(curve, kl):.3f} at KL {kl:.2f}; "
+            f"the context-only one reaches it at KL {kl_at_gap(context, gap):.2f} and gives "
+            f"{gap_at_kl(context, kl):.3f}"
+        )
 
     uri = args.tracking_uri
     if uri is None:
@@ -166,10 +168,14 @@ def main() -> None:
     ) as run:
         for (lam, row), (_, crow) in zip(curve.iterrows(), context.iterrows(), strict=True):
             mlflow.log_metrics(
-                {"frontier_gap": row["gap_closed"], "frontier_kl": row["kl"],
-                 "context_frontier_gap": crow["gap_closed"], "context_frontier_kl": crow["kl"]},
+                {
+                    "frontier_gap": row["gap_closed"],
+                    "frontier_kl": row["kl"],
+                    "context_frontier_gap": crow["gap_closed"],
+                    "context_frontier_kl": crow["kl"],
+                },
                 step=int(lam * 1000),
-            )  # fmt: skip
+            )
         tracking.log_figure(figure(curve, context, learner, kl_target), "kl_frontier.png")
         tracking.log_table(curve, "kl_frontier")
         tracking.log_table(context, "kl_frontier_context")

@@ -59,16 +59,22 @@ def main() -> None:
         )
     ref = train_baseline(logs, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=args.progress)
     ev = Evaluator(sim, ref, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
-    print(f"reference graded={ev.reference_metrics['reward_graded']:.4f} "
-          f"oracle graded={ev.oracle_metrics['reward_graded']:.4f}")  # fmt: skip
+    print(
+        f"reference graded={ev.reference_metrics['reward_graded']:.4f} "
+        f"oracle graded={ev.oracle_metrics['reward_graded']:.4f}"
+    )
 
     def report(impr, m):
-        print(f"  impressions={impr:>9,d} gap_closed={m['oracle_gap_closed']:.3f} kl={m['kl_to_reference']:.3f} "
-              f"beta={m.get('beta', float('nan')):.4f} graded={m['reward_graded']:.4f}", flush=True)  # fmt: skip
+        print(
+            f"  impressions={impr:>9,d} gap_closed={m['oracle_gap_closed']:.3f} kl={m['kl_to_reference']:.3f} "
+            f"beta={m.get('beta', float('nan')):.4f} graded={m['reward_graded']:.4f}",
+            flush=True,
+        )
 
     start = time.perf_counter()
-    res = finetune(trainable_copy(ref), ref, sim, scheme, cfg.train, ev, cfg.seed, on_eval=report,
-                   progress=args.progress)  # fmt: skip
+    res = finetune(
+        trainable_copy(ref), ref, sim, scheme, cfg.train, ev, cfg.seed, on_eval=report, progress=args.progress
+    )
     seconds = time.perf_counter() - start
     gap, kl = res.final["oracle_gap_closed"], res.final["kl_to_reference"]
     print(f"fine-tuned: gap_closed={gap:.3f} kl={kl:.3f} (target {cfg.train.kl_target}) in {seconds:.1f}s")

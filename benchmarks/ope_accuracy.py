@@ -157,9 +157,12 @@ def main() -> None:
     scheme = load_reward("graded")
     policies, reference = targets(sim, scheme, seed=0)  # the same targets whatever --seed draws
     logger = ExploringBehaviour(
-        reference.logits, sim.n_products, args.epsilon, version=f"reference-eps{args.epsilon:g}",
+        reference.logits,
+        sim.n_products,
+        args.epsilon,
+        version=f"reference-eps{args.epsilon:g}",
         k=sim.banner_size,
-    )  # fmt: skip
+    )
     kl = banner_kl(sim, policies["fine-tuned"], reference.logits, 50_000, KL_SEED)
     print(f"policies trained, {clock()}", flush=True)
     truth = {}
@@ -229,9 +232,11 @@ def main() -> None:
         print(f"policy={name} truth={v:.4f}\n    " + "\n    ".join(parts))
 
     agg = {e: summarise(np.concatenate(pooled[e][0]), np.concatenate(pooled[e][1])) for e in ESTIMATORS}
-    print(f"aggregate over {len(policies)} targets x {args.reps} reps of {args.impressions:,} impressions "
-          f"(ε = {args.epsilon:g}, K = {sim.banner_size}); iips: coverage={agg['iips'][0]:.3f} rmse={agg['iips'][1]:.4f}; "
-          f"{clock()}")  # fmt: skip
+    print(
+        f"aggregate over {len(policies)} targets x {args.reps} reps of {args.impressions:,} impressions "
+        f"(ε = {args.epsilon:g}, K = {sim.banner_size}); iips: coverage={agg['iips'][0]:.3f} rmse={agg['iips'][1]:.4f}; "
+        f"{clock()}"
+    )
     print(
         f"ope: coverage_ips={agg['ips'][0]:.3f} coverage_snips={agg['snips'][0]:.3f} "
         f"coverage_dr={agg['dr'][0]:.3f} rmse_ips={agg['ips'][1]:.4f} rmse_dr={agg['dr'][1]:.4f}"

@@ -94,8 +94,13 @@ from simulator.logged import generate_logs
 WORLD = SimConfig(n_products=200, n_categories=10, n_users=3000, consideration_size=30)
 POLICY = PolicyConfig(embed_dim=16, hidden_dim=64)
 BASELINE = BaselineConfig(logged_impressions=20_000, epochs=2)
-TRAIN = TrainConfig(total_impressions=400_000, contexts_per_batch=512, banners_per_context=4,
-                    minibatch_size=1024, eval_users=4096)  # fmt: skip
+TRAIN = TrainConfig(
+    total_impressions=400_000,
+    contexts_per_batch=512,
+    banners_per_context=4,
+    minibatch_size=1024,
+    eval_users=4096,
+)
 EPSILON = 0.1
 
 
@@ -110,8 +115,12 @@ def main() -> None:
         default=64.0,
         help="widen the sweep (doubling) up to this while the gold still rises",
     )
-    ap.add_argument("--reach-rounds", type=int, default=4,
-                    help="most 400k-banner runs a budget gets when its run ends short of it")  # fmt: skip
+    ap.add_argument(
+        "--reach-rounds",
+        type=int,
+        default=4,
+        help="most 400k-banner runs a budget gets when its run ends short of it",
+    )
     ap.add_argument(
         "--tracking-uri", default=None, help="keep the sweep's MLflow runs here (default: a temp store)"
     )
@@ -128,12 +137,18 @@ def main() -> None:
     sim = Simulator(WORLD)
     scheme = load_reward("graded")
     with tempfile.TemporaryDirectory() as d:
-        pop_logs = read_logs(generate_logs(sim, BASELINE.logged_impressions, f"{d}/pop", seed=2**40 + args.seed,
-                                           progress=False))  # fmt: skip
+        pop_logs = read_logs(
+            generate_logs(
+                sim, BASELINE.logged_impressions, f"{d}/pop", seed=2**40 + args.seed, progress=False
+            )
+        )
         reference = train_baseline(pop_logs, sim.n_products, POLICY, BASELINE, args.seed, progress=False)
         logger = ExploringBehaviour(reference.logits, sim.n_products, EPSILON)
-        logs = read_logs(generate_logs(sim, args.impressions, f"{d}/explore", seed=args.seed, progress=False,
-                                       behaviour=logger))  # fmt: skip
+        logs = read_logs(
+            generate_logs(
+                sim, args.impressions, f"{d}/explore", seed=args.seed, progress=False, behaviour=logger
+            )
+        )
     print(
         f"{len(logs):,} logged impressions of the reference with ε={EPSILON} exploration, {clock()}",
         flush=True,
@@ -144,43 +159,85 @@ def main() -> None:
     rm = fit.model
     m, _ = evaluate(rm, fit.validation)
     exam = ", ".join(f"{x:.3f}" for x in rm.examination().tolist())
-    print(f"reward model (embed_dim {rm_cfg.embed_dim}, hidden_dim {rm_cfg.hidden_dim}; world latent_dim "
-          f"{WORLD.latent_dim}; best epoch {fit.best_epoch}): held-out AUC click {m['auc_click']:.4f} purchase "
-          f"{m['auc_purchase']:.4f} multi {m['auc_multi']:.4f}; ECE click {m['ece_click']:.4f}; "
-          f"examination {exam} (true {WORLD.position_bias}), {clock()}", flush=True)  # fmt: skip
+    print(
+        f"reward model (embed_dim {rm_cfg.embed_dim}, hidden_dim {rm_cfg.hidden_dim}; world latent_dim "
+        f"{WORLD.latent_dim}; best epoch {fit.best_epoch}): held-out AUC click {m['auc_click']:.4f} purchase "
+        f"{m['auc_purchase']:.4f} multi {m['auc_multi']:.4f}; ECE click {m['ece_click']:.4f}; "
+        f"examination {exam} (true {WORLD.position_bias}), {clock()}",
+        flush=True,
+    )
 
     ev = Evaluator(sim, reference, scheme, builtin_rewards(), TRAIN.eval_users, args.seed + 1000)
-    print(f"reference graded={ev.reference_metrics['reward_graded']:.4f} "
-          f"oracle graded={ev.oracle_metrics['reward_graded']:.4f}", flush=True)  # fmt: skip
+    print(
+        f"reference graded={ev.reference_metrics['reward_graded']:.4f} "
+        f"oracle graded={ev.oracle_metrics['reward_graded']:.4f}",
+        flush=True,
+    )
     policy, _ = rm_finetune(reference, rm, logs.contexts, scheme, TRAIN, args.seed, progress=args.progress)
     rl = ev(policy)
-    print(f"RL vs reward model (kl_target {TRAIN.kl_target:g}): gap_closed={rl['oracle_gap_closed']:.4f} "
-          f"kl={rl['kl_to_reference']:.3f}, {clock()}", flush=True)  # fmt: skip
+    print(
+        f"RL vs reward model (kl_target {TRAIN.kl_target:g}): gap_closed={rl['oracle_gap_closed']:.4f} "
+        f"kl={rl['kl_to_reference']:.3f}, {clock()}",
+        flush=True,
+    )
     bon_n = n_for_kl(rl["kl_to_reference"])
-    items, _ = best_of_n(reference.logits, rm, scheme, ev.eval_set.contexts, bon_n,
-                         torch.Generator().manual_seed(args.seed + 3))  # fmt: skip
+    items, _ = best_of_n(
+        reference.logits,
+        rm,
+        scheme,
+        ev.eval_set.contexts,
+        bon_n,
+        torch.Generator().manual_seed(args.seed + 3),
+    )
     bon_value = ev.score_banners(items)["reward_graded"]
     bon_gap = ev.gap_closed(bon_value)
     sampled_ref = ExactJudge(sim, scheme, TRAIN.eval_users, args.seed + 1000).policy(
         reference.logits, torch.Generator().manual_seed(args.seed + 6)
     )
     orc = ev.oracle_metrics["reward_graded"]
-    print(f"best-of-{bon_n} (KL {best_of_n_kl(bon_n):.2f}, the RL's): graded={bon_value:.4f} "
-          f"gap_closed={bon_gap:.4f} (from the greedy reference); from the sampling reference "
-          f"(graded {sampled_ref:.4f}): {(bon_value - sampled_ref) / (orc - sampled_ref):.4f}", flush=True)  # fmt: skip
-    topk, _ = offline_finetune(reference, logs, scheme, TRAIN.model_copy(update={"minibatch_size": 512}),
-                               args.seed, progress=args.progress)  # fmt: skip
+    print(
+        f"best-of-{bon_n} (KL {best_of_n_kl(bon_n):.2f}, the RL's): graded={bon_value:.4f} "
+        f"gap_closed={bon_gap:.4f} (from the greedy reference); from the sampling reference "
+        f"(graded {sampled_ref:.4f}): {(bon_value - sampled_ref) / (orc - sampled_ref):.4f}",
+        flush=True,
+    )
+    topk, _ = offline_finetune(
+        reference,
+        logs,
+        scheme,
+        TRAIN.model_copy(update={"minibatch_size": 512}),
+        args.seed,
+        progress=args.progress,
+    )
     tk = ev(topk.eval())
-    print(f"top-K off-policy correction: gap_closed={tk['oracle_gap_closed']:.4f} "
-          f"kl={tk['kl_to_reference']:.3f}, {clock()}", flush=True)  # fmt: skip
+    print(
+        f"top-K off-policy correction: gap_closed={tk['oracle_gap_closed']:.4f} "
+        f"kl={tk['kl_to_reference']:.3f}, {clock()}",
+        flush=True,
+    )
 
     targets = [float(t) for t in args.kl_targets.split(",")]
     judge = ExactJudge(sim, scheme, TRAIN.eval_users, args.seed + 1000)
     with tempfile.TemporaryDirectory() as d:
-        cfg = RunConfig(seed=args.seed, train=TRAIN, policy=POLICY,
-                        tracking=TrackingConfig(tracking_uri=args.tracking_uri or f"sqlite:///{d}/mlflow.db"))  # fmt: skip
-        res = kl_sweep(reference, rm, logs.contexts, scheme, cfg, targets, judge, evaluator=ev,
-                       widen_to=args.max_kl, reach_rounds=args.reach_rounds, progress=args.progress)  # fmt: skip
+        cfg = RunConfig(
+            seed=args.seed,
+            train=TRAIN,
+            policy=POLICY,
+            tracking=TrackingConfig(tracking_uri=args.tracking_uri or f"sqlite:///{d}/mlflow.db"),
+        )
+        res = kl_sweep(
+            reference,
+            rm,
+            logs.contexts,
+            scheme,
+            cfg,
+            targets,
+            judge,
+            evaluator=ev,
+            widen_to=args.max_kl,
+            reach_rounds=args.reach_rounds,
+            progress=args.progress,
+        )
     widest = float(res.table["kl_target"].max())
     if widest > max(targets):
         print(f"no gold peak up to kl_target {max(targets):g}: the sweep was widened to {widest:g}")
@@ -189,16 +246,22 @@ def main() -> None:
     ]
     show = res.table.set_index(res.table["method"] + " " + res.table["kl_target"].map("{:g}".format))[cols]
     print(show.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"reward model's argmax banner (KL -> inf; its KL {res.argmax_kl:.3f}): proxy={res.argmax_proxy:.4f} "
-          f"gold={res.argmax_gold:.4f}; reference proxy={res.reference_proxy:.4f} gold={res.reference_gold:.4f}")  # fmt: skip
+    print(
+        f"reward model's argmax banner (KL -> inf; its KL {res.argmax_kl:.3f}): proxy={res.argmax_proxy:.4f} "
+        f"gold={res.argmax_gold:.4f}; reference proxy={res.reference_proxy:.4f} gold={res.reference_gold:.4f}"
+    )
     s = res.summary
     if "gold_loss_past_peak_at_limit" in s:
-        print(f"past the gold peak, against the argmax end (KL {res.argmax_kl:.2f}): proxy gain "
-              f"{s['proxy_gain_past_peak_at_limit']:+.4f}, gold loss {s['gold_loss_past_peak_at_limit']:+.4f}")  # fmt: skip
+        print(
+            f"past the gold peak, against the argmax end (KL {res.argmax_kl:.2f}): proxy gain "
+            f"{s['proxy_gain_past_peak_at_limit']:+.4f}, gold loss {s['gold_loss_past_peak_at_limit']:+.4f}"
+        )
     for name, f in res.fits.items():
         print(f"fit {name}: alpha={f.alpha:.4f} beta={f.beta:.4f} peak KL={f.peak_kl:.3g}")
-    print(f"gold peak at kl_target={s['gold_peak_kl_target']:g} (measured KL {s['gold_peak_kl']:.3f}); "
-          f"sweep range up to {widest:g}; {clock()} (machine shared)")  # fmt: skip
+    print(
+        f"gold peak at kl_target={s['gold_peak_kl_target']:g} (measured KL {s['gold_peak_kl']:.3f}); "
+        f"sweep range up to {widest:g}; {clock()} (machine shared)"
+    )
     print(
         f"reward_model: auc_click={m['auc_click']:.4f} ece_click={m['ece_click']:.4f} "
         f"rm_gap_closed={rl['oracle_gap_closed']:.4f} bon_gap_closed={bon_gap:.4f} "

@@ -100,7 +100,7 @@ def run_finetune(w: World, budget: int) -> tuple[dict[str, float], list[dict[str
             dyna = Dyna(ws.reward_model, w.logs, scheme, w.cfg.dyna, w.cfg.seed)
     res = finetune(
         policy, w.reference, w.sim, scheme, cfg, w.evaluator, w.cfg.seed, progress=False, dyna=dyna
-    )  # fmt: skip
+    )
     return res.final, res.history, time.perf_counter() - start
 
 
@@ -154,17 +154,27 @@ def half_gap(history: list[dict[str, float]] | None) -> int | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budgets", default=",".join(str(b) for b in BUDGETS),
-                    help="comma-separated impression budgets (any of 10240,51200,204800,1024000 or others)")  # fmt: skip
+    ap.add_argument(
+        "--budgets",
+        default=",".join(str(b) for b in BUDGETS),
+        help="comma-separated impression budgets (any of 10240,51200,204800,1024000 or others)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default=None, help="run config YAML (e.g. configs/train/fast.yaml)")
-    ap.add_argument("--large-preset", default=None,
-                    help="run config YAML for budgets >= --large-from (settings sized to more traffic)")  # fmt: skip
+    ap.add_argument(
+        "--large-preset",
+        default=None,
+        help="run config YAML for budgets >= --large-from (settings sized to more traffic)",
+    )
     ap.add_argument("--large-from", type=int, default=100_000)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--no-bandits", action="store_true")
-    ap.add_argument("--bandit-batch", type=int, default=0,
-                    help="impressions per bandit round (0: the fine-tune's impressions per update)")  # fmt: skip
+    ap.add_argument(
+        "--bandit-batch",
+        type=int,
+        default=0,
+        help="impressions per bandit round (0: the fine-tune's impressions per update)",
+    )
     ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: SQLite in a temp dir)")
     args = ap.parse_args()
     budgets = sorted(int(b) for b in args.budgets.split(","))
@@ -172,8 +182,11 @@ def main() -> None:
     t0 = time.perf_counter()
     w = build_world(args.seed, args.preset, parse_overrides(args.set))
     tc = w.cfg.train
-    print(f"set-up {time.perf_counter() - t0:.1f}s; reference graded={w.evaluator.reference_metrics['reward_graded']:.4f} "
-          f"oracle graded={w.evaluator.oracle_metrics['reward_graded']:.4f}; kl_target={tc.kl_target}", flush=True)  # fmt: skip
+    print(
+        f"set-up {time.perf_counter() - t0:.1f}s; reference graded={w.evaluator.reference_metrics['reward_graded']:.4f} "
+        f"oracle graded={w.evaluator.oracle_metrics['reward_graded']:.4f}; kl_target={tc.kl_target}",
+        flush=True,
+    )
     large = None
     if args.large_preset:  # the same world (logs, reference, evaluation users); other train settings
         lc = load_run(args.large_preset, {"seed": args.seed, "sim": "small", **parse_overrides(args.set)})
@@ -207,11 +220,18 @@ def main() -> None:
         mlflow.set_tracking_uri(uri)
         mlflow.create_experiment("sample-efficiency", artifact_location=f"{d}/artifacts")
     tracking.setup(TrackingConfig(tracking_uri=uri, experiment="sample-efficiency"))
-    with tracking.start_run(w.cfg, load_reward(w.cfg.reward).name, "simulator",
-                            f"sample-efficiency-seed{args.seed}") as run:  # fmt: skip
+    with tracking.start_run(
+        w.cfg, load_reward(w.cfg.reward).name, "simulator", f"sample-efficiency-seed{args.seed}"
+    ) as run:
         for b, row in rows.items():
-            mlflow.log_metrics({k if k in ("kl", "seconds", "impr_per_update") else f"{k}_gap": v
-                                for k, v in row.items() if math.isfinite(v)}, step=b)  # fmt: skip
+            mlflow.log_metrics(
+                {
+                    k if k in ("kl", "seconds", "impr_per_update") else f"{k}_gap": v
+                    for k, v in row.items()
+                    if math.isfinite(v)
+                },
+                step=b,
+            )
         tracking.log_figure(curve_figure(table, longest), "sample_efficiency.png")
         tracking.log_table(table, "sample_efficiency")
     print(

@@ -35,8 +35,10 @@ def mlflow_script(path: Path, n_products: int, n_bodies: int = 256, seed: int = 
     bodies = []
     for _ in range(n_bodies):
         ids = rng.sample(range(n_products), 1 + rng.randint(0, HISTORY_LEN))
-        body = {"dataframe_split": {"columns": ["viewed", "history"], "data": [[ids[0], ids[1:]]]},
-                "params": {"mode": "explore"}}  # fmt: skip
+        body = {
+            "dataframe_split": {"columns": ["viewed", "history"], "data": [[ids[0], ids[1:]]]},
+            "params": {"mode": "explore"},
+        }
         bodies.append(json.dumps(body, separators=(",", ":")))
     return post_script(path, "/invocations", bodies)
 
@@ -54,7 +56,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vs-mlflow-") as tmp:
         work = Path(tmp)
         uri = f"sqlite:///{work}/mlflow.db"
-        reg = subprocess.run([sys.executable, "-c", f"""
+        reg = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"""
 import mlflow, torch
 from recsys_rl import tracking
 from recsys_rl.policy import BannerPolicy
@@ -62,7 +68,12 @@ torch.manual_seed(0)
 mlflow.set_tracking_uri({uri!r})
 with mlflow.start_run():
     tracking.log_policy(BannerPolicy(1000, 32, 128), "banner-policy", "champion")
-"""], capture_output=True, text=True, cwd=work)  # fmt: skip
+""",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=work,
+        )
         if reg.returncode:
             sys.exit(f"registering the model failed: {reg.stderr[-2000:]}")
         env = {"MLFLOW_TRACKING_URI": uri}
@@ -70,19 +81,50 @@ with mlflow.start_run():
         try:
             port = free_port()
             ours = f"http://127.0.0.1:{port}"
-            procs.append(start(SERVE, "--model-uri", "models:/banner-policy/1", "--port", str(port),
-                               "--events", f"sqlite:///{work}/events.db", env=env))  # fmt: skip
+            procs.append(
+                start(
+                    SERVE,
+                    "--model-uri",
+                    "models:/banner-policy/1",
+                    "--port",
+                    str(port),
+                    "--events",
+                    f"sqlite:///{work}/events.db",
+                    env=env,
+                )
+            )
             wait_ready(ours, procs[-1])
             mport = free_port()
             theirs = f"http://127.0.0.1:{mport}"
             mlflow_exe = str(Path(sys.executable).with_name("mlflow"))
-            procs.append(subprocess.Popen(
-                [mlflow_exe, "models", "serve", "-m", "models:/banner-policy/1", "--env-manager", "local",
-                 "-w", "1", "-h", "127.0.0.1", "-p", str(mport)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work,
-                env={**os.environ, "OMP_NUM_THREADS": "1", **env,  # it execs `uvicorn` from PATH
-                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-            ))  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    [
+                        mlflow_exe,
+                        "models",
+                        "serve",
+                        "-m",
+                        "models:/banner-policy/1",
+                        "--env-manager",
+                        "local",
+                        "-w",
+                        "1",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(mport),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=work,
+                    env={
+                        **os.environ,
+                        "OMP_NUM_THREADS": "1",
+                        **env,  # it execs `uvicorn` from PATH
+                        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                    },
+                )
+            )
             wait_ready(theirs, procs[-1], path="/ping")
             targets = {
                 "recsys_rl": (ours, banner_script(work / "ours.lua", 1000)),
@@ -99,12 +141,17 @@ with mlflow.start_run():
                 stop(p)
     s = {name: median_run(r) for name, r in runs.items()}
     for name, r in s.items():
-        print(f"{name}: rps={r['rps']:.0f} p50_ms={r['p50_us'] / 1000:.2f} p99_ms={r['p99_us'] / 1000:.2f} "
-              f"requests={r['requests']} non2xx={r['non2xx']} socket_errors={r['socket_errors']}", flush=True)  # fmt: skip
+        print(
+            f"{name}: rps={r['rps']:.0f} p50_ms={r['p50_us'] / 1000:.2f} p99_ms={r['p99_us'] / 1000:.2f} "
+            f"requests={r['requests']} non2xx={r['non2xx']} socket_errors={r['socket_errors']}",
+            flush=True,
+        )
     print(f"machine: load average {os.getloadavg()[0]:.2f} at end", flush=True)
     o, m = s["recsys_rl"], s["mlflow"]
-    print(f"serving_vs_mlflow: rps={o['rps']:.0f} p99_ms={o['p99_us'] / 1000:.2f} mlflow_rps={m['rps']:.0f} "
-          f"mlflow_p99_ms={m['p99_us'] / 1000:.2f} ratio={o['rps'] / m['rps']:.2f}")  # fmt: skip
+    print(
+        f"serving_vs_mlflow: rps={o['rps']:.0f} p99_ms={o['p99_us'] / 1000:.2f} mlflow_rps={m['rps']:.0f} "
+        f"mlflow_p99_ms={m['p99_us'] / 1000:.2f} ratio={o['rps'] / m['rps']:.2f}"
+    )
 
 
 if __name__ == "__main__":

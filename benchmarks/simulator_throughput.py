@@ -66,9 +66,11 @@ def main() -> None:
     ap.add_argument("--loop-impressions", type=int, default=2_000, help="impressions per timed loop run")
     ap.add_argument("--loop-repeats", type=int, default=3, help="timed loop runs (best is reported)")
     ap.add_argument(
-        "--threads", type=int, default=0,
+        "--threads",
+        type=int,
+        default=0,
         help="torch threads (0: torch's default, all cores; use 1 when other jobs load the machine)",
-    )  # fmt: skip
+    )
     ap.add_argument("--presets", default="xlarge,large,small", help="comma-separated presets")
     args = ap.parse_args()
     if args.threads:

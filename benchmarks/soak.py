@@ -103,12 +103,25 @@ def client(
                 out.versions[banner["model_version"]] += 1
             if rng.random() < 0.5:
                 product = banner["items"][rng.randrange(5)]
-                events = [{"event_id": uuid.uuid4().hex, "impression_id": banner["impression_id"],
-                           "type": "click", "product_id": product}]  # fmt: skip
+                events = [
+                    {
+                        "event_id": uuid.uuid4().hex,
+                        "impression_id": banner["impression_id"],
+                        "type": "click",
+                        "product_id": product,
+                    }
+                ]
                 if rng.random() < 0.3:
-                    events.append({"event_id": uuid.uuid4().hex, "impression_id": banner["impression_id"],
-                                   "type": "purchase", "product_id": product, "units": rng.randint(1, 3),
-                                   "price": round(rng.uniform(1, 50), 2)})  # fmt: skip
+                    events.append(
+                        {
+                            "event_id": uuid.uuid4().hex,
+                            "impression_id": banner["impression_id"],
+                            "type": "purchase",
+                            "product_id": product,
+                            "units": rng.randint(1, 3),
+                            "price": round(rng.uniform(1, 50), 2),
+                        }
+                    )
                 if (
                     post(http, "/v1/feedback", {"events": events}, out, counting) is not None
                     and counting.is_set()
@@ -162,8 +175,14 @@ def main() -> int:
         policy = tmp / "policy.pt"
         write_policy(policy, args.n_products, args.seed)
         port = free_port()
-        cfg = {"policy_path": str(policy), "events": events_uri, "port": port, "reload_interval_s": 1.0,
-               "secret": uuid.uuid4().hex, "seed": args.seed}  # fmt: skip
+        cfg = {
+            "policy_path": str(policy),
+            "events": events_uri,
+            "port": port,
+            "reload_interval_s": 1.0,
+            "secret": uuid.uuid4().hex,
+            "seed": args.seed,
+        }
         services: list = []
         if args.faults:
             redis_server, mlflow_server = RedisServer(tmp / "redis"), MlflowServer(tmp / "mlflow")
@@ -179,8 +198,9 @@ def main() -> int:
         log = open(tmp / "server.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "recsys_rl", "serve", "--config", str(tmp / "serve.yaml")],
-            stdout=log, stderr=log,
-        )  # fmt: skip
+            stdout=log,
+            stderr=log,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, proc, timeout=90.0)
@@ -188,10 +208,12 @@ def main() -> int:
             results: list[ThreadStats] = []
             threads = [
                 threading.Thread(
-                    target=lambda s=s: results.append(client(url, args.n_products, args.seed * 1000 + s, stop, counting))
+                    target=lambda s=s: results.append(
+                        client(url, args.n_products, args.seed * 1000 + s, stop, counting)
+                    )
                 )
                 for s in range(args.threads)
-            ]  # fmt: skip
+            ]
             for t in threads:
                 t.start()
             time.sleep(WARMUP_S)
@@ -253,13 +275,19 @@ def main() -> int:
     errors_5xx = sum(c for s, c in statuses.items() if s >= 500)
     p99 = float(np.percentile(latencies, 99)) * 1e3 if n else float("nan")
     p50 = float(np.percentile(latencies, 50)) * 1e3 if n else float("nan")
-    print(f"soak: statuses={dict(sorted(statuses.items()))} transport_errors={transport} "
-          f"rps={n / elapsed:.0f} p50_ms={p50:.2f}")  # fmt: skip
-    print(f"soak: swaps={swaps} versions_served={len(versions)} acked_impressions={len(acked_imps)} "
-          f"lost_impressions={lost_imps} acked_events={len(acked_events)} "
-          f"rss_start_mb={rss_start:.1f} rss_end_mb={rss_end:.1f}")  # fmt: skip
-    last = (f"soak: requests={n} errors_5xx={errors_5xx} p99_ms={p99:.2f} lost_events={lost_events} "
-            f"rss_growth_mb={rss_end - rss_start:.1f}")  # fmt: skip
+    print(
+        f"soak: statuses={dict(sorted(statuses.items()))} transport_errors={transport} "
+        f"rps={n / elapsed:.0f} p50_ms={p50:.2f}"
+    )
+    print(
+        f"soak: swaps={swaps} versions_served={len(versions)} acked_impressions={len(acked_imps)} "
+        f"lost_impressions={lost_imps} acked_events={len(acked_events)} "
+        f"rss_start_mb={rss_start:.1f} rss_end_mb={rss_end:.1f}"
+    )
+    last = (
+        f"soak: requests={n} errors_5xx={errors_5xx} p99_ms={p99:.2f} lost_events={lost_events} "
+        f"rss_growth_mb={rss_end - rss_start:.1f}"
+    )
     if not args.faults:
         print(last)
         return 1 if errors_5xx or transport or lost_events or lost_imps else 0
@@ -272,9 +300,10 @@ def main() -> int:
         windows.append((name, killed, back))
         print(f"soak: fault {name}: recovery_s={back - killed:.2f}")
     outside = sum(
-        1 for sent, done, status in answers
+        1
+        for sent, done, status in answers
         if status >= 500 and not any(done >= k and sent <= b for _, k, b in windows)
-    )  # fmt: skip
+    )
     recovery = max((b - k for _, k, b in windows), default=0.0)
     print(f"{last} faults={len(windows)} errors_5xx_outside_faults={outside} recovery_s_max={recovery:.2f}")
     return 1 if outside or transport or lost_events or lost_imps or len(windows) < 2 else 0

@@ -27,9 +27,17 @@ import httpx
 from _net import free_port, wait_ready
 
 HOST = "127.0.0.2"
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                  "--window-size=2000,1100", "--virtual-time-budget=20000"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=2000,1100",
+    "--virtual-time-budget=20000",
+]
 
 
 def main() -> None:
@@ -44,12 +52,26 @@ def main() -> None:
     port = free_port()
     base = f"http://{HOST}:{port}"
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", args.tracking_uri,
-         "--host", HOST, "--allowed-hosts", f"{HOST}:{port},{HOST}", "--cors-allowed-origins", base,
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            args.tracking_uri,
+            "--host",
+            HOST,
+            "--allowed-hosts",
+            f"{HOST}:{port},{HOST}",
+            "--cors-allowed-origins",
+            base,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
+    )
     try:
         wait_ready(base, server, path="/health")
         api = f"{base}/api/2.0/mlflow"
@@ -66,8 +88,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
                 subprocess.run(
                     [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}", url],
-                    check=True, capture_output=True, timeout=180,
-                )  # fmt: skip
+                    check=True,
+                    capture_output=True,
+                    timeout=180,
+                )
     finally:
         server.terminate()
         server.wait(30)

@@ -104,13 +104,18 @@ def train_baseline(
     torch.manual_seed(seed)  # parameter init
     g = torch.Generator().manual_seed(seed)
     policy = BannerPolicy(
-        n_products, policy_cfg.embed_dim, policy_cfg.hidden_dim,
-        candidates=policy_cfg.candidates, retrieval=policy_cfg.retrieval, nprobe=policy_cfg.nprobe,
-        full_catalogue_max=policy_cfg.full_catalogue_max, context_bonus=policy_cfg.context_bonus,
+        n_products,
+        policy_cfg.embed_dim,
+        policy_cfg.hidden_dim,
+        candidates=policy_cfg.candidates,
+        retrieval=policy_cfg.retrieval,
+        nprobe=policy_cfg.nprobe,
+        full_catalogue_max=policy_cfg.full_catalogue_max,
+        context_bonus=policy_cfg.context_bonus,
         banner_size=banner_size or logs.banners.items.shape[1],
         n_user_features=0 if logs.contexts.user_features is None else logs.contexts.user_features.shape[1],
         categorical_vocab=categorical_vocab,
-    )  # fmt: skip
+    )
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")

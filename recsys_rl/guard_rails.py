@@ -95,8 +95,17 @@ def iips_value(
 
     @torch.no_grad()
     def value(policy: BannerPolicy) -> float:
-        res = evaluate_policy(logged, policy.logits, scheme, ["iips"], behaviour_marginals=behaviour_marginals,
-                              positions=positions, banner_size=banner_size, n_samples=32, seed=seed)  # fmt: skip
+        res = evaluate_policy(
+            logged,
+            policy.logits,
+            scheme,
+            ["iips"],
+            behaviour_marginals=behaviour_marginals,
+            positions=positions,
+            banner_size=banner_size,
+            n_samples=32,
+            seed=seed,
+        )
         return res.estimates["iips"].value
 
     return value

@@ -120,10 +120,18 @@ class Learner:
                 v = v[share]
                 if cfg.algorithm == "ppo":
                     terms = ppo_kl_loss(
-                        logp, logp_b[rows], advantages[rows], kl, ent, v, rewards[rows],
-                        beta=self.kl_ctl.beta, clip_eps=cfg.clip_eps,
-                        value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef,
-                    )  # fmt: skip
+                        logp,
+                        logp_b[rows],
+                        advantages[rows],
+                        kl,
+                        ent,
+                        v,
+                        rewards[rows],
+                        beta=self.kl_ctl.beta,
+                        clip_eps=cfg.clip_eps,
+                        value_coef=cfg.value_coef,
+                        entropy_coef=cfg.entropy_coef,
+                    )
                 else:
                     r = rewards[rows]
                     baseline = r - self._loo(r, group_size) if group_size > 1 else v.detach()
@@ -135,9 +143,16 @@ class Learner:
                         else slate.log_prob(ref_logits[c][share], it)
                     )
                     terms = reinforce_kl_loss(
-                        logp, r, ref_lp, baseline, ent, v,
-                        beta=self.kl_ctl.beta, value_coef=cfg.value_coef, entropy_coef=cfg.entropy_coef,
-                    )  # fmt: skip
+                        logp,
+                        r,
+                        ref_lp,
+                        baseline,
+                        ent,
+                        v,
+                        beta=self.kl_ctl.beta,
+                        value_coef=cfg.value_coef,
+                        entropy_coef=cfg.entropy_coef,
+                    )
                 self.opt.zero_grad(set_to_none=True)
                 terms.total.backward()
                 clip_grad_norm(self.opt.params, cfg.max_grad_norm)

@@ -125,9 +125,16 @@ def contexts_from_frame(
 
 
 def choose_banners(
-    policy: BannerPolicy, viewed, history, user_features, mode: str, temperature: float, seed: int,
-    k: int | None = None, user_categories=None,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    policy: BannerPolicy,
+    viewed,
+    history,
+    user_features,
+    mode: str,
+    temperature: float,
+    seed: int,
+    k: int | None = None,
+    user_categories=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(items (B, k), log_propensity (B,) float64): the top k (log 1 = 0) or a PL draw with its exact
     log-prob; k defaults to the policy's ``banner_size``. Over the candidates when the policy uses them."""
     from recsys_rl.records import ContextBatch
@@ -235,7 +242,7 @@ def log_model(policy: BannerPolicy, registered_name: str | None, workdir: str | 
             "banner_size": policy.banner_size,
             "n_user_features": policy.n_user_features,
             "categorical_features": len(policy.categorical_vocab),
-        },  # fmt: skip
+        },
     )
 
 
@@ -243,16 +250,20 @@ def download_weights(artifact_uri: str, dst: str | Path, tracking_uri: str | Non
     """Fetch only ``MLmodel`` and the weights file of a logged model (not its code or environment files):
     the fast path of the banner service. None when the model has no weights artifact (old pt2 format)."""
     base = artifact_uri.rstrip("/")
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{base}/MLmodel", dst_path=str(dst), tracking_uri=tracking_uri
-    ))  # fmt: skip
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{base}/MLmodel", dst_path=str(dst), tracking_uri=tracking_uri
+        )
+    )
     conf = Model.load(str(local)).flavors.get("python_function", {})
     rel = conf.get("artifacts", {}).get(WEIGHTS_KEY, {}).get("path")
     if rel is None:
         return None
-    return Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{base}/{rel}", dst_path=str(Path(dst) / "weights"), tracking_uri=tracking_uri
-    ))  # fmt: skip
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{base}/{rel}", dst_path=str(Path(dst) / "weights"), tracking_uri=tracking_uri
+        )
+    )
 
 
 def load_banner_policy(model_uri: str, tracking_uri: str | None = None) -> BannerPolicy:

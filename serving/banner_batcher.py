@@ -334,7 +334,7 @@ class BannerBatcher:
                     math.exp(lp),
                     lp,
                     model.version,
-                )  # fmt: skip
+                )
             )
         return out
 

@@ -83,13 +83,18 @@ class HolderSync:
             multiprocess_mode="livemin",
         )
         self.pinned = Gauge(
-            "recsys_model_pinned", "1 while a worker is pinned (not following the registry)",
-            registry=registry, multiprocess_mode="livemax",
-        )  # fmt: skip
+            "recsys_model_pinned",
+            "1 while a worker is pinned (not following the registry)",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self.info = Gauge(
-            "recsys_model_info", "the model each worker serves (1 for its current version)",
-            ["version", "n_products", "source"], registry=registry, multiprocess_mode="liveall",
-        )  # fmt: skip
+            "recsys_model_info",
+            "the model each worker serves (1 for its current version)",
+            ["version", "n_products", "source"],
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
         self._seen_swaps = self._seen_failures = 0
         self._labels: tuple | None = None
 
@@ -145,9 +150,12 @@ class ServingMetrics:
             registry=r,
         )
         self.latency = Histogram(
-            "recsys_http_request_duration_seconds", "request latency by endpoint", ["endpoint"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "recsys_http_request_duration_seconds",
+            "request latency by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.banners = Counter("recsys_banners_served", "banners served by mode", ["mode"], registry=r)
         self.impressions = Counter("recsys_impressions_written", "impressions durably written", registry=r)
         self.feedback = Counter(
@@ -172,13 +180,17 @@ class ServingMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "recsys_scoring_batch_size", "banner requests scored together in one forward",
-            buckets=BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
+            "recsys_scoring_batch_size",
+            "banner requests scored together in one forward",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.temperature = Gauge(
-            "recsys_exploration_temperature", "temperature of explore-mode sampling", registry=r,
+            "recsys_exploration_temperature",
+            "temperature of explore-mode sampling",
+            registry=r,
             multiprocess_mode="livemax",
-        )  # fmt: skip
+        )
         self.temperature.set(temperature)
         self.store_best_effort = Gauge(
             "recsys_event_store_best_effort",

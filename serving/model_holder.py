@@ -98,10 +98,15 @@ def from_policy(policy, version: str, source: str = "") -> LoadedModel:
             return policy.candidates_and_logits(ContextBatch(viewed, history, user_features, user_categories))
 
     return LoadedModel(
-        version, policy.n_products, logits, policy.n_user_features, source, candidates=candidates,
+        version,
+        policy.n_products,
+        logits,
+        policy.n_user_features,
+        source,
+        candidates=candidates,
         banner_size=getattr(policy, "banner_size", BANNER_SIZE),
         categorical_vocab=tuple(tuple(v) for v in getattr(policy, "categorical_vocab", None) or ()),
-    )  # fmt: skip
+    )
 
 
 def from_logits_module(module, version: str, source: str = "") -> LoadedModel:
@@ -422,8 +427,11 @@ class ModelHolder:
                 ok = False
             else:
                 if self.stale_since is not None:
-                    log.warning("model source %r reachable again (stale for %.1f s)", self.source,
-                                time.time() - self.stale_since)  # fmt: skip
+                    log.warning(
+                        "model source %r reachable again (stale for %.1f s)",
+                        self.source,
+                        time.time() - self.stale_since,
+                    )
                 self.last_error, self.stale_since, self.last_good_poll = None, None, time.time()
                 ok = True
             for listener in self.poll_listeners:

@@ -75,7 +75,7 @@ class BannerRequest(_Body):
     k: Annotated[int, Field(ge=1, le=MAX_BANNER_SIZE)] | None = Field(
         None,
         description="banner size: 1 to the served model's K (default: its K, 5 unless trained otherwise)",
-    )  # fmt: skip
+    )
     mode: Literal["explore", "deterministic"] = Field(
         "explore", description="explore: sampled banner (logged for learning); deterministic: the top k"
     )
@@ -160,8 +160,13 @@ def _click_or_purchase(schema: dict) -> None:
             units.pop("default")
         p = {**props, "type": {"type": "string", "const": kind}, "units": units}
         req = [*required, *(["units"] if need_units else [])]
-        return {"type": "object", "title": f"{title} ({kind})", "properties": p, "required": req,
-                "additionalProperties": False}  # fmt: skip
+        return {
+            "type": "object",
+            "title": f"{title} ({kind})",
+            "properties": p,
+            "required": req,
+            "additionalProperties": False,
+        }
 
     schema.update(
         title=title,
@@ -220,7 +225,7 @@ class FeedbackRequest(_Body):
                     ]
                 }
             ]
-        }  # fmt: skip
+        }
     )
 
     events: list[FeedbackEvent] = Field(

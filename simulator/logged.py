@@ -51,7 +51,7 @@ def generate_logs(
             policy_version=policy.version,
             id_prefix=str(seed),
             n_user_features=sim.cfg.user_feature_dim,
-        ) as writer,  # fmt: skip
+        ) as writer,
         Progress(console=Console(stderr=True), disable=not progress, transient=True) as bar,
     ):
         task = bar.add_task("simulating impressions", total=n_impressions)

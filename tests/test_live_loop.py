@@ -56,38 +56,93 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
 
     (tmp_path / "sim.yaml").write_text(yaml.safe_dump(SMALL.model_dump()))
     run_cfg = {
-        "seed": 0, "reward": "graded", "sim": SMALL.model_dump(), "policy": POLICY.model_dump(),
-        "train": {"lr": 3e-3, "epochs": 4, "minibatch_size": 500, "kl_hard_limit": 50.0, "eval_users": 8192,
-                  "replay_batches": 2},
+        "seed": 0,
+        "reward": "graded",
+        "sim": SMALL.model_dump(),
+        "policy": POLICY.model_dump(),
+        "train": {
+            "lr": 3e-3,
+            "epochs": 4,
+            "minibatch_size": 500,
+            "kl_hard_limit": 50.0,
+            "eval_users": 8192,
+            "replay_batches": 2,
+        },
         "warm_start": {"enabled": True},  # from the logs that trained the reference, before live traffic
         "tracking": {"tracking_uri": db, "experiment": "live"},
-        "online": {"attribution_window_s": 1.0, "batch_size": 1000, "min_batch": 500, "register_every": 10,
-                   "poll_s": 0.2, "checkpoint_dir": str(tmp_path / "ckpt"), "min_value_gain": 0.01},
-    }  # fmt: skip
+        "online": {
+            "attribution_window_s": 1.0,
+            "batch_size": 1000,
+            "min_batch": 500,
+            "register_every": 10,
+            "poll_s": 0.2,
+            "checkpoint_dir": str(tmp_path / "ckpt"),
+            "min_value_gain": 0.01,
+        },
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run_cfg))
     port = free_port()
-    serve_cfg = {"model_uri": "models:/banner-policy@champion", "tracking_uri": db, "events": events,
-                 "reload_interval_s": 1.0, "port": port, "seed": 0}  # fmt: skip
+    serve_cfg = {
+        "model_uri": "models:/banner-policy@champion",
+        "tracking_uri": db,
+        "events": events,
+        "reload_interval_s": 1.0,
+        "port": port,
+        "seed": 0,
+    }
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(serve_cfg))
     url = f"http://127.0.0.1:{port}"
 
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("server", "trainer")}
-    server = subprocess.Popen([*CLI, "serve", "--config", str(tmp_path / "serve.yaml")], cwd=tmp_path,
-                              stdout=logs["server"], stderr=subprocess.STDOUT)  # fmt: skip
+    server = subprocess.Popen(
+        [*CLI, "serve", "--config", str(tmp_path / "serve.yaml")],
+        cwd=tmp_path,
+        stdout=logs["server"],
+        stderr=subprocess.STDOUT,
+    )
     trainer = subprocess.Popen(
-        [*CLI, "train-online", "--events", events, "--reference", str(tmp_path / "ref.pt"),
-         "--config", str(tmp_path / "run.yaml"), "--sim-config", str(tmp_path / "sim.yaml"), "--idle-exit", "120",
-         "--logs", str(logs_dir)],
-        cwd=tmp_path, stdout=logs["trainer"], stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            *CLI,
+            "train-online",
+            "--events",
+            events,
+            "--reference",
+            str(tmp_path / "ref.pt"),
+            "--config",
+            str(tmp_path / "run.yaml"),
+            "--sim-config",
+            str(tmp_path / "sim.yaml"),
+            "--idle-exit",
+            "120",
+            "--logs",
+            str(logs_dir),
+        ],
+        cwd=tmp_path,
+        stdout=logs["trainer"],
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_ready(f"{url}/readyz", server, (tmp_path / "server.log").read_text)
         served = "1"
         client = mlflow.MlflowClient(db)
         for round_ in range(12):
-            r = subprocess.run([*CLI, "drive", "--url", url, "--users", "3000", "--seed", str(round_),
-                                "--sim-config", str(tmp_path / "sim.yaml")], capture_output=True, text=True,
-                               timeout=300)  # fmt: skip
+            r = subprocess.run(
+                [
+                    *CLI,
+                    "drive",
+                    "--url",
+                    url,
+                    "--users",
+                    "3000",
+                    "--seed",
+                    str(round_),
+                    "--sim-config",
+                    str(tmp_path / "sim.yaml"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert r.returncode == 0, r.stdout + r.stderr
             assert trainer.poll() is None, (tmp_path / "trainer.log").read_text()[-3000:]
             champion = client.get_model_version_by_alias("banner-policy", "champion").version
@@ -115,8 +170,10 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
         new_value = exact_value(lambda c: new(c.viewed, c.history), es, scheme)
     ref_value = exact_value(ref.logits, es, scheme)
     first = impressions_at_first_registration((tmp_path / "trainer.log").read_text())
-    print(f"live loop: version {champion} value {new_value:.4f} vs reference {ref_value:.4f}; "
-          f"first version registered after {first} impressions")  # fmt: skip
+    print(
+        f"live loop: version {champion} value {new_value:.4f} vs reference {ref_value:.4f}; "
+        f"first version registered after {first} impressions"
+    )
     # warm-started from the logs, the trainer checks (and here registers) that version at its first live
     # update: one batch (<= online.batch_size impressions), where the cold trainer needed 5,000-15,000
     assert first is not None and first <= 2 * run_cfg["online"]["batch_size"], first

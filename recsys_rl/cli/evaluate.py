@@ -188,9 +188,19 @@ def evaluate(
     """Estimate a policy's value per impression from logged data (IPS, SNIPS, IIPS, DM, DR) and log it."""
     try:
         table, params, title = _estimate(
-            logs, policy, reference, estimators, reward, mapping, n_products, clip, temperature, samples, seed,
+            logs,
+            policy,
+            reference,
+            estimators,
+            reward,
+            mapping,
+            n_products,
+            clip,
+            temperature,
+            samples,
+            seed,
             tracking_uri,
-        )  # fmt: skip
+        )
     except (ConfigError, ValueError, FileNotFoundError) as e:  # LogFormatError is a ValueError too
         typer.echo(f"error: {' '.join(str(e).split())}", err=True)
         raise typer.Exit(2) from None
@@ -201,8 +211,20 @@ def evaluate(
     )
 
 
-def _estimate(logs, policy, reference, estimators, reward, mapping, n_products, clip, temperature, samples,
-              seed, tracking_uri):  # fmt: skip
+def _estimate(
+    logs,
+    policy,
+    reference,
+    estimators,
+    reward,
+    mapping,
+    n_products,
+    clip,
+    temperature,
+    samples,
+    seed,
+    tracking_uri,
+):
     """Read and check every input, then compute the estimates; raises ValueError on bad input."""
     import torch
 

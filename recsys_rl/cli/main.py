@@ -112,8 +112,17 @@ def print_table(table, title: str) -> None:
 
 
 def _print_result(res, uri: str) -> None:
-    show = ["clicks_per_impression", "ctr", "purchases_per_impression", "revenue_per_impression",
-            "multi_purchases_per_impression", "reward_graded", "kl_to_reference", "coverage", "oracle_gap_closed"]  # fmt: skip
+    show = [
+        "clicks_per_impression",
+        "ctr",
+        "purchases_per_impression",
+        "revenue_per_impression",
+        "multi_purchases_per_impression",
+        "reward_graded",
+        "kl_to_reference",
+        "coverage",
+        "oracle_gap_closed",
+    ]
     print_table(res.table[[c for c in show if c in res.table.columns]], "reference vs fine-tuned vs oracle")
     console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  (tracking URI: {uri})")
     if res.model_uri:
@@ -154,8 +163,15 @@ def train_baseline_cmd(
     _threads(cfg)
     if mapping is not None:
         imported, n_products = _mapped_logs(logs, mapping, n_products)
-        ref = train_baseline(imported.batch, n_products, cfg.policy, cfg.baseline, cfg.seed,
-                             banner_size=imported.banner_size, categorical_vocab=imported.vocabulary)  # fmt: skip
+        ref = train_baseline(
+            imported.batch,
+            n_products,
+            cfg.policy,
+            cfg.baseline,
+            cfg.seed,
+            banner_size=imported.banner_size,
+            categorical_vocab=imported.vocabulary,
+        )
     else:
         batch = read_logs(logs)
         n_products = (
@@ -224,11 +240,34 @@ def train_cmd(
             batch = slots.for_model(ref.categorical_vocab) if ref is not None else slots.batch
         else:
             batch = read_logs(logs)
-        res = offline_job(cfg, batch, reference=ref, env=env, data_source=f"logs:{logs}", progress=not quiet,
-                          n_products=n_products, slots=slots)  # fmt: skip
-        print_table(res.table[[c for c in res.table.columns if c in (
-            "snips_value", "iips_value", "reward_graded", "revenue_per_impression", "kl_to_reference", "oracle_gap_closed")]],
-            "offline fine-tuning: reference vs fine-tuned")  # fmt: skip
+        res = offline_job(
+            cfg,
+            batch,
+            reference=ref,
+            env=env,
+            data_source=f"logs:{logs}",
+            progress=not quiet,
+            n_products=n_products,
+            slots=slots,
+        )
+        print_table(
+            res.table[
+                [
+                    c
+                    for c in res.table.columns
+                    if c
+                    in (
+                        "snips_value",
+                        "iips_value",
+                        "reward_graded",
+                        "revenue_per_impression",
+                        "kl_to_reference",
+                        "oracle_gap_closed",
+                    )
+                ]
+            ],
+            "offline fine-tuning: reference vs fine-tuned",
+        )
         console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}")
         return
     sim = _simulator(cfg)
@@ -279,9 +318,19 @@ def sweep_cmd(
 
         cfg = load_run(config, _overrides(set_))
         ref = load_policy(reference).frozen_copy() if reference else None
-        return sweep_with_reward_model(cfg, reward_model, kl_targets, logs, ref, sim_config,
-                                       None if experiment == "recsys-rl-sweep" else experiment, bon_max_n, quiet,
-                                       max_kl=max_kl, reach_rounds=reach_rounds)  # fmt: skip
+        return sweep_with_reward_model(
+            cfg,
+            reward_model,
+            kl_targets,
+            logs,
+            ref,
+            sim_config,
+            None if experiment == "recsys-rl-sweep" else experiment,
+            bon_max_n,
+            quiet,
+            max_kl=max_kl,
+            reach_rounds=reach_rounds,
+        )
     import mlflow
     import pandas as pd
 
@@ -301,8 +350,14 @@ def sweep_cmd(
     tracking.setup(cfg.tracking, experiment)
     rows = {}
     with mlflow.start_run(run_name=f"sweep-{'-'.join(names)}") as parent:
-        mlflow.set_tags({"sweep": "reward_schemes", "reward_schemes": ",".join(names),
-                         "betas": betas or "adaptive", "data_source": "simulator"})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "sweep": "reward_schemes",
+                "reward_schemes": ",".join(names),
+                "betas": betas or "adaptive",
+                "data_source": "simulator",
+            }
+        )
         for name in names:
             for beta in beta_list:
                 ov = {"reward": name}
@@ -310,15 +365,31 @@ def sweep_cmd(
                     ov.update({"train.kl_beta": beta, "train.kl_adaptive": False})
                 run_cfg = load_run(config, {**_overrides(set_), **ov})
                 label = name if beta is None else f"{name} beta={beta:g}"
-                res = train_job(run_cfg, sim, reference=ref, data_source="simulator", run_name=label,
-                                experiment=experiment, progress=not quiet)  # fmt: skip
+                res = train_job(
+                    run_cfg,
+                    sim,
+                    reference=ref,
+                    data_source="simulator",
+                    run_name=label,
+                    experiment=experiment,
+                    progress=not quiet,
+                )
                 rows.setdefault("reference", res.table.loc["reference"])
                 rows[label] = res.table.loc["fine-tuned"]
                 console.print(f"{label}: run {res.run_id} (child of {parent.info.run_id})")
         table = pd.DataFrame(rows).T
-        show = ["clicks_per_impression", "ctr", "purchases_per_impression", "revenue_per_impression",
-                "multi_purchases_per_impression", "reward_ctr",
-                "reward_purchase", "reward_graded", "reward_revenue", "kl_to_reference"]  # fmt: skip
+        show = [
+            "clicks_per_impression",
+            "ctr",
+            "purchases_per_impression",
+            "revenue_per_impression",
+            "multi_purchases_per_impression",
+            "reward_ctr",
+            "reward_purchase",
+            "reward_graded",
+            "reward_revenue",
+            "kl_to_reference",
+        ]
         tracking.log_table(table[show], "sweep_comparison")
         tracking.log_figure(tracking.sweep_comparison(table, show), "sweep_comparison.png")
     print_table(table[show], f"sweep ({experiment}): exact expected metrics per impression")
@@ -352,8 +423,9 @@ def quickstart_cmd(
     ref = train_baseline(batch, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, not quiet)
     save_policy(ref, workdir / "reference.pt")
     console.rule("3/4 fine-tune with the graded reward, KL-constrained to the reference")
-    res = train_job(cfg, sim, reference=ref, data_source="simulator", run_name="quickstart-graded",
-                    progress=not quiet)  # fmt: skip
+    res = train_job(
+        cfg, sim, reference=ref, data_source="simulator", run_name="quickstart-graded", progress=not quiet
+    )
     console.rule("4/4 evaluate")
     _print_result(res, tracking.tracking_uri(cfg.tracking))
     console.print("open the MLflow UI: [bold]recsys-rl ui[/bold]  (then http://127.0.0.1:5000)")
@@ -415,8 +487,9 @@ def train_online_cmd(
     tracking.setup(cfg.tracking)
     with store, mlflow.start_run(run_name=f"online-{cfg.online.consumer}"):
         mlflow.set_tags({"data_source": f"events:{events.split('?')[0]}", "reward_scheme": str(cfg.reward)})
-        trainer = OnlineTrainer(cfg, store, ref, value_fn=value_fn, log=lambda s: console.print(s),
-                                warm_logs=warm_logs)  # fmt: skip
+        trainer = OnlineTrainer(
+            cfg, store, ref, value_fn=value_fn, log=lambda s: console.print(s), warm_logs=warm_logs
+        )
         trainer.run(max_updates=max_updates, idle_exit_s=idle_exit)
     console.print(
         f"stopped after {trainer.updates} updates; registered versions: {trainer.registered or 'none'}"

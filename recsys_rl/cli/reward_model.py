@@ -75,17 +75,29 @@ def train_reward_model(
     imported = _import(logs, n, mapping)
     if "clicks" not in imported.outcomes:
         raise ValueError(f"--logs: {logs}: records no clicks; the reward model needs click feedback")
-    res = train_reward_model_job(imported.batch, n, rm_cfg, cfg.tracking, data_source=f"logs:{logs}",
-                                 experiment=experiment, progress=not quiet, n_positions=imported.banner_size,
-                                 categorical_vocab=imported.vocabulary)  # fmt: skip
+    res = train_reward_model_job(
+        imported.batch,
+        n,
+        rm_cfg,
+        cfg.tracking,
+        data_source=f"logs:{logs}",
+        experiment=experiment,
+        progress=not quiet,
+        n_positions=imported.banner_size,
+        categorical_vocab=imported.vocabulary,
+    )
     m = res.metrics
     for o in ("click", "purchase", "multi"):
-        console.print(f"{o:>8}: log-loss {m[f'log_loss_{o}']:.4f}  AUC {m[f'auc_{o}']:.4f}  "
-                      f"ECE {m[f'ece_{o}']:.4f}  (held-out rows {int(m[f'n_{o}']):,})")  # fmt: skip
+        console.print(
+            f"{o:>8}: log-loss {m[f'log_loss_{o}']:.4f}  AUC {m[f'auc_{o}']:.4f}  "
+            f"ECE {m[f'ece_{o}']:.4f}  (held-out rows {int(m[f'n_{o}']):,})"
+        )
     exam = ", ".join(f"{m[f'examination_{k}']:.3f}" for k in range(res.model.n_positions))
     console.print(f"examination by position (relative to the top slot): {exam}")
-    console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}  "
-                  f"registered: banner-reward-model version {res.version}")  # fmt: skip
+    console.print(
+        f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}  "
+        f"registered: banner-reward-model version {res.version}"
+    )
 
 
 def _env(sim_config: Path | None):
@@ -132,8 +144,16 @@ def train_with_reward_model(
     ids = int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max()))
     if ids >= model.n_products:
         raise ValueError(f"--logs: product id {ids}, but the reward model knows {model.n_products} products")
-    res = rm_job(cfg, batch, model, reward_model_uri=reward_model, reference=reference, env=env,
-                 data_source=f"logs:{logs}", progress=not quiet)  # fmt: skip
+    res = rm_job(
+        cfg,
+        batch,
+        model,
+        reward_model_uri=reward_model,
+        reference=reference,
+        env=env,
+        data_source=f"logs:{logs}",
+        progress=not quiet,
+    )
     from recsys_rl.cli.main import print_table
     from recsys_rl.config import load_reward
 
@@ -144,9 +164,19 @@ def train_with_reward_model(
     console.print(f"MLflow run id: [bold]{res.run_id}[/bold]  model: {res.model_uri}")
 
 
-def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path | None, reference,
-                            sim_config: Path | None, experiment: str | None, bon_max_n: int, quiet: bool,
-                            max_kl: float | None = None, reach_rounds: int = 1):  # fmt: skip
+def sweep_with_reward_model(
+    cfg,
+    reward_model: str,
+    kl_targets: str,
+    logs: Path | None,
+    reference,
+    sim_config: Path | None,
+    experiment: str | None,
+    bon_max_n: int,
+    quiet: bool,
+    max_kl: float | None = None,
+    reach_rounds: int = 1,
+):
     """`sweep --reward-model URI --kl-targets ...`: proxy vs gold against sqrt(KL), RL and best-of-n.
 
     ``max_kl``: widen (double the largest budget, up to this) while the gold still peaks at the end;
@@ -190,20 +220,38 @@ def sweep_with_reward_model(cfg, reward_model: str, kl_targets: str, logs: Path 
         )
     else:
         judge = DoublyRobustJudge(holdout, scheme, reference.logits, cfg.seed)
-    res = kl_sweep(reference, model, train.contexts, scheme, cfg, targets, judge, bon_max_n=bon_max_n,
-                   widen_to=max_kl, reach_rounds=reach_rounds, experiment=experiment or EXPERIMENT,
-                   evaluator=evaluator, progress=not quiet, log=console.print)  # fmt: skip
+    res = kl_sweep(
+        reference,
+        model,
+        train.contexts,
+        scheme,
+        cfg,
+        targets,
+        judge,
+        bon_max_n=bon_max_n,
+        widen_to=max_kl,
+        reach_rounds=reach_rounds,
+        experiment=experiment or EXPERIMENT,
+        evaluator=evaluator,
+        progress=not quiet,
+        log=console.print,
+    )
     from recsys_rl.cli.main import print_table
 
     show = res.table.set_index(res.table["method"] + " " + res.table["kl_target"].map("{:g}".format))
-    print_table(show[[c for c in ("n", "rounds", "kl", "sqrt_kl", "proxy", "gold", "oracle_gap_closed")
-                      if c in show]],
-                f"KL sweep against {reward_model} ({res.gold_label})")  # fmt: skip
+    print_table(
+        show[
+            [c for c in ("n", "rounds", "kl", "sqrt_kl", "proxy", "gold", "oracle_gap_closed") if c in show]
+        ],
+        f"KL sweep against {reward_model} ({res.gold_label})",
+    )
     s = res.summary
     if s:
-        console.print(f"gold peak at kl_target={res.recommended_kl_target:g} (KL {s['gold_peak_kl']:.3f}); "
-                      f"past it the proxy gains {s['proxy_gain_past_peak']:+.4f} while the gold "
-                      f"{'loses' if s['gold_loss_past_peak'] > 0 else 'changes by'} {abs(s['gold_loss_past_peak']):.4f}")  # fmt: skip
+        console.print(
+            f"gold peak at kl_target={res.recommended_kl_target:g} (KL {s['gold_peak_kl']:.3f}); "
+            f"past it the proxy gains {s['proxy_gain_past_peak']:+.4f} while the gold "
+            f"{'loses' if s['gold_loss_past_peak'] > 0 else 'changes by'} {abs(s['gold_loss_past_peak']):.4f}"
+        )
         console.print(f"recommended kl_target: [bold]{res.recommended_kl_target:g}[/bold]")
     console.print(
         f"MLflow parent run: [bold]{res.run_id}[/bold] (one child run per budget; plot overoptimisation.png)"

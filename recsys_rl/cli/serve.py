@@ -59,8 +59,15 @@ def serve(
 
     from serving.config import load_config
 
-    overrides = dict(host=host, port=port, model_uri=model_uri, policy_path=policy_path, events=events,
-                     temperature=temperature, workers=workers)  # fmt: skip
+    overrides = dict(
+        host=host,
+        port=port,
+        model_uri=model_uri,
+        policy_path=policy_path,
+        events=events,
+        temperature=temperature,
+        workers=workers,
+    )
     try:
         cfg = load_config(config, overrides)
     except ConfigError as e:
@@ -103,8 +110,15 @@ def _serve_workers(cfg, access_log: bool) -> None:
     os.environ[MULTIPROC_ENV] = str(metrics_dir)
     os.environ[CONFIG_ENV] = cfg.model_dump_json()
     try:
-        uvicorn.run("serving.worker:app", factory=True, host=cfg.host, port=cfg.port, workers=cfg.workers,
-                    access_log=access_log, log_level="info")  # fmt: skip
+        uvicorn.run(
+            "serving.worker:app",
+            factory=True,
+            host=cfg.host,
+            port=cfg.port,
+            workers=cfg.workers,
+            access_log=access_log,
+            log_level="info",
+        )
     finally:
         if not given:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -217,12 +231,25 @@ def _feedback_events(answers: list[dict], banners, outcome) -> list[dict]:
     for a, items, c, u, r in zip(answers, banners.tolist(), clicks, units, revenue, strict=True):
         for k in range(len(items)):
             if c[k] > 0 or u[k] > 0:
-                events.append({"event_id": uuid.uuid4().hex, "impression_id": a["impression_id"],
-                               "type": "click", "product_id": items[k]})  # fmt: skip
+                events.append(
+                    {
+                        "event_id": uuid.uuid4().hex,
+                        "impression_id": a["impression_id"],
+                        "type": "click",
+                        "product_id": items[k],
+                    }
+                )
             if u[k] > 0:
-                events.append({"event_id": uuid.uuid4().hex, "impression_id": a["impression_id"],
-                               "type": "purchase", "product_id": items[k], "units": int(u[k]),
-                               "price": r[k] / u[k]})  # fmt: skip
+                events.append(
+                    {
+                        "event_id": uuid.uuid4().hex,
+                        "impression_id": a["impression_id"],
+                        "type": "purchase",
+                        "product_id": items[k],
+                        "units": int(u[k]),
+                        "price": r[k] / u[k],
+                    }
+                )
     return events
 
 

@@ -154,8 +154,14 @@ class Dyna:
                 policy.load_state_dict(before)
                 self.rollbacks += 1
                 break
-        out.update({"dyna/proxy_reward": sum(rewards) / len(rewards), "dyna/kl": sum(kls) / len(kls),
-                    "dyna/measured_kl": kl, "dyna/rollbacks": float(self.rollbacks)})  # fmt: skip
+        out.update(
+            {
+                "dyna/proxy_reward": sum(rewards) / len(rewards),
+                "dyna/kl": sum(kls) / len(kls),
+                "dyna/measured_kl": kl,
+                "dyna/rollbacks": float(self.rollbacks),
+            }
+        )
         return out
 
     def stopped(self) -> bool:

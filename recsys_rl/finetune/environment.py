@@ -132,7 +132,10 @@ def finetune(
             if u % cfg.eval_every == 0 or u == n_updates:
                 last = evaluate(stats)
             advance(
-                per_update, reward=stats["reward"], kl=stats["loss/kl"], beta=stats["beta"],
+                per_update,
+                reward=stats["reward"],
+                kl=stats["loss/kl"],
+                beta=stats["beta"],
                 gap=last["oracle_gap_closed"],
-            )  # fmt: skip
+            )
     return TrainResult(policy, last, history, seen, time.perf_counter() - start)

@@ -56,7 +56,9 @@ class OnlineTrainer:
         """``warm_logs``: the logs that trained the reference; with ``warm_start.enabled`` a fresh
         trainer (no checkpoint) first fine-tunes against a reward model fitted on them
         (``recsys_rl.finetune.warm_start``) and checks that version's guard rails at its first live update."""
-        if cfg.dyna.enabled:  # measured in the simulator loop only (recsys_rl.finetune.dyna); not wired in here
+        if (
+            cfg.dyna.enabled
+        ):  # measured in the simulator loop only (recsys_rl.finetune.dyna); not wired in here
             raise ValueError("dyna.enabled: the online trainer does not run Dyna updates yet; set it false")
         self.cfg, self.store, self.reference, self.clock, self.log = cfg, store, reference, clock, log
         self.scheme = load_reward(cfg.reward)
@@ -104,8 +106,10 @@ class OnlineTrainer:
         )
         self.policy.load_state_dict(res.policy.state_dict())  # in place: the optimiser keeps its params
         self._check_next = True
-        self.log(f"warm start from {len(logs)} logged impressions: {res.updates} updates, kl={res.kl:.3f}"
-                 + (" (rolled back to stay within train.kl_hard_limit)" if res.rolled_back else ""))  # fmt: skip
+        self.log(
+            f"warm start from {len(logs)} logged impressions: {res.updates} updates, kl={res.kl:.3f}"
+            + (" (rolled back to stay within train.kl_hard_limit)" if res.rolled_back else "")
+        )
 
     # -- state -------------------------------------------------------------------------------------
     def _state(self, offset) -> dict:

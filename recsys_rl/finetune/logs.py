@@ -74,8 +74,15 @@ def offline_finetune(
                 drawn = slate.gumbel_topk(logits, reference.banner_size, g)
             _, kl, _ = slate.banner_terms(logits, ref_logits, drawn)
             logp_item = torch.log_softmax(logits, -1).gather(1, items[idx])
-            terms = topk_offpolicy_loss(logp_item, mu[idx], adv[idx], kl, k=reference.banner_size, beta=kl_ctl.beta,
-                                        weight_clip=weight_clip)  # fmt: skip
+            terms = topk_offpolicy_loss(
+                logp_item,
+                mu[idx],
+                adv[idx],
+                kl,
+                k=reference.banner_size,
+                beta=kl_ctl.beta,
+                weight_clip=weight_clip,
+            )
             opt.zero_grad(set_to_none=True)
             terms.total.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)

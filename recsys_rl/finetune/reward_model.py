@@ -27,9 +27,13 @@ from recsys_rl.reward_model.scoring import banner_rewards, check_scheme
 
 @torch.no_grad()
 def scored_batch(
-    policy: BannerPolicy, model: BannerRewardModel, scheme: RewardScheme, ctx: ContextBatch, group: int,
+    policy: BannerPolicy,
+    model: BannerRewardModel,
+    scheme: RewardScheme,
+    ctx: ContextBatch,
+    group: int,
     generator: torch.Generator,
-) -> tuple[LoggedBatch, torch.Tensor]:  # fmt: skip
+) -> tuple[LoggedBatch, torch.Tensor]:
     """(batch of C*group banners sampled from ``policy``, their (C*group,) proxy rewards)."""
     logits = policy.logits(ctx).repeat_interleave(group, 0)
     items = slate.gumbel_topk(logits, policy.banner_size, generator)
@@ -40,7 +44,7 @@ def scored_batch(
         ctx.repeat_interleave(group),
         BannerBatch(items, slate.log_prob(logits, items)),
         OutcomeBatch(zeros, zeros, zeros),
-    )  # fmt: skip  (outcomes unused: rewards given)
+    )  # outcomes unused: rewards given
     return batch, rewards
 
 
@@ -79,8 +83,12 @@ def rm_finetune(
             idx = torch.randint(0, len(contexts), (cfg.contexts_per_batch,), generator=g)
             batch, rewards = scored_batch(policy, model, scheme, contexts[idx], group, g)
             stats = learner.update(batch, group, rewards=rewards)
-            row = {"proxy_reward": stats["reward"], "kl": stats["loss/kl"], "beta": stats["beta"],
-                   "impressions": float((u + 1) * per_update)}  # fmt: skip
+            row = {
+                "proxy_reward": stats["reward"],
+                "kl": stats["loss/kl"],
+                "beta": stats["beta"],
+                "impressions": float((u + 1) * per_update),
+            }
             history.append(row)
             if on_update:
                 on_update(u, row)

@@ -61,9 +61,15 @@ def warm_start_from_model(
             "is above policy.full_catalogue_max"
         )
     cfg = train.model_copy(
-        update={"total_impressions": ws.virtual_impressions, "kl_target": ws.kl_target, "lr": ws.lr, "kl_beta": ws.kl_beta,
-                "contexts_per_batch": ws.contexts_per_batch, "banners_per_context": max(2, train.banners_per_context)}
-    )  # fmt: skip
+        update={
+            "total_impressions": ws.virtual_impressions,
+            "kl_target": ws.kl_target,
+            "lr": ws.lr,
+            "kl_beta": ws.kl_beta,
+            "contexts_per_batch": ws.contexts_per_batch,
+            "banners_per_context": max(2, train.banners_per_context),
+        }
+    )
     policy = trainable_copy(reference)
     learner = Learner(policy, reference, scheme, cfg, seed)
     g = torch.Generator().manual_seed(seed + 13)

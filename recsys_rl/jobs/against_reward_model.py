@@ -57,8 +57,9 @@ def rm_job(
     with tracking.start_run(cfg, scheme.name, data_source, run_name=f"reward-model-{scheme.name}") as run:
         mlflow.set_tags({"reward_model": reward_model_uri, "job": "train_reward_model_rl"})
         start = time.perf_counter()
-        policy, history = rm_finetune(reference, model, train.contexts, scheme, cfg.train, cfg.seed,
-                                      progress=progress)  # fmt: skip
+        policy, history = rm_finetune(
+            reference, model, train.contexts, scheme, cfg.train, cfg.seed, progress=progress
+        )
         seconds = time.perf_counter() - start
         for i, row in enumerate(history[:: max(1, len(history) // 200)]):
             tracking.log_metrics(row, step=i)
@@ -66,12 +67,19 @@ def rm_job(
         snips = snips_value(holdout, scheme)
         items, scores = best_of_n(reference.logits, model, scheme, ctx, n_best, g())
         rows = {
-            "reference": {"proxy_value": policy_value(model, scheme, reference.logits, ctx, g()),
-                          "snips_value": snips(reference)},
-            "fine-tuned": {"proxy_value": policy_value(model, scheme, policy.logits, ctx, g()),
-                           "snips_value": snips(policy)},
-            f"best-of-{n_best}": {"proxy_value": float(scores.mean()), "kl_to_reference": best_of_n_kl(n_best)},
-        }  # fmt: skip
+            "reference": {
+                "proxy_value": policy_value(model, scheme, reference.logits, ctx, g()),
+                "snips_value": snips(reference),
+            },
+            "fine-tuned": {
+                "proxy_value": policy_value(model, scheme, policy.logits, ctx, g()),
+                "snips_value": snips(policy),
+            },
+            f"best-of-{n_best}": {
+                "proxy_value": float(scores.mean()),
+                "kl_to_reference": best_of_n_kl(n_best),
+            },
+        }
         if env is not None:
             ev = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
             rows["reference"].update(
@@ -96,5 +104,13 @@ def rm_job(
         uri = version = None
         if cfg.tracking.log_model:
             uri, version = tracking.log_policy(policy, cfg.tracking.registered_model)
-    return JobResult(run.info.run_id, uri, None if version is None else str(version), table, final, policy,
-                     reference, seconds)  # fmt: skip
+    return JobResult(
+        run.info.run_id,
+        uri,
+        None if version is None else str(version),
+        table,
+        final,
+        policy,
+        reference,
+        seconds,
+    )

@@ -51,8 +51,15 @@ class ExactJudge:
 class DoublyRobustJudge:
     label = "gold (doubly robust on held-out logs)"
 
-    def __init__(self, holdout: LoggedBatch, scheme: RewardScheme, reference_logits_fn, seed: int,
-                 behaviour_marginals: np.ndarray | None = None, n_samples: int = 16):  # fmt: skip
+    def __init__(
+        self,
+        holdout: LoggedBatch,
+        scheme: RewardScheme,
+        reference_logits_fn,
+        seed: int,
+        behaviour_marginals: np.ndarray | None = None,
+        n_samples: int = 16,
+    ):
         self.holdout, self.scheme, self.seed, self.n_samples = holdout, scheme, seed, n_samples
         self.reference, self.marginals = reference_logits_fn, behaviour_marginals
         self.contexts: ContextBatch = holdout.contexts
@@ -64,7 +71,13 @@ class DoublyRobustJudge:
         from recsys_rl.ope.pipeline import evaluate_policy
 
         res = evaluate_policy(
-            self.holdout, logits_fn, self.scheme, ["dr"], behaviour_marginals=self.marginals,
-            reference=self.reference, n_samples=self.n_samples, seed=self.seed,
-        )  # fmt: skip
+            self.holdout,
+            logits_fn,
+            self.scheme,
+            ["dr"],
+            behaviour_marginals=self.marginals,
+            reference=self.reference,
+            n_samples=self.n_samples,
+            seed=self.seed,
+        )
         return res.estimates["dr"].value

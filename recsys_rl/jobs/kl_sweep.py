@@ -150,8 +150,10 @@ def sweep_figure(res: SweepResult):
             continue
         d = np.r_[0.0, rows["sqrt_kl"].to_numpy()]
         grid = np.linspace(1e-3, d.max() * 1.05, 200)
-        for value, ref, ls, marker in (("proxy", res.reference_proxy, "--", "o"),
-                                       ("gold", res.reference_gold, "-", "s")):  # fmt: skip
+        for value, ref, ls, marker in (
+            ("proxy", res.reference_proxy, "--", "o"),
+            ("gold", res.reference_gold, "-", "s"),
+        ):
             y = np.r_[ref, rows[value].to_numpy()]
             if np.isnan(y).all():
                 continue
@@ -231,12 +233,25 @@ def kl_sweep(
     rows = []
     with mlflow.start_run(run_name=f"kl-sweep-{scheme.name}") as parent:
         mlflow.set_tags({"job": "kl_sweep", "reward_scheme": scheme.name, "gold_estimator": judge.label})
-        mlflow.log_params({"kl_targets": ",".join(f"{t:g}" for t in kl_targets), "reward": scheme.name,
-                           "seed": seed, "bon_max_n": bon_max_n, "reach_rounds": reach_rounds,
-                           "train_total_impressions": cfg.train.total_impressions})  # fmt: skip
-        mlflow.log_metrics({"reference_proxy": ref_proxy, "reference_gold": ref_gold, "argmax_proxy": argmax_proxy,
-                            "argmax_kl": end_kl}
-                           | ({"argmax_gold": argmax_gold} if math.isfinite(argmax_gold) else {}))  # fmt: skip
+        mlflow.log_params(
+            {
+                "kl_targets": ",".join(f"{t:g}" for t in kl_targets),
+                "reward": scheme.name,
+                "seed": seed,
+                "bon_max_n": bon_max_n,
+                "reach_rounds": reach_rounds,
+                "train_total_impressions": cfg.train.total_impressions,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "reference_proxy": ref_proxy,
+                "reference_gold": ref_gold,
+                "argmax_proxy": argmax_proxy,
+                "argmax_kl": end_kl,
+            }
+            | ({"argmax_gold": argmax_gold} if math.isfinite(argmax_gold) else {})
+        )
         budgets, done = sorted(kl_targets), 0
         while done < len(budgets):
             t = budgets[done]
@@ -253,21 +268,37 @@ def kl_sweep(
                 while rounds < reach_rounds and hist[-1]["kl"] < aim:
                     # the budget is not binding yet: the run ended short of it (the optimiser, not the
                     # KL penalty, stopped it); continue from where it stopped, with its beta
-                    log(f"kl_target={t:g}: KL {hist[-1]['kl']:.2f} after {rounds} run(s), short of "
-                        f"{aim:.2f}: continuing")  # fmt: skip
+                    log(
+                        f"kl_target={t:g}: KL {hist[-1]['kl']:.2f} after {rounds} run(s), short of "
+                        f"{aim:.2f}: continuing"
+                    )
                     policy, more = rm_finetune(
-                        reference, model, train_contexts, scheme, train_cfg, seed + 100 * rounds,
-                        progress=progress, start=policy, beta=hist[-1]["beta"],
-                    )  # fmt: skip
+                        reference,
+                        model,
+                        train_contexts,
+                        scheme,
+                        train_cfg,
+                        seed + 100 * rounds,
+                        progress=progress,
+                        start=policy,
+                        beta=hist[-1]["beta"],
+                    )
                     hist += more
                     rounds += 1
                 for i, h in enumerate(hist[:: max(1, len(hist) // 100)]):
                     mlflow.log_metrics({f"train_{k}": v for k, v in h.items()}, step=i)
                 gk = torch.Generator().manual_seed(seed + 7)
-                rl = {"method": "rl", "kl_target": t, "n": math.nan, "rounds": rounds,
-                      "kl": policy_kl(policy, reference, ctx, gk),
-                      "proxy": policy_value(model, scheme, policy.logits, ctx, torch.Generator().manual_seed(seed + 5)),
-                      "gold": judge.policy(policy.logits, torch.Generator().manual_seed(seed + 6))}  # fmt: skip
+                rl = {
+                    "method": "rl",
+                    "kl_target": t,
+                    "n": math.nan,
+                    "rounds": rounds,
+                    "kl": policy_kl(policy, reference, ctx, gk),
+                    "proxy": policy_value(
+                        model, scheme, policy.logits, ctx, torch.Generator().manual_seed(seed + 5)
+                    ),
+                    "gold": judge.policy(policy.logits, torch.Generator().manual_seed(seed + 6)),
+                }
                 if evaluator is not None:
                     rl["oracle_gap_closed"] = evaluator(policy)["oracle_gap_closed"]
                 rows.append(rl)
@@ -279,31 +310,49 @@ def kl_sweep(
                     items, scores = best_of_n(
                         reference.logits, model, scheme, ctx, n, torch.Generator().manual_seed(seed + 8)
                     )
-                    bon = {"method": "bon", "kl_target": t, "n": n, "kl": best_of_n_kl(n),
-                           "proxy": float(scores.mean()), "gold": judge.banners(items)}  # fmt: skip
+                    bon = {
+                        "method": "bon",
+                        "kl_target": t,
+                        "n": n,
+                        "kl": best_of_n_kl(n),
+                        "proxy": float(scores.mean()),
+                        "gold": judge.banners(items),
+                    }
                     rows.append(bon)
                     metrics.update(
                         {f"bon_{k}": float(v) for k, v in bon.items() if k not in ("method", "kl_target")}
                     )
                 mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-                log(f"kl_target={t:g}: RL kl={rl['kl']:.3f} proxy={rl['proxy']:.4f} gold={rl['gold']:.4f}"
-                    + (f" | best-of-{n}: kl={bon['kl']:.3f} proxy={bon['proxy']:.4f} gold={bon['gold']:.4f}"
-                       if n <= bon_max_n else f" | best-of-{n} over --bon-max-n {bon_max_n}: skipped"))  # fmt: skip
+                log(
+                    f"kl_target={t:g}: RL kl={rl['kl']:.3f} proxy={rl['proxy']:.4f} gold={rl['gold']:.4f}"
+                    + (
+                        f" | best-of-{n}: kl={bon['kl']:.3f} proxy={bon['proxy']:.4f} gold={bon['gold']:.4f}"
+                        if n <= bon_max_n
+                        else f" | best-of-{n} over --bon-max-n {bon_max_n}: skipped"
+                    )
+                )
             if done == len(budgets) and widen_to and 2 * t <= widen_to:
                 golds = [r["gold"] for r in rows if r["method"] == "rl"]
                 if golds and max(golds) == golds[-1]:  # the gold still rises at the largest budget
                     if t >= end_kl:
-                        log(f"no gold peak up to kl_target={t:g}, which is already above the KL of the "
-                            f"reward model's argmax ({end_kl:.2f}): no larger budget binds, not widening")  # fmt: skip
+                        log(
+                            f"no gold peak up to kl_target={t:g}, which is already above the KL of the "
+                            f"reward model's argmax ({end_kl:.2f}): no larger budget binds, not widening"
+                        )
                     else:
                         log(f"no gold peak up to kl_target={t:g}: widening the sweep to {2 * t:g}")
                         budgets.append(2 * t)
         table = pd.DataFrame(rows)
         table["sqrt_kl"] = np.sqrt(table["kl"].clip(lower=0))
         res = SweepResult(
-            table, ref_proxy, ref_gold, judge.label, argmax_proxy=argmax_proxy, argmax_gold=argmax_gold,
+            table,
+            ref_proxy,
+            ref_gold,
+            judge.label,
+            argmax_proxy=argmax_proxy,
+            argmax_gold=argmax_gold,
             argmax_kl=end_kl,
-        )  # fmt: skip
+        )
         for method in ("rl", "bon"):
             part = table[table["method"] == method]
             for value, ref in (("proxy", ref_proxy), ("gold", ref_gold)):
@@ -319,8 +368,13 @@ def kl_sweep(
             res.summary.update(
                 {f"fit_{name}_alpha": f.alpha, f"fit_{name}_beta": f.beta, f"fit_{name}_peak_kl": f.peak_kl}
             )
-        mlflow.log_metrics({k: v for k, v in {**res.summary, "recommended_kl_target": res.recommended_kl_target}.items()
-                            if math.isfinite(v)})  # fmt: skip
+        mlflow.log_metrics(
+            {
+                k: v
+                for k, v in {**res.summary, "recommended_kl_target": res.recommended_kl_target}.items()
+                if math.isfinite(v)
+            }
+        )
         mlflow.set_tag("recommended_kl_target", f"{res.recommended_kl_target:g}")
         tracking.log_table(table.set_index(["method", "kl_target"]), "kl_sweep")
         tracking.log_figure(sweep_figure(res), "overoptimisation.png")

@@ -48,10 +48,17 @@ def train_reward_model_job(
     metrics, curves = evaluate(result.model, result.validation, cfg.calibration_bins)
     tracking.setup(tracking_cfg or TrackingConfig(), experiment)
     with mlflow.start_run(run_name=f"reward-model-seed{cfg.seed}") as run:
-        mlflow.log_params({**{k: str(v) for k, v in cfg.model_dump().items()}, "n_products": n_products,
-                           "n_impressions": len(logs), "n_validation": len(result.validation)})  # fmt: skip
-        mlflow.set_tags({"job": "reward_model", "data_source": data_source,
-                         "recsys_rl_version": recsys_rl.__version__})  # fmt: skip
+        mlflow.log_params(
+            {
+                **{k: str(v) for k, v in cfg.model_dump().items()},
+                "n_products": n_products,
+                "n_impressions": len(logs),
+                "n_validation": len(result.validation),
+            }
+        )
+        mlflow.set_tags(
+            {"job": "reward_model", "data_source": data_source, "recsys_rl_version": recsys_rl.__version__}
+        )
         for row in result.history:
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         exam = result.model.examination().detach()
@@ -63,7 +70,7 @@ def train_reward_model_job(
             {
                 o: {m: metrics[f"{m}_{o}"] for m in ("log_loss", "auc", "ece", "n", "base_rate")}
                 for o in curves
-            }  # fmt: skip
+            }
         ).T
         tracking.log_table(table, "reward_model_validation")
         uri, version = log_reward_model(result.model, registered_name)

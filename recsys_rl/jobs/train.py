@@ -22,11 +22,21 @@ from recsys_rl.policy import BannerPolicy, trainable_copy
 from recsys_rl.records import LoggedBatch
 
 TABLE_COLUMNS = [
-    "clicks_per_impression", "ctr", "purchases_per_impression", "units_per_impression",
-    "revenue_per_impression", "multi_purchases_per_impression",
-    "reward_ctr", "reward_purchase", "reward_graded", "reward_revenue",
-    "kl_to_reference", "entropy", "coverage", "oracle_gap_closed",
-]  # fmt: skip
+    "clicks_per_impression",
+    "ctr",
+    "purchases_per_impression",
+    "units_per_impression",
+    "revenue_per_impression",
+    "multi_purchases_per_impression",
+    "reward_ctr",
+    "reward_purchase",
+    "reward_graded",
+    "reward_revenue",
+    "kl_to_reference",
+    "entropy",
+    "coverage",
+    "oracle_gap_closed",
+]
 
 
 @dataclass
@@ -80,16 +90,29 @@ def train_job(
         if cfg.warm_start.enabled:
             ws = warm_start(reference, logs, scheme, cfg.train, cfg.warm_start, cfg.seed, progress)
             policy = ws.policy
-            mlflow.log_metrics({"warm_start_kl": ws.kl, "warm_start_updates": ws.updates,
-                                "warm_start_rolled_back": float(ws.rolled_back)})  # fmt: skip
+            mlflow.log_metrics(
+                {
+                    "warm_start_kl": ws.kl,
+                    "warm_start_updates": ws.updates,
+                    "warm_start_rolled_back": float(ws.rolled_back),
+                }
+            )
             if cfg.dyna.enabled:
                 from recsys_rl.finetune.dyna import Dyna
 
                 dyna = Dyna(ws.reward_model, logs, scheme, cfg.dyna, cfg.seed)
         result = finetune(
-            policy, reference, env, scheme, cfg.train, evaluator, cfg.seed,
-            on_eval=lambda step, m: tracking.log_metrics(m, step), progress=progress, dyna=dyna,
-        )  # fmt: skip
+            policy,
+            reference,
+            env,
+            scheme,
+            cfg.train,
+            evaluator,
+            cfg.seed,
+            on_eval=lambda step, m: tracking.log_metrics(m, step),
+            progress=progress,
+            dyna=dyna,
+        )
         table = comparison_table(evaluator, result.final)
         tracking.log_metrics({f"final_{k}": v for k, v in result.final.items()}, step=result.impressions)
         tracking.log_metrics({f"reference_{k}": v for k, v in evaluator.reference_metrics.items()}, step=0)
@@ -108,9 +131,15 @@ def train_job(
         if cfg.tracking.log_model:
             uri, version = tracking.log_policy(policy, cfg.tracking.registered_model, alias=None)
     return JobResult(
-        run.info.run_id, uri, None if version is None else str(version), table, result.final, policy, reference,
+        run.info.run_id,
+        uri,
+        None if version is None else str(version),
+        table,
+        result.final,
+        policy,
+        reference,
         result.seconds,
-    )  # fmt: skip
+    )
 
 
 def offline_job(
@@ -141,15 +170,29 @@ def offline_job(
     k = slots.banner_size if slots is not None else None
     if reference is None:
         vocab = getattr(slots, "vocabulary", None)
-        reference = train_baseline(train, n_products, cfg.policy, cfg.baseline, cfg.seed, progress, banner_size=k,
-                                   categorical_vocab=vocab)  # fmt: skip
+        reference = train_baseline(
+            train,
+            n_products,
+            cfg.policy,
+            cfg.baseline,
+            cfg.seed,
+            progress,
+            banner_size=k,
+            categorical_vocab=vocab,
+        )
     extra, value_name = {}, "snips_value"
     if slots is not None and slots.slot_rows:
         pos = torch.from_numpy(slots.positions)
         mu = torch.from_numpy(slots.behaviour_marginals).float() * slots.banner_size  # P(shown in the banner)
         extra = {"positions": pos[:n_train], "behaviour_item_prob": mu[:n_train]}
-        value = iips_value(holdout, scheme, slots.positions[n_train:], slots.behaviour_marginals[n_train:],
-                           slots.banner_size, cfg.seed)  # fmt: skip
+        value = iips_value(
+            holdout,
+            scheme,
+            slots.positions[n_train:],
+            slots.behaviour_marginals[n_train:],
+            slots.banner_size,
+            cfg.seed,
+        )
         value_name = "iips_value"
     else:
         value = snips_value(holdout, scheme)
@@ -180,5 +223,13 @@ def offline_job(
         uri = version = None
         if cfg.tracking.log_model:
             uri, version = tracking.log_policy(policy, cfg.tracking.registered_model)
-    return JobResult(run.info.run_id, uri, None if version is None else str(version), table, final, policy,
-                     reference, seconds)  # fmt: skip
+    return JobResult(
+        run.info.run_id,
+        uri,
+        None if version is None else str(version),
+        table,
+        final,
+        policy,
+        reference,
+        seconds,
+    )

@@ -740,5 +740,13 @@ def import_logs(
             revenue=torch.from_numpy(revenue.astype(np.float32)),
         ),
     )
-    return ImportedLogs(batch, marginals, log_prob is not None, frozenset(outcomes), source, banner_size=k,
-                        categories=raw, vocabulary=vocab)  # fmt: skip
+    return ImportedLogs(
+        batch,
+        marginals,
+        log_prob is not None,
+        frozenset(outcomes),
+        source,
+        banner_size=k,
+        categories=raw,
+        vocabulary=vocab,
+    )

@@ -45,8 +45,13 @@ def _column(t: _Table, name: str, field: str, scalar) -> np.ndarray:
 def _slot_outcomes(t: _Table, m: ColumnMapping) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[str]]:
     """(clicks, units, revenue) (n,) of the rows, and which of them the log records."""
     click = _column(t, m.clicks, "clicks", _numbers)
-    _check_cells(t, ((click != 0) & (click != 1))[:, None], [m.clicks], click[:, None],
-                 "click must be 0 or 1, got {value!r}")  # fmt: skip
+    _check_cells(
+        t,
+        ((click != 0) & (click != 1))[:, None],
+        [m.clicks],
+        click[:, None],
+        "click must be 0 or 1, got {value!r}",
+    )
     outcomes = {"clicks"}
     out = [click]
     for field in ("units", "revenue"):
@@ -55,8 +60,13 @@ def _slot_outcomes(t: _Table, m: ColumnMapping) -> tuple[np.ndarray, np.ndarray,
             out.append(np.zeros(t.n))
             continue
         v = _column(t, name, field, _numbers)
-        _check_cells(t, ~(np.isfinite(v) & (v >= 0))[:, None], [name], v[:, None],
-                     f"{field} must be a finite number >= 0, got {{value!r}}")  # fmt: skip
+        _check_cells(
+            t,
+            ~(np.isfinite(v) & (v >= 0))[:, None],
+            [name],
+            v[:, None],
+            f"{field} must be a finite number >= 0, got {{value!r}}",
+        )
         out.append(v)
         outcomes.add(field)
     return out[0], out[1], out[2], outcomes
@@ -71,8 +81,13 @@ def import_slots(
     _check_ids(t, item[:, None], [m.items], n_products)
     pos = _column(t, m.position, "position", _ints) - m.first_position
     k = m.banner_size if m.banner_size is not None else int(pos.max(initial=0)) + 1
-    _check_cells(t, ((pos < 0) | (pos >= k))[:, None], [m.position], pos[:, None],
-                 f"position {{value}} is outside [0, {k})" + ("" if m.banner_size else " (banner_size)"))  # fmt: skip
+    _check_cells(
+        t,
+        ((pos < 0) | (pos >= k))[:, None],
+        [m.position],
+        pos[:, None],
+        f"position {{value}} is outside [0, {k})" + ("" if m.banner_size else " (banner_size)"),
+    )
     if k > n_products:
         raise t.error(m.items, f"{k}-product banners, but the catalogue has {n_products}")
     slot_p = _column(t, m.position_propensities, "position_propensities", _propensities)
@@ -85,11 +100,12 @@ def import_slots(
                 torch.from_numpy(item[:, None]),
                 torch.full((t.n,), float("nan")),
                 torch.from_numpy(pos[:, None].copy()),
-            ),  # fmt: skip
+            ),
             OutcomeBatch(*(torch.from_numpy(v[:, None].astype(np.float32)) for v in (click, units, revenue))),
         )
-        return ImportedLogs(batch, slot_p[:, None], False, frozenset(outcomes), source, positions=pos,
-                            banner_size=k)  # fmt: skip
+        return ImportedLogs(
+            batch, slot_p[:, None], False, frozenset(outcomes), source, positions=pos, banner_size=k
+        )
     return _regroup(t, m, k, item, pos, slot_p, (click, units, revenue), contexts, outcomes, source)
 
 
@@ -148,10 +164,20 @@ def _regroup(
             raise t.error(col, f"impression {keys[i]!r}: banner propensity differs between its rows", i)
         log_prob = lp[first]
     ctx = contexts[torch.from_numpy(first.copy())]
-    batch = LoggedBatch(ctx, BannerBatch(torch.from_numpy(items), torch.from_numpy(log_prob.astype(np.float32))),
-                        OutcomeBatch(*per_pos))  # fmt: skip
-    return ImportedLogs(batch, marg, not np.isnan(log_prob).any(), frozenset(outcomes), source, banner_size=k,
-                        first_rows=first)  # fmt: skip
+    batch = LoggedBatch(
+        ctx,
+        BannerBatch(torch.from_numpy(items), torch.from_numpy(log_prob.astype(np.float32))),
+        OutcomeBatch(*per_pos),
+    )
+    return ImportedLogs(
+        batch,
+        marg,
+        not np.isnan(log_prob).any(),
+        frozenset(outcomes),
+        source,
+        banner_size=k,
+        first_rows=first,
+    )
 
 
 def _context_columns(m: ColumnMapping, contexts: ContextBatch):

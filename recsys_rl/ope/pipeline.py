@@ -117,8 +117,23 @@ def evaluate_policy(
     n, k_size = items.shape
     behaviour_lp = batch.banners.log_prob.double().numpy()
     if positions is not None:
-        return _evaluate_slots(batch, policy, scheme, names, positions, banner_size, behaviour_marginals,
-                               reference, temperature, clip, n_samples, dm_samples, n_folds, reward_model, seed)  # fmt: skip
+        return _evaluate_slots(
+            batch,
+            policy,
+            scheme,
+            names,
+            positions,
+            banner_size,
+            behaviour_marginals,
+            reference,
+            temperature,
+            clip,
+            n_samples,
+            dm_samples,
+            n_folds,
+            reward_model,
+            seed,
+        )
     if any(e in BANNER_WEIGHTED for e in names) and np.isnan(behaviour_lp).any():
         raise ValueError(
             "estimators: ips/snips need banner propensities, and this log has none (use iips, dm, dr)"
@@ -173,8 +188,23 @@ def evaluate_policy(
     return OPEResult(ordered, tp.exact, mu_source, 0 if tp.exact else n_samples)
 
 
-def _evaluate_slots(batch, policy, scheme, names, positions, banner_size, behaviour_marginals, reference,
-                    temperature, clip, n_samples, dm_samples, n_folds, reward_model, seed) -> OPEResult:  # fmt: skip
+def _evaluate_slots(
+    batch,
+    policy,
+    scheme,
+    names,
+    positions,
+    banner_size,
+    behaviour_marginals,
+    reference,
+    temperature,
+    clip,
+    n_samples,
+    dm_samples,
+    n_folds,
+    reward_model,
+    seed,
+) -> OPEResult:
     """``evaluate_policy`` on slot rows (see there): IIPS, DM and DR per row at its position."""
     banner = [e for e in names if e in BANNER_WEIGHTED]
     if banner:
@@ -194,9 +224,17 @@ def _evaluate_slots(batch, policy, scheme, names, positions, banner_size, behavi
     mu = np.asarray(behaviour_marginals, dtype=np.float64).reshape(n, 1)
     rng = np.random.default_rng(seed)
     model_based = any(e in MODEL_BASED for e in names)
-    tp = slot_target_probs(policy, batch.contexts, items[:, 0], pos, k_size, n_samples=n_samples,
-                           keep_samples=dm_samples if model_based else 0, generator=rng,
-                           temperature=temperature)  # fmt: skip
+    tp = slot_target_probs(
+        policy,
+        batch.contexts,
+        items[:, 0],
+        pos,
+        k_size,
+        n_samples=n_samples,
+        keep_samples=dm_samples if model_based else 0,
+        generator=rng,
+        temperature=temperature,
+    )
     out: dict[str, Estimate] = {}
     if "iips" in names:
         out["iips"] = iips(r, tp.marginals, mu, clip)
@@ -212,9 +250,17 @@ def _evaluate_slots(batch, policy, scheme, names, positions, banner_size, behavi
 
         target = {"target_marginals": tp.exact_marginals} if tp.exact else {"target_banners": tp.samples}
         raw = position_rewards(scheme, batch.outcomes).double().numpy()
-        pred = cross_fit_rewards(raw, items, np.zeros((n, 1)), log_rate[:, None],
-                                 model=reward_model if reward_model is not None else default_reward_model(seed),
-                                 n_folds=n_folds, seed=seed, featurize=featurize, **target)  # fmt: skip
+        pred = cross_fit_rewards(
+            raw,
+            items,
+            np.zeros((n, 1)),
+            log_rate[:, None],
+            model=reward_model if reward_model is not None else default_reward_model(seed),
+            n_folds=n_folds,
+            seed=seed,
+            featurize=featurize,
+            **target,
+        )
         scaled = type(pred)(pred.logged * scale, pred.target * scale[:, 0])
         if "dm" in names:
             out["dm"] = direct_method(scaled)

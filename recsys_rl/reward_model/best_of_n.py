@@ -45,9 +45,13 @@ def n_for_kl(kl: float) -> int:
 
 @torch.no_grad()
 def best_of_n(
-    reference_logits_fn, model: BannerRewardModel, scheme: RewardScheme, ctx: ContextBatch, n: int,
+    reference_logits_fn,
+    model: BannerRewardModel,
+    scheme: RewardScheme,
+    ctx: ContextBatch,
+    n: int,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor]:
     """((C, K) chosen banners, (C,) their proxy reward): the best of n reference draws per context.
 
     Contexts are taken a block at a time so that at most ~65k banners are scored at once.

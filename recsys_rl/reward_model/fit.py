@@ -112,9 +112,13 @@ def validation_nll(model: BannerRewardModel, batch: LoggedBatch, chunk: int = 81
 
 
 def fit_reward_model(
-    logs: LoggedBatch, n_products: int, cfg: RewardModelConfig | None = None, progress: bool = True,
-    n_positions: int | None = None, categorical_vocab: list[list[str]] | None = None,
-) -> FitResult:  # fmt: skip
+    logs: LoggedBatch,
+    n_products: int,
+    cfg: RewardModelConfig | None = None,
+    progress: bool = True,
+    n_positions: int | None = None,
+    categorical_vocab: list[list[str]] | None = None,
+) -> FitResult:
     """Fit a ``BannerRewardModel`` on ``logs``; the validation share is held out from every gradient.
 
     n_positions: K (default: the logged banners'; give it for slot rows, one product per row, whose
@@ -125,8 +129,14 @@ def fit_reward_model(
     torch.manual_seed(cfg.seed)
     train, val = split(logs, cfg.validation_share, cfg.seed)
     uf = logs.contexts.user_features
-    model = BannerRewardModel(n_products, cfg.embed_dim, cfg.hidden_dim, n_positions or logs.banners.items.shape[1],
-                              0 if uf is None else uf.shape[1], categorical_vocab)  # fmt: skip
+    model = BannerRewardModel(
+        n_products,
+        cfg.embed_dim,
+        cfg.hidden_dim,
+        n_positions or logs.banners.items.shape[1],
+        0 if uf is None else uf.shape[1],
+        categorical_vocab,
+    )
     model.prices.copy_(logged_prices(train.outcomes, train.banners.items, n_products))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed + 1)

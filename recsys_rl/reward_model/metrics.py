@@ -101,8 +101,11 @@ def reliability_figure(curves: dict[str, Reliability], metrics: dict[str, float]
         top = max(float(np.nanmax(np.r_[r.predicted[keep], r.observed[keep], 0.05])), 0.05)
         ax.plot([0, top], [0, top], color="gray", ls="--", lw=1, label="perfect calibration")
         ax.plot(r.predicted[keep], r.observed[keep], "o-", label="held-out bins")
-        ax.set_title(f"{name}: AUC {metrics.get(f'auc_{name}', float('nan')):.3f}, "
-                     f"ECE {metrics.get(f'ece_{name}', float('nan')):.4f}", fontsize=10)  # fmt: skip
+        ax.set_title(
+            f"{name}: AUC {metrics.get(f'auc_{name}', float('nan')):.3f}, "
+            f"ECE {metrics.get(f'ece_{name}', float('nan')):.4f}",
+            fontsize=10,
+        )
         ax.set_xlabel("predicted probability")
         ax.set_ylabel("observed rate")
         ax.legend(fontsize=8)

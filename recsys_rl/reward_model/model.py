@@ -33,9 +33,14 @@ class BannerRewardModel(nn.Module):
     """Context encoder + three product-scoring heads + per-position examination logits."""
 
     def __init__(
-        self, n_products: int, embed_dim: int = 32, hidden_dim: int = 128, n_positions: int = BANNER_SIZE,
-        n_user_features: int = 0, categorical_vocab: list[list[str]] | None = None,
-    ):  # fmt: skip
+        self,
+        n_products: int,
+        embed_dim: int = 32,
+        hidden_dim: int = 128,
+        n_positions: int = BANNER_SIZE,
+        n_user_features: int = 0,
+        categorical_vocab: list[list[str]] | None = None,
+    ):
         super().__init__()
         self.n_products, self.n_positions = n_products, n_positions
         self.n_user_features = n_user_features
@@ -62,9 +67,14 @@ class BannerRewardModel(nn.Module):
             )
 
     def hparams(self) -> dict:
-        return {"n_products": self.n_products, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
-                "n_positions": self.n_positions, "n_user_features": self.n_user_features,
-                "categorical_vocab": self.categorical_vocab}  # fmt: skip
+        return {
+            "n_products": self.n_products,
+            "embed_dim": self.embed_dim,
+            "hidden_dim": self.hidden_dim,
+            "n_positions": self.n_positions,
+            "n_user_features": self.n_user_features,
+            "categorical_vocab": self.categorical_vocab,
+        }
 
     def examination(self) -> torch.Tensor:
         """(K,) P(position examined), relative to the top slot."""
@@ -101,9 +111,12 @@ class BannerRewardModel(nn.Module):
         return torch.einsum("chd,hnd->hcn", q, self.item_out) + self.item_bias[:, None, :]
 
     def expected(
-        self, ctx: ContextBatch, items: torch.Tensor, rows: torch.Tensor | None = None,
+        self,
+        ctx: ContextBatch,
+        items: torch.Tensor,
+        rows: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-    ) -> ExpectedOutcome:  # fmt: skip
+    ) -> ExpectedOutcome:
         """Predicted per-position expectations (B, K) of banners items (B, K) for contexts ``ctx``;
         positions (B, K): the banner position of each column (default 0..K-1)."""
         rel, buy, ext = self.head_logits(ctx, items, rows)

@@ -62,13 +62,15 @@ class RewardModelPyfunc(mlflow.pyfunc.PythonModel):
 
 def _signature(k: int) -> ModelSignature:
     return ModelSignature(
-        inputs=Schema([
-            TensorSpec(np.dtype(np.int64), (-1,), "viewed"),
-            TensorSpec(np.dtype(np.int64), (-1, HISTORY_LEN), "history"),
-            TensorSpec(np.dtype(np.int64), (-1, k), "items"),
-        ]),
+        inputs=Schema(
+            [
+                TensorSpec(np.dtype(np.int64), (-1,), "viewed"),
+                TensorSpec(np.dtype(np.int64), (-1, HISTORY_LEN), "history"),
+                TensorSpec(np.dtype(np.int64), (-1, k), "items"),
+            ]
+        ),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, k), name) for name in OUTPUTS]),
-    )  # fmt: skip
+    )
 
 
 def input_example(model: BannerRewardModel) -> dict[str, np.ndarray]:

@@ -27,18 +27,26 @@ def check_scheme(model: BannerRewardModel, scheme: RewardScheme) -> None:
 
 @torch.no_grad()
 def banner_rewards(
-    model: BannerRewardModel, scheme: RewardScheme, ctx: ContextBatch, items: torch.Tensor,
+    model: BannerRewardModel,
+    scheme: RewardScheme,
+    ctx: ContextBatch,
+    items: torch.Tensor,
     rows: torch.Tensor | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """(B,) the model's expected reward of banners items (B, K); rows (B,) maps banners to contexts."""
     return expected_reward(scheme, model.expected(ctx, items, rows))
 
 
 @torch.no_grad()
 def policy_value(
-    model: BannerRewardModel, scheme: RewardScheme, logits_fn, ctx: ContextBatch, generator: torch.Generator,
-    n_samples: int = 4, chunk: int = 1024,
-) -> float:  # fmt: skip
+    model: BannerRewardModel,
+    scheme: RewardScheme,
+    logits_fn,
+    ctx: ContextBatch,
+    generator: torch.Generator,
+    n_samples: int = 4,
+    chunk: int = 1024,
+) -> float:
     """The model's value of the sampling policy PL(logits_fn(x)): mean over n_samples banners per context."""
     total = 0.0
     for s in range(0, len(ctx), chunk):
@@ -63,8 +71,12 @@ def argmax_banners(model: BannerRewardModel, scheme: RewardScheme, ctx: ContextB
     for s in range(0, len(ctx), chunk):
         rel, buy, ext = model.catalogue_logits(ctx[s : s + chunk])  # (c, N) each
         lam = ext.clamp(max=4.0).exp()
-        per_buy = (scheme.purchase + scheme.multi_purchase * -torch.expm1(-lam) + scheme.units * (1 + lam)
-                   + scheme.revenue * model.prices * (1 + lam))  # fmt: skip
+        per_buy = (
+            scheme.purchase
+            + scheme.multi_purchase * -torch.expm1(-lam)
+            + scheme.units * (1 + lam)
+            + scheme.revenue * model.prices * (1 + lam)
+        )
         g = torch.sigmoid(rel) * (scheme.click + torch.sigmoid(buy) * per_buy)
         out.append(g.topk(k, dim=1).indices)
     return torch.cat(out)

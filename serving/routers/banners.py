@@ -87,9 +87,15 @@ async def banner_body(services: Services, raw: bytes) -> bytes:
     explore = req.mode == "explore"
     try:
         imp = await services.batcher.serve(
-            model, req.user_id, PAD if req.viewed is None else req.viewed, req.history, req.user_features,
-            explore, req.k, req.user_categories,
-        )  # fmt: skip
+            model,
+            req.user_id,
+            PAD if req.viewed is None else req.viewed,
+            req.history,
+            req.user_features,
+            explore,
+            req.k,
+            req.user_categories,
+        )
     except ApiError:
         raise
     except Exception as exc:

@@ -75,7 +75,7 @@ def feedback_router(services: Services) -> APIRouter:
                         }
                     }
                 },
-            ),  # fmt: skip
+            ),
         },
         openapi_extra=json_body(FeedbackRequest, FeedbackEvent),
     )

@@ -178,7 +178,7 @@ def _banner_links(doc: dict) -> None:
                         "product_id": "$response.body#/items/0",
                     }
                 ]
-            },  # fmt: skip
+            },
             "x-schemathesis": {"merge_body": False},
         },
         "PurchaseFromTheBanner": {
@@ -191,7 +191,7 @@ def _banner_links(doc: dict) -> None:
                 "product_id": "$response.body#/items/1",
                 "units": 2,
                 "price": 9.5,
-            },  # fmt: skip
+            },
             "x-schemathesis": {"merge_body": False},
         },
     }

@@ -19,8 +19,14 @@ def small_sim() -> Simulator:
 
 
 def small_train(**kw) -> TrainConfig:
-    base = dict(total_impressions=60_000, contexts_per_batch=256, banners_per_context=4, eval_every=1000,
-                eval_users=1024, minibatch_size=512)  # fmt: skip
+    base = dict(
+        total_impressions=60_000,
+        contexts_per_batch=256,
+        banners_per_context=4,
+        eval_every=1000,
+        eval_users=1024,
+        minibatch_size=512,
+    )
     return TrainConfig(**{**base, **kw})
 
 

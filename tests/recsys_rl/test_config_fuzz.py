@@ -72,9 +72,14 @@ def test_validate_raises_only_config_error(model, data):
 
 
 @FUZZ
-@given(data=mappings, overrides=st.dictionaries(st.sampled_from(["train.lr", "sim", "sim.n_products", "reward",
-                                                                  "online.kl_budget", "a.b.c", "seed"]),
-                                                 values, max_size=3))  # fmt: skip
+@given(
+    data=mappings,
+    overrides=st.dictionaries(
+        st.sampled_from(["train.lr", "sim", "sim.n_products", "reward", "online.kl_budget", "a.b.c", "seed"]),
+        values,
+        max_size=3,
+    ),
+)
 def test_load_run_raises_only_config_error(tmp_path, data, overrides):
     import yaml
 

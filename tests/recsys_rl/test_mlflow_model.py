@@ -73,10 +73,21 @@ def quickstart_registry(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quickstart")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     r = subprocess.run(
-        [str(Path(sys.executable).with_name("recsys-rl")), "quickstart", "--impressions", "1024", "--quiet",
-         "--workdir", str(tmp / "work")],
-        capture_output=True, text=True, cwd=tmp, env=env, timeout=600,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).with_name("recsys-rl")),
+            "quickstart",
+            "--impressions",
+            "1024",
+            "--quiet",
+            "--workdir",
+            str(tmp / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "registered version: 1" in r.stdout
     return tmp, f"sqlite:///{tmp}/mlflow.db"
@@ -92,14 +103,30 @@ def test_mlflow_models_serve_answers_invocations_for_the_quickstart_model(quicks
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [MLFLOW, "models", "serve", "-m", "models:/banner-policy/1", "--env-manager", "local",
-             "-p", str(port), "-h", "127.0.0.1"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp,
-        )  # fmt: skip
+            [
+                MLFLOW,
+                "models",
+                "serve",
+                "-m",
+                "models:/banner-policy/1",
+                "--env-manager",
+                "local",
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+        )
     try:
         wait_ready(f"http://127.0.0.1:{port}/ping", proc, log.read_text, timeout_s=120)
-        body = {"dataframe_split": {"columns": ["viewed", "history"], "data": [[1, [2, 3]], [4, []]]},
-                "params": {"mode": "explore", "seed": 7}}  # fmt: skip
+        body = {
+            "dataframe_split": {"columns": ["viewed", "history"], "data": [[1, [2, 3]], [4, []]]},
+            "params": {"mode": "explore", "seed": 7},
+        }
         r = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
         assert r.status_code == 200, r.text
         preds = r.json()["predictions"]
@@ -118,8 +145,12 @@ def test_generate_dockerfile_writes_a_dockerfile_for_the_model(registry):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     r = subprocess.run(
         [MLFLOW, "models", "generate-dockerfile", "-m", "models:/banner-policy/1", "-d", str(out)],
-        capture_output=True, text=True, env=env, cwd=tmp, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     dockerfile = (out / "Dockerfile").read_text()
     assert "ENTRYPOINT" in dockerfile and "mlflow" in dockerfile

@@ -28,9 +28,20 @@ def team_server(tmp_path_factory):
     subprocess.run([*PG, f"CREATE DATABASE {db}"], check=True, capture_output=True)
     root, port = tmp_path_factory.mktemp("team"), free_port()
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    cmd = [exe, "server", "--backend-store-uri", f"postgresql://postgres@127.0.0.1:5432/{db}",
-           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]  # fmt: skip
+    cmd = [
+        exe,
+        "server",
+        "--backend-store-uri",
+        f"postgresql://postgres@127.0.0.1:5432/{db}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(cmd, env=env, stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
@@ -45,8 +56,13 @@ def team_server(tmp_path_factory):
 
 def test_training_job_tracks_to_the_team_server(team_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server)  # the env wins over the config's sqlite default
-    cfg = RunConfig(sim=SMALL, policy=POLICY, baseline=BASELINE, train=small_train(total_impressions=10_240),
-                    tracking=TrackingConfig(experiment="team"))  # fmt: skip
+    cfg = RunConfig(
+        sim=SMALL,
+        policy=POLICY,
+        baseline=BASELINE,
+        train=small_train(total_impressions=10_240),
+        tracking=TrackingConfig(experiment="team"),
+    )
     ref = train_baseline(
         read_logs(small_logs_dir(str(tmp_path))), SMALL.n_products, POLICY, BASELINE, 0, False
     )

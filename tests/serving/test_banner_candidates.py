@@ -40,9 +40,11 @@ def test_served_propensity_equals_the_learners_log_prob(store):
         )
         try:
             return await asyncio.gather(
-                *(batcher.serve(holder.current, k, v, h, None, e)
-                  for k, ((v, h), e) in enumerate(zip(CONTEXTS, modes, strict=True)))
-            )  # fmt: skip
+                *(
+                    batcher.serve(holder.current, k, v, h, None, e)
+                    for k, ((v, h), e) in enumerate(zip(CONTEXTS, modes, strict=True))
+                )
+            )
         finally:
             await batcher.drain()
 

@@ -204,8 +204,19 @@ def test_banner_size_follows_the_model_and_the_request_k_is_bounded_by_it(tmp_pa
         top = serve_banner(c, viewed=7, history=[1, 2, 3], k=2, mode="deterministic")
         too_big = c.post("/v1/banners", json={"user_id": 1, "viewed": 3, "k": k_model + 1})
         zero = c.post("/v1/banners", json={"user_id": 1, "viewed": 3, "k": 0})
-        clicked = c.post("/v1/feedback", json={"events": [{"event_id": "e1", "impression_id": short["impression_id"],
-                                                           "type": "click", "product_id": short["items"][1]}]})  # fmt: skip
+        clicked = c.post(
+            "/v1/feedback",
+            json={
+                "events": [
+                    {
+                        "event_id": "e1",
+                        "impression_id": short["impression_id"],
+                        "type": "click",
+                        "product_id": short["items"][1],
+                    }
+                ]
+            },
+        )
     h = torch.full((1, HISTORY_LEN), PAD, dtype=torch.long)
     h[0, :3] = torch.tensor([1, 2, 3])
     with torch.no_grad():
@@ -252,8 +263,12 @@ def test_a_feature_only_context_with_categories_is_served_under_the_models_vocab
         unseen = c.post("/v1/banners", json={**body, "user_categories": ["x", "b2"]})
         missing = c.post("/v1/banners", json={"user_id": 1, "user_features": [0.5, -1.0]})
     assert got.status_code == 200, got.text
-    ctx = ContextBatch(torch.tensor([-1]), torch.full((1, HISTORY_LEN), PAD), torch.tensor([[0.5, -1.0]]),
-                       torch.tensor([[2, 2]]))  # fmt: skip
+    ctx = ContextBatch(
+        torch.tensor([-1]),
+        torch.full((1, HISTORY_LEN), PAD),
+        torch.tensor([[0.5, -1.0]]),
+        torch.tensor([[2, 2]]),
+    )
     with torch.no_grad():
         assert got.json()["items"] == policy.greedy(ctx)[0].tolist()
         ctx.user_categories = torch.tensor([[0, 2]])

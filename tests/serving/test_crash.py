@@ -50,7 +50,7 @@ def server(tmp_path: Path, policy_file: Path, events: str, name: str):
                 "secret": SECRET,
                 "reload_interval_s": 0,
                 "seed": 0,
-            }  # fmt: skip
+            }
         )
     )
     log = open(tmp_path / f"{name}.log", "wb")
@@ -87,11 +87,21 @@ def load_until_killed(proc: subprocess.Popen, url: str) -> tuple[list[tuple[str,
                     b = r.json()
                     imps.append((b["impression_id"], b["items"][0]))
                     batch = [
-                        {"event_id": uuid.uuid4().hex, "impression_id": b["impression_id"], "type": "click",
-                         "product_id": b["items"][k % 5]},
-                        {"event_id": uuid.uuid4().hex, "impression_id": b["impression_id"], "type": "purchase",
-                         "product_id": b["items"][k % 5], "units": 1, "price": 1.5},
-                    ]  # fmt: skip
+                        {
+                            "event_id": uuid.uuid4().hex,
+                            "impression_id": b["impression_id"],
+                            "type": "click",
+                            "product_id": b["items"][k % 5],
+                        },
+                        {
+                            "event_id": uuid.uuid4().hex,
+                            "impression_id": b["impression_id"],
+                            "type": "purchase",
+                            "product_id": b["items"][k % 5],
+                            "units": 1,
+                            "price": 1.5,
+                        },
+                    ]
                     r = http.post("/v1/feedback", json={"events": batch})
                     if r.status_code == 200:
                         events.extend(e["event_id"] for e in batch)

@@ -63,8 +63,12 @@ class Load:
                     continue
                 banner = r.json()
                 self.acked_imps.append(banner["impression_id"])
-                event = {"event_id": uuid.uuid4().hex, "impression_id": banner["impression_id"],
-                         "type": "click", "product_id": banner["items"][0]}  # fmt: skip
+                event = {
+                    "event_id": uuid.uuid4().hex,
+                    "impression_id": banner["impression_id"],
+                    "type": "click",
+                    "product_id": banner["items"][0],
+                }
                 if self._record(http.post("/v1/feedback", json={"events": [event]})):
                     self.acked_events.append(event["event_id"])
 
@@ -122,8 +126,11 @@ def small_disk(path, size="16m"):
     again, not an outage that ends."""
     path.mkdir()
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            check=True,
+            capture_output=True,
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"cannot mount a small tmpfs here: {exc}")
     try:

@@ -13,8 +13,13 @@ from tests.serving.helpers import config, fields, serve_banner, signed_id, tiny_
 
 
 def event(imp: dict, eid: str, position: int = 0, kind: str = "click", **kw) -> dict:
-    return {"event_id": eid, "impression_id": imp["impression_id"], "type": kind,
-            "product_id": imp["items"][position], **kw}  # fmt: skip
+    return {
+        "event_id": eid,
+        "impression_id": imp["impression_id"],
+        "type": kind,
+        "product_id": imp["items"][position],
+        **kw,
+    }
 
 
 def test_clicks_and_purchases_are_stored_with_the_position_from_the_banner(client, store):
@@ -120,8 +125,10 @@ def test_feedback_after_the_attribution_window_is_refused(tmp_path, store):
     store.append_impressions([old])
     app = create_app(config(tmp_path, attribution_window_s=60), store=store, holder=tiny_holder())
     with TestClient(app) as c:
-        r = c.post("/v1/feedback", json={"event_id": "late", "impression_id": old_id, "type": "click",
-                                         "product_id": 12})  # fmt: skip
+        r = c.post(
+            "/v1/feedback",
+            json={"event_id": "late", "impression_id": old_id, "type": "click", "product_id": 12},
+        )
         metrics = c.get("/metrics").text
     assert r.status_code == 409 and fields(r) == ["impression_id"]
     assert 'recsys_feedback_rejected_total{reason="too_late"} 1.0' in metrics

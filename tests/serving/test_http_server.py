@@ -22,11 +22,21 @@ def banner_and_feedback_round_trip(url: str) -> dict:
         assert ready.status_code == 200, ready.text
         banner = http.post("/v1/banners", json={"user_id": 5, "viewed": 1, "history": [2, 3]}).json()
         events = [
-            {"event_id": "ev-1", "impression_id": banner["impression_id"], "type": "click",
-             "product_id": banner["items"][0]},
-            {"event_id": "ev-2", "impression_id": banner["impression_id"], "type": "purchase",
-             "product_id": banner["items"][0], "units": 1, "price": 2.0},
-        ]  # fmt: skip
+            {
+                "event_id": "ev-1",
+                "impression_id": banner["impression_id"],
+                "type": "click",
+                "product_id": banner["items"][0],
+            },
+            {
+                "event_id": "ev-2",
+                "impression_id": banner["impression_id"],
+                "type": "purchase",
+                "product_id": banner["items"][0],
+                "units": 1,
+                "price": 2.0,
+            },
+        ]
         first = http.post("/v1/feedback", json={"events": events}).json()
         again = http.post("/v1/feedback", json={"events": events}).json()
         unknown = http.post("/v1/feedback", json={**events[0], "impression_id": "nope"})
@@ -102,6 +112,10 @@ def test_serve_command_runs_a_server_process(tmp_path, policy_file):
 
 def test_serve_command_refuses_a_missing_model_source(tmp_path):
     code = "import sys, typer; from recsys_rl.cli.serve import serve; sys.argv[0] = 'serve'; typer.run(serve)"
-    out = subprocess.run([sys.executable, "-c", code, "--events", f"sqlite:///{tmp_path}/e.db"],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, "--events", f"sqlite:///{tmp_path}/e.db"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "no model to serve" in out.stderr

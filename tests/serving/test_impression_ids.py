@@ -98,8 +98,15 @@ def test_forged_ids_are_refused_before_any_store_lookup(tmp_path, counting, kind
     with TestClient(app) as c:
         banner = serve_banner(c)
         forged = forged_variants(banner["impression_id"])[kind]
-        r = c.post("/v1/feedback", json={"events": [click(banner["impression_id"], banner["items"][0], "ok"),
-                                                   click(forged, banner["items"][0], "bad")]})  # fmt: skip
+        r = c.post(
+            "/v1/feedback",
+            json={
+                "events": [
+                    click(banner["impression_id"], banner["items"][0], "ok"),
+                    click(forged, banner["items"][0], "bad"),
+                ]
+            },
+        )
         metrics = c.get("/metrics").text
     assert r.status_code == 404 and fields(r) == ["events[1].impression_id"]
     assert "bad signature" in r.json()["detail"][0]["message"]
@@ -120,8 +127,9 @@ def test_valid_ids_are_accepted_and_feedback_stored(tmp_path, counting):
 
 
 def test_ids_from_a_server_with_another_secret_are_refused(tmp_path, counting):
-    with TestClient(create_app(config(tmp_path, secret="first-server-secret!"), store=counting,
-                               holder=tiny_holder())) as c:  # fmt: skip
+    with TestClient(
+        create_app(config(tmp_path, secret="first-server-secret!"), store=counting, holder=tiny_holder())
+    ) as c:
         banner = serve_banner(c)
     with TestClient(create_app(config(tmp_path), store=counting, holder=tiny_holder())) as c:
         r = c.post("/v1/feedback", json=click(banner["impression_id"], banner["items"][0]))

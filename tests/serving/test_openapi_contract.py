@@ -84,9 +84,19 @@ def test_schemathesis_with_all_checks_finds_nothing(tmp_path, policy_file):
     events = f"sqlite:///{tmp_path}/events.db"
     cfg = tmp_path / "serve.yaml"
     cfg.write_text(
-        yaml.safe_dump({"policy_path": str(policy_file), "events": events, "port": port, "secret": SECRET,
-                        "admin_token": TOKEN, "reload_interval_s": 0, "seed": 0, "max_batch_events": 50})
-    )  # fmt: skip
+        yaml.safe_dump(
+            {
+                "policy_path": str(policy_file),
+                "events": events,
+                "port": port,
+                "secret": SECRET,
+                "admin_token": TOKEN,
+                "reload_interval_s": 0,
+                "seed": 0,
+                "max_batch_events": 50,
+            }
+        )
+    )
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -96,13 +106,34 @@ def test_schemathesis_with_all_checks_finds_nothing(tmp_path, policy_file):
     try:
         wait_ready(f"{url}/readyz", proc, log_path.read_text)
         run = subprocess.run(
-            [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
-             "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
-             "--max-examples", "150", "--seed", "14", "--generation-database", "none",
-             "--header", f"X-Admin-Token: {TOKEN}", "--request-timeout", "10", "--no-color"],
-            capture_output=True, text=True, timeout=SCHEMATHESIS_TIMEOUT_S, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--phases",
+                "examples,coverage,fuzzing,stateful",
+                "--max-examples",
+                "150",
+                "--seed",
+                "14",
+                "--generation-database",
+                "none",
+                "--header",
+                f"X-Admin-Token: {TOKEN}",
+                "--request-timeout",
+                "10",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=SCHEMATHESIS_TIMEOUT_S,
+            cwd=tmp_path,
             env={**os.environ, "NO_COLOR": "1"},
-        )  # fmt: skip
+        )
     finally:
         proc.terminate()
         proc.wait(30)

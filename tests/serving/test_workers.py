@@ -42,14 +42,24 @@ def server(
     """``recsys-rl serve --workers N`` as its own process; yields (process, base URL) once ready."""
     port = free_port()
     cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump({"policy_path": str(policy_file), "events": events, "port": port,
-                                   "reload_interval_s": reload_interval_s}))  # fmt: skip
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "policy_path": str(policy_file),
+                "events": events,
+                "port": port,
+                "reload_interval_s": reload_interval_s,
+            }
+        )
+    )
     log_path = tmp_path / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "recsys_rl", "serve", "--config", str(cfg), "--workers", str(workers)],
-            stdout=log, stderr=log, env={k: v for k, v in os.environ.items() if k != "RECSYS_RL_SECRET"},
-        )  # fmt: skip
+            stdout=log,
+            stderr=log,
+            env={k: v for k, v in os.environ.items() if k != "RECSYS_RL_SECRET"},
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(f"{url}/readyz", proc, log_path.read_text, READY_TIMEOUT_S)
@@ -237,8 +247,8 @@ def test_two_servers_on_one_redis_stream_feed_one_online_trainer(tmp_path):
     be) write one Redis stream; one online trainer consumes the impressions of both, each once."""
     from recsys_rl.finetune.live import OnlineTrainer
     from recsys_rl.policy import BannerPolicy, save_policy
-    from tests.recsys_rl.helpers import POLICY, SMALL
     from tests.recsys_rl.finetune.test_live import config as online_config
+    from tests.recsys_rl.helpers import POLICY, SMALL
 
     torch.manual_seed(0)
     reference = BannerPolicy(SMALL.n_products, POLICY.embed_dim, POLICY.hidden_dim).frozen_copy()

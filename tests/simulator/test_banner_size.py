@@ -40,8 +40,12 @@ def test_sampled_outcomes_converge_to_exact_expectations(k, model):
     out = sim.respond(users, banners, g)
     exp = sim.expected(users, banners)
     assert out.clicks.shape == exp.click.shape == (N_DRAWS, k)
-    for sampled, exact in [(out.clicks, exp.click), (out.purchases, exp.purchase), (out.units, exp.units),
-                           (out.revenue, exp.revenue)]:  # fmt: skip
+    for sampled, exact in [
+        (out.clicks, exp.click),
+        (out.purchases, exp.purchase),
+        (out.units, exp.units),
+        (out.revenue, exp.revenue),
+    ]:
         diff = (sampled - exact).double()
         se = diff.std(0) / N_DRAWS**0.5
         assert (diff.mean(0).abs() <= 5 * se + 1e-6).all()
@@ -55,8 +59,10 @@ def test_oracle_has_k_products_and_beats_random_banners(k):
     assert oracle.shape == (32, k) and (oracle.sort(1).values.diff(1) > 0).all()
     best = expected_reward(GRADED, sim.expected(users, oracle))
     many = users.repeat_interleave(500)
-    rand = expected_reward(GRADED, sim.expected(many, random_banners(len(many), sim.n_products,
-                                                                      torch.Generator().manual_seed(0), k)))  # fmt: skip
+    rand = expected_reward(
+        GRADED,
+        sim.expected(many, random_banners(len(many), sim.n_products, torch.Generator().manual_seed(0), k)),
+    )
     assert (rand.view(32, 500) <= best[:, None] + 1e-4 * best[:, None].abs()).all()
 
 
@@ -118,8 +124,14 @@ def test_a_policy_learns_from_feature_contexts_of_the_simulator(tmp_path):
         small_config(user_feature_dim=8, user_feature_noise=0.1, home_page_share=1.0, banner_size=3)
     )
     logged = read_logs(generate_logs(sim, 20_000, tmp_path, seed=0, progress=False))
-    ref = train_baseline(logged, sim.n_products, PolicyConfig(embed_dim=16, hidden_dim=64), BaselineConfig(epochs=2),
-                         0, progress=False)  # fmt: skip
+    ref = train_baseline(
+        logged,
+        sim.n_products,
+        PolicyConfig(embed_dim=16, hidden_dim=64),
+        BaselineConfig(epochs=2),
+        0,
+        progress=False,
+    )
     assert ref.n_user_features == 8 and ref.banner_size == 3
     ev = Evaluator(sim, ref, load_reward("graded"), builtin_rewards(), 1024, seed=3)
     pop = sim.popularity.topk(3).indices.expand(1024, -1)

@@ -61,8 +61,18 @@ def invoke(args, tmp_path):
 
 
 def test_evaluate_prints_a_table_and_logs_one_mlflow_run(world, tmp_path):
-    args = ["--logs", str(world["logs"]), "--policy", str(world["policy"]), "--reference", str(world["reference"]),
-            "--estimators", "ips,snips,iips,dm,dr", "--samples", "16"]  # fmt: skip
+    args = [
+        "--logs",
+        str(world["logs"]),
+        "--policy",
+        str(world["policy"]),
+        "--reference",
+        str(world["reference"]),
+        "--estimators",
+        "ips,snips,iips,dm,dr",
+        "--samples",
+        "16",
+    ]
     result = invoke(args, tmp_path)
     assert result.exit_code == 0, result.output
     for text in ("IPS", "SNIPS", "IIPS", "DM", "DR", "95% CI", "ESS", "max weight", "2,000", "MLflow run id"):
@@ -106,8 +116,22 @@ def _mapping(path, **fields):
 def test_reference_policy_on_a_clicks_only_csv_with_a_mapping(world, tmp_path):
     data = _flat_clicks(world, tmp_path / "flat.csv")
     mapping = _mapping(tmp_path / "map.yaml", propensity="prop")
-    args = ["--logs", str(data), "--mapping", mapping, "--policy", "reference", "--reference", str(world["reference"]),
-            "--reward", "ctr", "--estimators", "snips,iips", "--samples", "8"]  # fmt: skip
+    args = [
+        "--logs",
+        str(data),
+        "--mapping",
+        mapping,
+        "--policy",
+        "reference",
+        "--reference",
+        str(world["reference"]),
+        "--reward",
+        "ctr",
+        "--estimators",
+        "snips,iips",
+        "--samples",
+        "8",
+    ]
     result = invoke(args, tmp_path)
     assert result.exit_code == 0, result.output
     assert "SNIPS" in result.stdout and "IIPS" in result.stdout and "(ctr reward" in result.stdout
@@ -136,8 +160,14 @@ def _bad_propensity(world, tmp_path):
     df = pd.read_csv(data)
     df.loc[3, "prop"] = 0.0
     df.to_csv(data, index=False)
-    return ["--logs", str(data), "--mapping", _mapping(tmp_path / "map.yaml", propensity="prop"),
-            "--reward", "ctr"], "flat.csv: prop: row 3 (line 5): propensity 0.0 is not in (0, 1]"  # fmt: skip
+    return [
+        "--logs",
+        str(data),
+        "--mapping",
+        _mapping(tmp_path / "map.yaml", propensity="prop"),
+        "--reward",
+        "ctr",
+    ], "flat.csv: prop: row 3 (line 5): propensity 0.0 is not in (0, 1]"
 
 
 def _unknown_product(world, tmp_path):
@@ -157,7 +187,7 @@ BAD = {
             _mapping(tmp / "m.yaml", items=ITEMS[:2], propensity="p"),
         ],
         "clicks: needs 2 column names, one per banner position (as items)",
-    ),  # fmt: skip
+    ),
     "clicks-only log, graded reward": lambda world, tmp: (
         [
             "--logs",
@@ -177,11 +207,11 @@ BAD = {
             _mapping(tmp / "m.yaml", position_propensities=[f"p{k}" for k in range(5)]),
         ],
         "ips/snips need a banner propensity column",
-    ),  # fmt: skip
+    ),
     "unknown estimator": lambda world, tmp: (
         ["--logs", str(world["logs"]), "--estimators", "ips,magic"],
         "--estimators: unknown 'magic'",
-    ),  # fmt: skip
+    ),
     "registry store missing": lambda world, tmp: (
         ["--logs", str(world["logs"]), "--policy", "models:/banner-policy/1"],
         "mlflow.db does not exist",

@@ -47,11 +47,31 @@ def test_quickstart_leaves_a_run_with_metrics_plots_and_a_loadable_model(tmp_pat
 
 
 def test_simulate_then_train_baseline_from_the_files(tmp_path):
-    r = run(["simulate", "--config", "configs/sim/small.yaml", "--impressions", "5000", "--out", str(tmp_path / "logs")],
-            cwd=".")  # fmt: skip
+    r = run(
+        [
+            "simulate",
+            "--config",
+            "configs/sim/small.yaml",
+            "--impressions",
+            "5000",
+            "--out",
+            str(tmp_path / "logs"),
+        ],
+        cwd=".",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run(["train-baseline", "--logs", str(tmp_path / "logs"), "--out", str(tmp_path / "ref.pt"),
-             "--set", "baseline.epochs=1"], cwd=".")  # fmt: skip
+    r = run(
+        [
+            "train-baseline",
+            "--logs",
+            str(tmp_path / "logs"),
+            "--out",
+            str(tmp_path / "ref.pt"),
+            "--set",
+            "baseline.epochs=1",
+        ],
+        cwd=".",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "ref.pt").exists()
 
@@ -76,8 +96,19 @@ def test_register_puts_a_saved_policy_under_an_alias(tmp_path):
 
 
 def test_train_online_warm_start_without_logs_names_the_option(tmp_path):
-    r = run(["train-online", "--events", f"sqlite:///{tmp_path}/events.db", "--reference", "ref.pt",
-             "--set", "warm_start.enabled=true"], tmp_path, timeout=120)  # fmt: skip
+    r = run(
+        [
+            "train-online",
+            "--events",
+            f"sqlite:///{tmp_path}/events.db",
+            "--reference",
+            "ref.pt",
+            "--set",
+            "warm_start.enabled=true",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert "--logs" in r.stdout + r.stderr and "warm_start.enabled" in r.stdout + r.stderr
     assert not (tmp_path / "events.db").exists()  # refused before anything was opened

@@ -15,26 +15,52 @@ import pytest
 from tests.net import free_port, wait_ready
 
 CLI = [sys.executable, "-m", "recsys_rl"]
-SMALL = ["--set", "train.total_impressions=4096", "--set", "baseline.logged_impressions=5000",
-         "--set", "baseline.epochs=1", "--set", "train.eval_users=512", "--set", "tracking.log_model=false"]  # fmt: skip
+SMALL = [
+    "--set",
+    "train.total_impressions=4096",
+    "--set",
+    "baseline.logged_impressions=5000",
+    "--set",
+    "baseline.epochs=1",
+    "--set",
+    "train.eval_users=512",
+    "--set",
+    "tracking.log_model=false",
+]
 
 
 @pytest.mark.slow
 def test_sweep_is_a_parent_with_nested_children_in_a_runs_view_experiment(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    r = subprocess.run([*CLI, "sweep", "--rewards", "ctr,graded", "--quiet", "--workdir", str(tmp_path / "w"), *SMALL],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    r = subprocess.run(
+        [*CLI, "sweep", "--rewards", "ctr,graded", "--quiet", "--workdir", str(tmp_path / "w"), *SMALL],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     port = free_port()
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", uri,
-             "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "server",
+                "--backend-store-uri",
+                uri,
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        )  # fmt: skip
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(f"{base}/health", server, log.read_text, timeout_s=120)

@@ -35,9 +35,17 @@ def test_impression_coerces_sequences_and_numpy_scalars():
     ],
 )
 def test_impression_rejects_bad_fields_naming_them(change, error, message):
-    fields = {"impression_id": "imp-x", "timestamp": 1.0, "user_id": 1, "viewed": 2, "history": (3,),
-              "items": (1, 2, 3, 4, 5), "propensity": 0.5, "log_propensity": math.log(0.5),
-              "policy_version": "v"}  # fmt: skip
+    fields = {
+        "impression_id": "imp-x",
+        "timestamp": 1.0,
+        "user_id": 1,
+        "viewed": 2,
+        "history": (3,),
+        "items": (1, 2, 3, 4, 5),
+        "propensity": 0.5,
+        "log_propensity": math.log(0.5),
+        "policy_version": "v",
+    }
     with pytest.raises(error, match=message):
         Impression(**{**fields, **change})
 
@@ -53,8 +61,16 @@ def test_impression_rejects_bad_fields_naming_them(change, error, message):
     ],
 )
 def test_feedback_rejects_bad_fields_naming_them(change, message):
-    fields = {"event_id": "e", "impression_id": "i", "timestamp": 1.0, "type": "click", "product_id": 3,
-              "position": 0, "units": 0, "price": 0.0}  # fmt: skip
+    fields = {
+        "event_id": "e",
+        "impression_id": "i",
+        "timestamp": 1.0,
+        "type": "click",
+        "product_id": 3,
+        "position": 0,
+        "units": 0,
+        "price": 0.0,
+    }
     with pytest.raises(ValueError, match=message):
         Feedback(**{**fields, **change})
 

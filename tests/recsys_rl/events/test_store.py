@@ -298,8 +298,11 @@ def test_sqlite_acknowledged_appends_survive_sigkill(tmp_path):
     root = Path(__file__).parents[3]
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, f"sqlite:///{path}"],
-        stdout=subprocess.PIPE, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     acked = []
     try:
         with open_store(f"sqlite:///{path}") as reader:  # another process, reading while the child writes

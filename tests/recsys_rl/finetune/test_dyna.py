@@ -43,8 +43,9 @@ def test_virtual_banners_carry_the_exact_propensity_of_the_policy_that_drew_them
     exact = torch.tensor([probs[tuple(b)] for b in batch.banners.items.tolist()], dtype=torch.float64)
     assert torch.allclose(batch.banners.log_prob.double(), exact.log(), atol=1e-4)  # the logged propensity
     # the learner's ratio exp(log pi - log mu) on them is 1: the virtual batch is on-policy as logged
-    logp, _, _ = slate.banner_terms(logits.unsqueeze(0), logits.unsqueeze(0), batch.banners.items,
-                                    torch.zeros(n, dtype=torch.long))  # fmt: skip
+    logp, _, _ = slate.banner_terms(
+        logits.unsqueeze(0), logits.unsqueeze(0), batch.banners.items, torch.zeros(n, dtype=torch.long)
+    )
     assert torch.allclose(logp, batch.banners.log_prob, atol=1e-5)
     # the scores are the model's expected reward, and their sample mean is the policy's model value
     assert torch.allclose(rewards, banner_rewards(model, scheme, batch.contexts, batch.banners.items))
@@ -92,8 +93,9 @@ def push(world, within_budget: bool, lr: float = 0.03, **train) -> tuple[list[fl
     logs, ref, rm, sim = world
     scheme = load_reward("graded")
     cfg = small_train(lr=lr, kl_beta=0.0, kl_adaptive=False, **train)
-    dcfg = DynaConfig(enabled=True, updates_per_real=4, contexts_per_update=256, refit_every=0,
-                      within_budget=within_budget)  # fmt: skip
+    dcfg = DynaConfig(
+        enabled=True, updates_per_real=4, contexts_per_update=256, refit_every=0, within_budget=within_budget
+    )
     policy = trainable_copy(ref)
     learner, dyna = Learner(policy, ref, scheme, cfg, 0), Dyna(rm, logs, scheme, dcfg, 0)
     g, kls = torch.Generator().manual_seed(5), []

@@ -20,8 +20,9 @@ def reference(tmp_path_factory):
 def run(reference, **kw):
     sim, scheme = small_sim(), load_reward("graded")
     ev = Evaluator(sim, reference, scheme, builtin_rewards(), 1024, seed=5)
-    return finetune(trainable_copy(reference), reference, sim, scheme, small_train(**kw), ev, seed=0,
-                    progress=False), ev  # fmt: skip
+    return finetune(
+        trainable_copy(reference), reference, sim, scheme, small_train(**kw), ev, seed=0, progress=False
+    ), ev
 
 
 def test_baseline_learns_from_logs_better_than_an_untrained_network(reference):
@@ -78,15 +79,24 @@ def test_a_world_with_k_slot_banners_trains_end_to_end(tmp_path, k):
     sim = Simulator(type(SMALL)(**{**SMALL.model_dump(), "banner_size": k}))
     assert sim.banner_size == k and len(sim.position_bias) == k
     logs = read_logs(generate_logs(sim, 8000, tmp_path, seed=0, progress=False))
-    ref = train_baseline(logs, sim.n_products, POLICY, BaselineConfig(logged_impressions=8000, epochs=2), 0,
-                         progress=False)  # fmt: skip
+    ref = train_baseline(
+        logs, sim.n_products, POLICY, BaselineConfig(logged_impressions=8000, epochs=2), 0, progress=False
+    )
     assert ref.banner_size == k
     scheme = load_reward("graded")
     ev = Evaluator(sim, ref, scheme, builtin_rewards(), 512, seed=5)
     assert ev.eval_set.contexts.viewed.shape == (512,)
     batch = collect(ref, sim, 8, 2, torch.Generator().manual_seed(0))
     assert batch.banners.items.shape == (16, k) and batch.outcomes.clicks.shape == (16, k)
-    res = finetune(trainable_copy(ref), ref, sim, scheme, small_train(total_impressions=30_720), ev, seed=0,
-                   progress=False)  # fmt: skip
+    res = finetune(
+        trainable_copy(ref),
+        ref,
+        sim,
+        scheme,
+        small_train(total_impressions=30_720),
+        ev,
+        seed=0,
+        progress=False,
+    )
     assert res.final["reward_graded"] > ev.reference_metrics["reward_graded"]
     assert 0 < res.final["oracle_gap_closed"] <= 1 and res.final["kl_to_reference"] > 0

@@ -31,17 +31,37 @@ def serve_traffic(store, policy, n, seed, t0=T0):
     for i in range(n):
         iid = f"{seed}-{i}"
         lp = float(banners.log_prob[i])
-        imps.append(Impression(iid, t0 + i * 1e-3, int(users[i]), int(ctx.viewed[i]),
-                               tuple(h for h in ctx.history[i].tolist() if h >= 0), tuple(banners.items[i].tolist()),
-                               math.exp(lp), lp, "v0"))  # fmt: skip
+        imps.append(
+            Impression(
+                iid,
+                t0 + i * 1e-3,
+                int(users[i]),
+                int(ctx.viewed[i]),
+                tuple(h for h in ctx.history[i].tolist() if h >= 0),
+                tuple(banners.items[i].tolist()),
+                math.exp(lp),
+                lp,
+                "v0",
+            )
+        )
         for k in range(5):
             item = int(banners.items[i, k])
             if out.clicks[i, k] > 0:
                 fbs.append(Feedback(f"{iid}-c{k}", iid, t0 + i * 1e-3 + 1, "click", item, k, 0, 0.0))
             if out.units[i, k] > 0:
                 u = int(out.units[i, k])
-                fbs.append(Feedback(f"{iid}-p{k}", iid, t0 + i * 1e-3 + 2, "purchase", item, k, u,
-                                    float(out.revenue[i, k]) / u))  # fmt: skip
+                fbs.append(
+                    Feedback(
+                        f"{iid}-p{k}",
+                        iid,
+                        t0 + i * 1e-3 + 2,
+                        "purchase",
+                        item,
+                        k,
+                        u,
+                        float(out.revenue[i, k]) / u,
+                    )
+                )
     store.append_impressions(imps)
     store.append_feedback(fbs)
 
@@ -54,11 +74,21 @@ def reference(tmp_path_factory):
 
 def config(tmp_path, **online):
     return RunConfig(
-        sim=SMALL, policy=POLICY, train=small_train(epochs=1, kl_hard_limit=50.0),
+        sim=SMALL,
+        policy=POLICY,
+        train=small_train(epochs=1, kl_hard_limit=50.0),
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="online"),
-        online=OnlineConfig(**{"attribution_window_s": 10, "batch_size": 500, "min_batch": 100,
-                               "register_every": 1000, "checkpoint_dir": str(tmp_path / "ckpt"), **online}),
-    )  # fmt: skip
+        online=OnlineConfig(
+            **{
+                "attribution_window_s": 10,
+                "batch_size": 500,
+                "min_batch": 100,
+                "register_every": 1000,
+                "checkpoint_dir": str(tmp_path / "ckpt"),
+                **online,
+            }
+        ),
+    )
 
 
 def test_restart_after_a_crash_between_checkpoint_and_commit_trains_each_event_once(tmp_path, reference):

@@ -15,8 +15,8 @@ from recsys_rl import tracking
 from recsys_rl.events import open_store
 from recsys_rl.finetune.live import CHECKPOINT
 from recsys_rl.policy import save_policy
-from tests.recsys_rl.helpers import POLICY, SMALL
 from tests.recsys_rl.finetune.test_live import reference, serve_traffic  # noqa: F401 - the module fixture
+from tests.recsys_rl.helpers import POLICY, SMALL
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "recsys_rl"]
@@ -29,15 +29,33 @@ def test_sigkill_mid_run_then_restart_consumes_every_event_once(tmp_path, refere
     save_policy(reference, tmp_path / "ref.pt")
     db = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = {
-        "sim": SMALL.model_dump(), "policy": POLICY.model_dump(),
+        "sim": SMALL.model_dump(),
+        "policy": POLICY.model_dump(),
         "train": {"epochs": 1, "minibatch_size": 500, "kl_hard_limit": 50.0},
         "tracking": {"tracking_uri": db, "experiment": "crash"},
-        "online": {"attribution_window_s": 1.0, "batch_size": 500, "min_batch": 100, "register_every": 2,
-                   "value_tolerance": 10.0, "poll_s": 0.2, "checkpoint_dir": str(tmp_path / "ckpt")},
-    }  # fmt: skip
+        "online": {
+            "attribution_window_s": 1.0,
+            "batch_size": 500,
+            "min_batch": 100,
+            "register_every": 2,
+            "value_tolerance": 10.0,
+            "poll_s": 0.2,
+            "checkpoint_dir": str(tmp_path / "ckpt"),
+        },
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [*CLI, "train-online", "--events", events, "--reference", str(tmp_path / "ref.pt"),
-           "--config", str(tmp_path / "run.yaml"), "--idle-exit", "3"]  # fmt: skip
+    cmd = [
+        *CLI,
+        "train-online",
+        "--events",
+        events,
+        "--reference",
+        str(tmp_path / "ref.pt"),
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--idle-exit",
+        "3",
+    ]
 
     log = tmp_path / "first.log"
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT)

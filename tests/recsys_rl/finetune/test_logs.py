@@ -37,8 +37,13 @@ def test_offline_finetune_improves_exact_reward_within_kl_budget(tmp_path):
 
 def test_offline_job_tracks_and_judges_on_held_out_logs(tmp_path):
     logs = read_logs(small_logs_dir(str(tmp_path)))
-    cfg = RunConfig(sim=SMALL, policy=POLICY, baseline=BASELINE, train=small_train(total_impressions=10_240),
-                    tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))  # fmt: skip
+    cfg = RunConfig(
+        sim=SMALL,
+        policy=POLICY,
+        baseline=BASELINE,
+        train=small_train(total_impressions=10_240),
+        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
+    )
     res = offline_job(cfg, logs, progress=False)
     assert list(res.table.index) == ["reference", "fine-tuned"]
     assert res.table["snips_value"].notna().all() and res.model_version == "1"

@@ -65,7 +65,7 @@ def test_ratio_to_the_logged_propensity_reweights_replayed_banners_to_the_curren
     replayed = buf.with_replay(fresh, None)[0][1:]
     logp, _, _ = slate.banner_terms(
         pi.unsqueeze(0), mu.unsqueeze(0), replayed.banners.items, torch.zeros(len(items), dtype=torch.long)
-    )  # fmt: skip  (the learner's log-prob)
+    )  # the learner's log-prob
     ratio = torch.exp(logp - replayed.banners.log_prob)
     reward = torch.rand(len(items), dtype=torch.float64)
     exact_value = (logp.exp() * reward).sum()  # E_pi[r] by enumeration
@@ -73,9 +73,19 @@ def test_ratio_to_the_logged_propensity_reweights_replayed_banners_to_the_curren
     # and the PPO surrogate's gradient on them (ratios inside the clip) is the exact policy gradient
     assert 0.5 < ratio.min() and ratio.max() < 1.5
     adv = reward - reward.mean()
-    t = ppo_kl_loss(logp, replayed.banners.log_prob, mu_p * len(items) * adv, torch.zeros(len(items)),
-                    torch.zeros(len(items)), torch.zeros(len(items)), torch.zeros(len(items)),
-                    beta=0.0, clip_eps=0.99, value_coef=0.0, entropy_coef=0.0)  # fmt: skip
+    t = ppo_kl_loss(
+        logp,
+        replayed.banners.log_prob,
+        mu_p * len(items) * adv,
+        torch.zeros(len(items)),
+        torch.zeros(len(items)),
+        torch.zeros(len(items)),
+        torch.zeros(len(items)),
+        beta=0.0,
+        clip_eps=0.99,
+        value_coef=0.0,
+        entropy_coef=0.0,
+    )
     (g_loss,) = torch.autograd.grad(t.total, pi, retain_graph=True)
     (g_exact,) = torch.autograd.grad(-(logp.exp() * adv).sum(), pi)
     assert torch.allclose(g_loss, g_exact, atol=1e-10)

@@ -19,8 +19,14 @@ def test_fine_tuning_against_a_fixed_reward_model_moves_toward_its_argmax():
     reference = BannerPolicy(N, embed_dim=8, hidden_dim=16).frozen_copy()
     ctx = contexts(2000, N)
     scheme = load_reward("ctr")
-    cfg = TrainConfig(total_impressions=120_000, contexts_per_batch=256, banners_per_context=4,
-                      minibatch_size=1024, kl_target=6.0, lr=3e-3)  # fmt: skip
+    cfg = TrainConfig(
+        total_impressions=120_000,
+        contexts_per_batch=256,
+        banners_per_context=4,
+        minibatch_size=1024,
+        kl_target=6.0,
+        lr=3e-3,
+    )
     policy, history = rm_finetune(reference, model, ctx, scheme, cfg, seed=0, progress=False)
 
     def argmax_share(p) -> float:
@@ -43,8 +49,13 @@ def test_a_small_kl_budget_holds_the_policy_near_the_reference():
     model = known_model(N, bias)
     reference = BannerPolicy(N, embed_dim=8, hidden_dim=16).frozen_copy()
     ctx = contexts(2000, N)
-    cfg = TrainConfig(total_impressions=60_000, contexts_per_batch=256, banners_per_context=4,
-                      minibatch_size=1024, kl_target=0.3)  # fmt: skip
+    cfg = TrainConfig(
+        total_impressions=60_000,
+        contexts_per_batch=256,
+        banners_per_context=4,
+        minibatch_size=1024,
+        kl_target=0.3,
+    )
     policy, _ = rm_finetune(reference, model, ctx, load_reward("ctr"), cfg, seed=0, progress=False)
     assert policy_kl(policy, reference, ctx[:500], torch.Generator().manual_seed(3)) < 0.5
 
@@ -54,11 +65,26 @@ def test_a_continued_run_keeps_its_kl_to_the_reference_and_its_beta():
     model = known_model(N, bias)
     reference = BannerPolicy(N, embed_dim=8, hidden_dim=16).frozen_copy()
     ctx = contexts(2000, N)
-    cfg = TrainConfig(total_impressions=30_000, contexts_per_batch=256, banners_per_context=4,
-                      minibatch_size=1024, kl_target=50.0, lr=3e-3)  # fmt: skip
+    cfg = TrainConfig(
+        total_impressions=30_000,
+        contexts_per_batch=256,
+        banners_per_context=4,
+        minibatch_size=1024,
+        kl_target=50.0,
+        lr=3e-3,
+    )
     first, h1 = rm_finetune(reference, model, ctx, load_reward("ctr"), cfg, seed=0, progress=False)
-    more, h2 = rm_finetune(reference, model, ctx, load_reward("ctr"), cfg, seed=1, progress=False,
-                           start=first, beta=h1[-1]["beta"])  # fmt: skip
+    more, h2 = rm_finetune(
+        reference,
+        model,
+        ctx,
+        load_reward("ctr"),
+        cfg,
+        seed=1,
+        progress=False,
+        start=first,
+        beta=h1[-1]["beta"],
+    )
     assert h2[0]["kl"] == pytest.approx(h1[-1]["kl"], rel=0.3)  # starts where the first run ended
     assert h2[0]["beta"] <= h1[-1]["beta"]  # the controller goes on from its beta, not from kl_beta
     g = torch.Generator().manual_seed(3)

@@ -35,12 +35,14 @@ def probe_kl(policy, ref, logs, seed=0) -> float:
 def test_a_hard_push_is_rolled_back_to_within_the_kl_hard_limit(world):
     logs, ref, rm = world
     scheme = load_reward("graded")
-    free = warm_start_from_model(ref, rm, logs, scheme, small_train(kl_hard_limit=1e6, kl_adaptive=False),
-                                 PUSH, seed=0)  # fmt: skip
+    free = warm_start_from_model(
+        ref, rm, logs, scheme, small_train(kl_hard_limit=1e6, kl_adaptive=False), PUSH, seed=0
+    )
     assert free.kl > 1.0 and not free.rolled_back  # unbounded, this push goes far from the reference
     limit = 0.5
-    res = warm_start_from_model(ref, rm, logs, scheme, small_train(kl_hard_limit=limit, kl_adaptive=False),
-                                PUSH, seed=0)  # fmt: skip
+    res = warm_start_from_model(
+        ref, rm, logs, scheme, small_train(kl_hard_limit=limit, kl_adaptive=False), PUSH, seed=0
+    )
     assert res.rolled_back
     assert res.kl <= limit
     assert probe_kl(res.policy, ref, logs) <= limit  # the policy handed over is the one measured
@@ -49,8 +51,9 @@ def test_a_hard_push_is_rolled_back_to_within_the_kl_hard_limit(world):
 
 def test_no_state_within_the_limit_gives_back_the_reference(world):
     logs, ref, rm = world
-    res = warm_start_from_model(ref, rm, logs, load_reward("graded"),
-                                small_train(kl_hard_limit=1e-9, kl_adaptive=False), PUSH, seed=0)  # fmt: skip
+    res = warm_start_from_model(
+        ref, rm, logs, load_reward("graded"), small_train(kl_hard_limit=1e-9, kl_adaptive=False), PUSH, seed=0
+    )
     assert res.rolled_back and res.updates == 0
     for a, b in zip(res.policy.state_dict().values(), ref.state_dict().values(), strict=True):
         assert torch.equal(a, b)

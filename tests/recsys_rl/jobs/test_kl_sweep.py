@@ -34,8 +34,10 @@ def test_sweep_is_one_parent_run_with_a_child_per_budget_and_the_plot(tmp_path, 
     g = torch.Generator().manual_seed(0)
     train_ctx = sim.contexts(sim.sample_users(1000, g), g)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = RunConfig(train=TrainConfig(total_impressions=8192, contexts_per_batch=256, minibatch_size=1024),
-                    tracking=TrackingConfig(tracking_uri=uri))  # fmt: skip
+    cfg = RunConfig(
+        train=TrainConfig(total_impressions=8192, contexts_per_batch=256, minibatch_size=1024),
+        tracking=TrackingConfig(tracking_uri=uri),
+    )
     res = kl_sweep(
         reference, model, train_ctx, scheme, cfg, [0.5, 2.0], judge, progress=False, log=lambda s: None
     )
@@ -63,11 +65,24 @@ def test_an_unreached_budget_is_continued_and_no_budget_past_the_argmax_kl_is_ad
     judge = ExactJudge(sim, scheme, 256, seed=1)
     g = torch.Generator().manual_seed(0)
     train_ctx = sim.contexts(sim.sample_users(1000, g), g)
-    cfg = RunConfig(train=TrainConfig(total_impressions=4096, contexts_per_batch=256, minibatch_size=1024, lr=1e-2),
-                    tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))  # fmt: skip
+    cfg = RunConfig(
+        train=TrainConfig(total_impressions=4096, contexts_per_batch=256, minibatch_size=1024, lr=1e-2),
+        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
+    )
     logged = []
-    res = kl_sweep(reference, model, train_ctx, scheme, cfg, [0.05, 40.0], judge, widen_to=1000.0,
-                   reach_rounds=3, progress=False, log=logged.append)  # fmt: skip
+    res = kl_sweep(
+        reference,
+        model,
+        train_ctx,
+        scheme,
+        cfg,
+        [0.05, 40.0],
+        judge,
+        widen_to=1000.0,
+        reach_rounds=3,
+        progress=False,
+        log=logged.append,
+    )
     rl = res.table[res.table["method"] == "rl"].set_index("kl_target")
     assert list(rl.index) == [0.05, 40.0]  # 40 > the argmax's KL: the sweep is not widened past it
     assert 0 < res.argmax_kl < 40.0

@@ -16,9 +16,12 @@ from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, sma
 def job(tmp_path_factory):
     root = tmp_path_factory.mktemp("job")
     cfg = RunConfig(
-        sim=SMALL, policy=POLICY, baseline=BASELINE, train=small_train(total_impressions=20_480, eval_every=5),
+        sim=SMALL,
+        policy=POLICY,
+        baseline=BASELINE,
+        train=small_train(total_impressions=20_480, eval_every=5),
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{root}/mlflow.db", experiment="test-jobs"),
-    )  # fmt: skip
+    )
     logs = read_logs(small_logs_dir(str(root)))
     ref = train_baseline(logs, SMALL.n_products, POLICY, BASELINE, seed=0, progress=False)
     res = train_job(cfg, small_sim(), reference=ref, progress=False)
@@ -32,9 +35,19 @@ def test_run_has_params_tags_metrics_and_artifacts(job):
     assert run.data.params["sim.n_products"] == "200"
     assert run.data.tags["reward_scheme"] == "graded" and run.data.tags["seed"] == "0"
     assert run.data.tags["data_source"] == "simulator"
-    for m in ("oracle_gap_closed", "kl_to_reference", "clicks_per_impression", "ctr", "purchases_per_impression",
-              "revenue_per_impression", "reward_ctr", "multi_purchases_per_impression", "coverage", "entropy",
-              "final_oracle_gap_closed"):  # fmt: skip
+    for m in (
+        "oracle_gap_closed",
+        "kl_to_reference",
+        "clicks_per_impression",
+        "ctr",
+        "purchases_per_impression",
+        "revenue_per_impression",
+        "reward_ctr",
+        "multi_purchases_per_impression",
+        "coverage",
+        "entropy",
+        "final_oracle_gap_closed",
+    ):
         assert m in run.data.metrics, m
     history = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_metric_history(
         res.run_id, "oracle_gap_closed"
@@ -71,10 +84,15 @@ def test_a_warm_started_job_logs_the_warm_start_and_needs_the_logs(tmp_path):
     from recsys_rl.config import WarmStartConfig
 
     cfg = RunConfig(
-        sim=SMALL, policy=POLICY, baseline=BASELINE, train=small_train(total_impressions=4096, eval_every=5),
+        sim=SMALL,
+        policy=POLICY,
+        baseline=BASELINE,
+        train=small_train(total_impressions=4096, eval_every=5),
         warm_start=WarmStartConfig(enabled=True, virtual_impressions=8192),
-        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="warm", log_model=False),
-    )  # fmt: skip
+        tracking=TrackingConfig(
+            tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="warm", log_model=False
+        ),
+    )
     logs = read_logs(small_logs_dir(str(tmp_path)))
     res = train_job(cfg, small_sim(), logs=logs, progress=False)
     m = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_run(res.run_id).data.metrics

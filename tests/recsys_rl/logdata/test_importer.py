@@ -22,8 +22,16 @@ CLICKS = [f"click_{k}" for k in range(5)]
 UNITS = [f"units_{k}" for k in range(5)]
 REVENUE = [f"revenue_{k}" for k in range(5)]
 PROPS = [f"prop_{k}" for k in range(5)]
-FLAT = {"impression_id": "impression", "viewed": "viewed", "history": "history", "items": ITEMS, "propensity": "prop", "clicks": CLICKS,
-        "units": UNITS, "revenue": REVENUE}  # fmt: skip
+FLAT = {
+    "impression_id": "impression",
+    "viewed": "viewed",
+    "history": "history",
+    "items": ITEMS,
+    "propensity": "prop",
+    "clicks": CLICKS,
+    "units": UNITS,
+    "revenue": REVENUE,
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +53,12 @@ def flat_frame(logged, history_as_text: bool = True) -> pd.DataFrame:
         {"impression": [f"imp-{i}" for i in range(len(h))], "viewed": logged.contexts.viewed.numpy()}
     )
     df["history"] = [" ".join(map(str, x)) for x in hist] if history_as_text else hist
-    for name, t in ((ITEMS, logged.banners.items), (CLICKS, logged.outcomes.clicks.int()),
-                    (UNITS, logged.outcomes.units), (REVENUE, logged.outcomes.revenue)):  # fmt: skip
+    for name, t in (
+        (ITEMS, logged.banners.items),
+        (CLICKS, logged.outcomes.clicks.int()),
+        (UNITS, logged.outcomes.units),
+        (REVENUE, logged.outcomes.revenue),
+    ):
         for k, col in enumerate(name):
             df[col] = t[:, k].numpy()
     df["prop"] = np.exp(logged.banners.log_prob.double().numpy())
@@ -132,19 +144,67 @@ def _set(df, row, col, value):
 
 BAD_FLAT = [
     ("missing propensity", lambda df: _set(df, 7, "prop", None), "prop: row 7 (line 9): missing propensity"),
-    ("zero propensity", lambda df: _set(df, 3, "prop", 0.0), "prop: row 3 (line 5): propensity 0.0 is not in (0, 1]"),
-    ("propensity above 1", lambda df: _set(df, 11, "prop", 1.5), "prop: row 11 (line 13): propensity 1.5 is not in"),
-    ("unknown product", lambda df: _set(df, 4, "item_3", N_PRODUCTS), "item_3: row 4 (line 6): product id 20 is outside [0, 20)"),
-    ("negative product", lambda df: _set(df, 9, "viewed", -3), "viewed: row 9 (line 11): product id -3 is outside"),
-    ("repeated product", lambda df: _set(df, 5, "item_2", df.loc[5, "item_0"]), "item_2: row 5 (line 7): product"),
-    ("history too long", lambda df: _set(df, 6, "history", " ".join(["1"] * 11)), "history: row 6 (line 8): 11 past purchases, at most 10"),
-    ("unknown history product", lambda df: _set(df, 2, "history", "1 2 99"), "history: row 2 (line 4): product id 99"),
-    ("text product id", lambda df: _set(df, 8, "item_1", "abc"), "item_1: row 8 (line 10): 'abc' is not a number"),
-    ("fractional product id", lambda df: _set(df, 8, "item_1", 2.5), "item_1: row 8 (line 10): 2.5 is not an integer id"),
-    ("click not 0/1", lambda df: _set(df, 12, "click_4", 2), "click_4: row 12 (line 14): click must be 0 or 1"),
-    ("duplicate impression id", lambda df: _set(df, 9, "impression", "imp-2"), "impression: row 9 (line 11): impression id 'imp-2' appears more than once"),
-    ("missing column", lambda df: df.drop(columns=["item_4"]), "item_4: missing column (mapping field items)"),
-]  # fmt: skip
+    (
+        "zero propensity",
+        lambda df: _set(df, 3, "prop", 0.0),
+        "prop: row 3 (line 5): propensity 0.0 is not in (0, 1]",
+    ),
+    (
+        "propensity above 1",
+        lambda df: _set(df, 11, "prop", 1.5),
+        "prop: row 11 (line 13): propensity 1.5 is not in",
+    ),
+    (
+        "unknown product",
+        lambda df: _set(df, 4, "item_3", N_PRODUCTS),
+        "item_3: row 4 (line 6): product id 20 is outside [0, 20)",
+    ),
+    (
+        "negative product",
+        lambda df: _set(df, 9, "viewed", -3),
+        "viewed: row 9 (line 11): product id -3 is outside",
+    ),
+    (
+        "repeated product",
+        lambda df: _set(df, 5, "item_2", df.loc[5, "item_0"]),
+        "item_2: row 5 (line 7): product",
+    ),
+    (
+        "history too long",
+        lambda df: _set(df, 6, "history", " ".join(["1"] * 11)),
+        "history: row 6 (line 8): 11 past purchases, at most 10",
+    ),
+    (
+        "unknown history product",
+        lambda df: _set(df, 2, "history", "1 2 99"),
+        "history: row 2 (line 4): product id 99",
+    ),
+    (
+        "text product id",
+        lambda df: _set(df, 8, "item_1", "abc"),
+        "item_1: row 8 (line 10): 'abc' is not a number",
+    ),
+    (
+        "fractional product id",
+        lambda df: _set(df, 8, "item_1", 2.5),
+        "item_1: row 8 (line 10): 2.5 is not an integer id",
+    ),
+    (
+        "click not 0/1",
+        lambda df: _set(df, 12, "click_4", 2),
+        "click_4: row 12 (line 14): click must be 0 or 1",
+    ),
+    (
+        "duplicate impression id",
+        lambda df: _set(df, 9, "impression", "imp-2"),
+        "impression: row 9 (line 11): impression id 'imp-2' appears more than once",
+    ),
+    (
+        "missing column",
+        lambda df: df.drop(columns=["item_4"]),
+        "item_4: missing column (mapping field items)",
+    ),
+]
 
 
 @pytest.mark.parametrize("case, mutate, message", BAD_FLAT, ids=[c[0] for c in BAD_FLAT])
@@ -252,23 +312,38 @@ def test_the_example_mapping_in_configs_is_valid():
 
 @pytest.mark.parametrize("k", [3, 8])
 def test_banners_of_any_size_import_from_the_event_schema_and_a_flat_mapping(tmp_path, k):
-    sim = Simulator(SimConfig(n_products=N_PRODUCTS, n_categories=3, n_users=100, consideration_size=12,
-                              banner_size=k))  # fmt: skip
+    sim = Simulator(
+        SimConfig(n_products=N_PRODUCTS, n_categories=3, n_users=100, consideration_size=12, banner_size=k)
+    )
     event_dir = generate_logs(sim, 200, tmp_path / "events", seed=0, progress=False)
     logged = read_logs(event_dir)
     assert logged.banners.items.shape == (200, k)
     assert_same(import_logs(event_dir, N_PRODUCTS).batch, logged)
     cols = {name: [f"{name}_{j}" for j in range(k)] for name in ("item", "click", "units", "revenue")}
-    df = pd.DataFrame({"impression": [f"i{j}" for j in range(200)], "viewed": logged.contexts.viewed.numpy(),
-                       "history": [" ".join(map(str, h[h >= 0].tolist())) for h in logged.contexts.history.numpy()],
-                       "prop": np.exp(logged.banners.log_prob.double().numpy())})  # fmt: skip
-    for name, t in (("item", logged.banners.items), ("click", logged.outcomes.clicks.int()),
-                    ("units", logged.outcomes.units), ("revenue", logged.outcomes.revenue)):  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "impression": [f"i{j}" for j in range(200)],
+            "viewed": logged.contexts.viewed.numpy(),
+            "history": [" ".join(map(str, h[h >= 0].tolist())) for h in logged.contexts.history.numpy()],
+            "prop": np.exp(logged.banners.log_prob.double().numpy()),
+        }
+    )
+    for name, t in (
+        ("item", logged.banners.items),
+        ("click", logged.outcomes.clicks.int()),
+        ("units", logged.outcomes.units),
+        ("revenue", logged.outcomes.revenue),
+    ):
         for j, c in enumerate(cols[name]):
             df[c] = t[:, j].numpy()
     df.to_csv(tmp_path / "flat.csv", index=False)
-    fields = {**FLAT, "items": cols["item"], "clicks": cols["click"], "units": cols["units"],
-              "revenue": cols["revenue"]}  # fmt: skip
+    fields = {
+        **FLAT,
+        "items": cols["item"],
+        "clicks": cols["click"],
+        "units": cols["units"],
+        "revenue": cols["revenue"],
+    }
     imported = import_logs(tmp_path / "flat.csv", N_PRODUCTS, ColumnMapping(**fields))
     assert_same(imported.batch, logged, log_prob_atol=1e-6)
     # a row whose list column holds another number of products is named

@@ -34,13 +34,15 @@ def open_bandit_frame(seed: int = 0, n_banners: int = N_BANNERS) -> pd.DataFrame
     affinity = rng.exponential(0.2, (N_BANNERS, N_ITEMS)).round(3)
     liked = (np.arange(N_ITEMS)[None, :] % 4) == user_cat[:, :1]  # category c likes items i % 4 == c
     p = 0.02 + 0.25 * liked[np.arange(N_BANNERS)[:, None], banners] * np.array([1.0, 0.7, 0.5])
-    df = pd.DataFrame({
-        "timestamp": pd.date_range("2019-11-24", periods=n, freq="s").astype(str),
-        "item_id": banners.reshape(-1),
-        "position": np.tile(np.arange(K), N_BANNERS),
-        "click": rng.binomial(1, p.reshape(-1)),
-        "propensity_score": np.full(n, 1.0 / N_ITEMS),  # the random policy: 1/80 per item and slot
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2019-11-24", periods=n, freq="s").astype(str),
+            "item_id": banners.reshape(-1),
+            "position": np.tile(np.arange(K), N_BANNERS),
+            "click": rng.binomial(1, p.reshape(-1)),
+            "propensity_score": np.full(n, 1.0 / N_ITEMS),  # the random policy: 1/80 per item and slot
+        }
+    )
     for j in range(4):
         df[f"user_feature_{j}"] = np.repeat([f"{h:032x}" for h in (user_cat[:, j] * 7919 + j)], K)
     aff = pd.DataFrame(
@@ -75,13 +77,41 @@ def test_shipped_mapping_reads_the_layout_as_feature_only_slot_rows(obd):
 def test_train_baseline_train_and_evaluate_run_through_the_mapping(obd, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     common = ["--mapping", MAPPING, "--set", f"tracking.tracking_uri={uri}"]
-    r = run(["train-baseline", "--logs", str(obd / "all.csv"), "--out", str(tmp_path / "ref.pt"), *common,
-             "--set", "baseline.epochs=3"], tmp_path)  # fmt: skip
+    r = run(
+        [
+            "train-baseline",
+            "--logs",
+            str(obd / "all.csv"),
+            "--out",
+            str(tmp_path / "ref.pt"),
+            *common,
+            "--set",
+            "baseline.epochs=3",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "80 products, banners of 3" in r.stdout
-    r = run(["train", "--logs", str(obd / "all.csv"), "--reference", str(tmp_path / "ref.pt"), "--reward", "ctr",
-             "--quiet", *common, "--set", "train.total_impressions=4096", "--set", "train.minibatch_size=256",
-             "--set", "tracking.registered_model=obd-policy"], tmp_path)  # fmt: skip
+    r = run(
+        [
+            "train",
+            "--logs",
+            str(obd / "all.csv"),
+            "--reference",
+            str(tmp_path / "ref.pt"),
+            "--reward",
+            "ctr",
+            "--quiet",
+            *common,
+            "--set",
+            "train.total_impressions=4096",
+            "--set",
+            "train.minibatch_size=256",
+            "--set",
+            "tracking.registered_model=obd-policy",
+        ],
+        tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "iips_value" in r.stdout
     run_id = r.stdout.split("MLflow run id:")[1].split()[0]
@@ -95,17 +125,37 @@ def test_train_baseline_train_and_evaluate_run_through_the_mapping(obd, tmp_path
     inputs = {c.name: c.required for c in model.metadata.get_input_schema().inputs}
     assert inputs == {"viewed": False, "history": False, "user_features": True, "user_categories": True}
     frame = open_bandit_frame().iloc[:6]
-    contexts = pd.DataFrame({
-        "user_features": [r.tolist() for r in frame.filter(like="user-item_affinity_").to_numpy()],
-        "user_categories": [r.tolist() for r in frame.filter(like="user_feature_").to_numpy()],
-    })  # fmt: skip
+    contexts = pd.DataFrame(
+        {
+            "user_features": [r.tolist() for r in frame.filter(like="user-item_affinity_").to_numpy()],
+            "user_categories": [r.tolist() for r in frame.filter(like="user_feature_").to_numpy()],
+        }
+    )
     out = model.predict(contexts, params={"mode": "explore", "seed": 0})
     assert [len(set(b)) for b in out["items"]] == [3] * 6 and (out["log_propensity"] < 0).all()
     assert [len(b) for b in model.predict(contexts, params={"k": 2})["items"]] == [2] * 6
     for name in ("reference", "fine-tuned"):
         policy = str(tmp_path / "ref.pt") if name == "reference" else "models:/obd-policy/1"
-        r = run(["evaluate", "--logs", str(obd / "all.csv"), "--mapping", MAPPING, "--policy", policy,
-                 "--reward", "ctr", "--estimators", "iips,dm,dr", "--samples", "16", "--tracking-uri", uri], tmp_path)  # fmt: skip
+        r = run(
+            [
+                "evaluate",
+                "--logs",
+                str(obd / "all.csv"),
+                "--mapping",
+                MAPPING,
+                "--policy",
+                policy,
+                "--reward",
+                "ctr",
+                "--estimators",
+                "iips,dm,dr",
+                "--samples",
+                "16",
+                "--tracking-uri",
+                uri,
+            ],
+            tmp_path,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         for label in ("IIPS", "DM", "DR"):
             assert label in r.stdout
@@ -119,17 +169,51 @@ def test_whole_banner_estimators_refuse_slot_rows_and_bad_rows_are_named(obd, tm
     from recsys_rl.policy import save_policy
 
     imp = import_logs(obd / "all.csv", N_ITEMS, MAPPING)
-    ref = train_baseline(imp.batch, N_ITEMS, PolicyConfig(embed_dim=8, hidden_dim=16), BaselineConfig(epochs=1),
-                         0, False, banner_size=K, categorical_vocab=imp.vocabulary)  # fmt: skip
+    ref = train_baseline(
+        imp.batch,
+        N_ITEMS,
+        PolicyConfig(embed_dim=8, hidden_dim=16),
+        BaselineConfig(epochs=1),
+        0,
+        False,
+        banner_size=K,
+        categorical_vocab=imp.vocabulary,
+    )
     save_policy(ref, tmp_path / "ref.pt")
-    r = run(["evaluate", "--logs", str(obd / "all.csv"), "--mapping", MAPPING, "--policy", str(tmp_path / "ref.pt"),
-             "--reward", "ctr", "--estimators", "ips,iips", "--tracking-uri", uri], tmp_path)  # fmt: skip
+    r = run(
+        [
+            "evaluate",
+            "--logs",
+            str(obd / "all.csv"),
+            "--mapping",
+            MAPPING,
+            "--policy",
+            str(tmp_path / "ref.pt"),
+            "--reward",
+            "ctr",
+            "--estimators",
+            "ips,iips",
+            "--tracking-uri",
+            uri,
+        ],
+        tmp_path,
+    )
     assert r.returncode == 2 and "ips weight whole banners" in r.stderr and "no impression key" in r.stderr
     bad = open_bandit_frame()
     bad.loc[17, "propensity_score"] = 1.5
     bad.to_csv(tmp_path / "bad.csv")
-    r = run(["train-baseline", "--logs", str(tmp_path / "bad.csv"), "--mapping", MAPPING, "--out",
-             str(tmp_path / "never.pt")], tmp_path)  # fmt: skip
+    r = run(
+        [
+            "train-baseline",
+            "--logs",
+            str(tmp_path / "bad.csv"),
+            "--mapping",
+            MAPPING,
+            "--out",
+            str(tmp_path / "never.pt"),
+        ],
+        tmp_path,
+    )
     assert r.returncode != 0 and "bad.csv: propensity_score: row 17 (line 19): propensity 1.5" in r.stderr
     assert not (tmp_path / "never.pt").exists()
     assert not (tmp_path / "mlflow.db").exists()  # nothing written for rejected input
@@ -146,8 +230,14 @@ def test_the_reward_model_learns_from_unkeyed_slot_rows_with_feature_only_contex
 
     imp = import_logs(obd / "all.csv", N_ITEMS, MAPPING)
     assert imp.batch.banners.positions.shape == (N_BANNERS * K, 1)
-    res = fit_reward_model(imp.batch, N_ITEMS, RewardModelConfig(epochs=30, embed_dim=8, hidden_dim=32), False,
-                           n_positions=K, categorical_vocab=imp.vocabulary)  # fmt: skip
+    res = fit_reward_model(
+        imp.batch,
+        N_ITEMS,
+        RewardModelConfig(epochs=30, embed_dim=8, hidden_dim=32),
+        False,
+        n_positions=K,
+        categorical_vocab=imp.vocabulary,
+    )
     exam = res.model.examination().detach()
     assert exam.shape == (K,) and exam[0] == 1 and (exam[1:] < 0.9).all()  # lower slots are seen less
     ctx, items = imp.batch.contexts, imp.batch.banners.items

@@ -17,8 +17,16 @@ from simulator.behaviour import PopularityBehaviour
 from simulator.logged import generate_logs
 
 N, K = 12, 3
-SLOT = {"layout": "slot", "viewed": "viewed", "history": "history", "items": "item_id", "position": "position",
-        "position_propensities": "slot_prop", "clicks": "click", "units": "units"}  # fmt: skip
+SLOT = {
+    "layout": "slot",
+    "viewed": "viewed",
+    "history": "history",
+    "items": "item_id",
+    "position": "position",
+    "position_propensities": "slot_prop",
+    "clicks": "click",
+    "units": "units",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +45,19 @@ def slot_frame(logged, mu) -> pd.DataFrame:
     """One row per displayed item, in impression order: key, context, item, position, slot propensity."""
     n = len(logged)
     hist = [" ".join(map(str, h[h >= 0].tolist())) for h in logged.contexts.history.numpy()]
-    return pd.DataFrame({
-        "impression": np.repeat([f"imp-{i}" for i in range(n)], K),
-        "viewed": np.repeat(logged.contexts.viewed.numpy(), K),
-        "history": np.repeat(hist, K),
-        "item_id": logged.banners.items.numpy().reshape(-1),
-        "position": np.tile(np.arange(K), n),
-        "slot_prop": mu.reshape(-1),
-        "banner_prop": np.repeat(np.exp(logged.banners.log_prob.double().numpy()), K),
-        "click": logged.outcomes.clicks.numpy().reshape(-1).astype(int),
-        "units": logged.outcomes.units.numpy().reshape(-1),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "impression": np.repeat([f"imp-{i}" for i in range(n)], K),
+            "viewed": np.repeat(logged.contexts.viewed.numpy(), K),
+            "history": np.repeat(hist, K),
+            "item_id": logged.banners.items.numpy().reshape(-1),
+            "position": np.tile(np.arange(K), n),
+            "slot_prop": mu.reshape(-1),
+            "banner_prop": np.repeat(np.exp(logged.banners.log_prob.double().numpy()), K),
+            "click": logged.outcomes.clicks.numpy().reshape(-1).astype(int),
+            "units": logged.outcomes.units.numpy().reshape(-1),
+        }
+    )
 
 
 def target_policy():
@@ -81,19 +91,33 @@ def test_unkeyed_slot_rows_give_the_banner_iips_and_refuse_whole_banner_weights(
     assert not rows.has_banner_propensity
     scheme = load_reward("graded")
     policy = target_policy()
-    est_rows = evaluate_policy(rows.batch, policy.logits, scheme, ["iips", "dm", "dr"],
-                               behaviour_marginals=rows.behaviour_marginals, positions=rows.positions,
-                               banner_size=rows.banner_size).estimates  # fmt: skip
-    est_banners = evaluate_policy(keyed.batch, policy.logits, scheme, ["iips", "dr"],
-                                  behaviour_marginals=keyed.behaviour_marginals).estimates  # fmt: skip
+    est_rows = evaluate_policy(
+        rows.batch,
+        policy.logits,
+        scheme,
+        ["iips", "dm", "dr"],
+        behaviour_marginals=rows.behaviour_marginals,
+        positions=rows.positions,
+        banner_size=rows.banner_size,
+    ).estimates
+    est_banners = evaluate_policy(
+        keyed.batch, policy.logits, scheme, ["iips", "dr"], behaviour_marginals=keyed.behaviour_marginals
+    ).estimates
     # the catalogue is small enough for exact target marginals: slot rows and banners give the same IIPS
     assert est_rows["iips"].value == pytest.approx(est_banners["iips"].value, rel=1e-9)
     assert abs(est_rows["dr"].value - est_banners["dr"].value) < 3 * est_banners["dr"].std_err
     assert np.isfinite(est_rows["dm"].value)
     for name in ("ips", "snips"):
         with pytest.raises(ValueError, match="weight whole banners.*no impression key"):
-            evaluate_policy(rows.batch, policy.logits, scheme, [name], behaviour_marginals=rows.behaviour_marginals,
-                            positions=rows.positions, banner_size=K)  # fmt: skip
+            evaluate_policy(
+                rows.batch,
+                policy.logits,
+                scheme,
+                [name],
+                behaviour_marginals=rows.behaviour_marginals,
+                positions=rows.positions,
+                banner_size=K,
+            )
 
 
 def test_slot_rows_of_the_logging_policy_estimate_its_own_value(world, tmp_path):
@@ -101,11 +125,22 @@ def test_slot_rows_of_the_logging_policy_estimate_its_own_value(world, tmp_path)
     logged, mu = world
     slot_frame(logged, mu).to_csv(tmp_path / "slots.csv", index=False)
     rows = import_logs(tmp_path / "slots.csv", N, ColumnMapping(**SLOT))
-    behaviour = PopularityBehaviour(Simulator(SimConfig(n_products=N, n_categories=3, n_users=200,
-                                                        consideration_size=11, banner_size=K)).popularity, k=K)  # fmt: skip
+    behaviour = PopularityBehaviour(
+        Simulator(
+            SimConfig(n_products=N, n_categories=3, n_users=200, consideration_size=11, banner_size=K)
+        ).popularity,
+        k=K,
+    )
     logger = lambda ctx: behaviour.log_p.float().expand(len(ctx), -1)  # noqa: E731
-    est = evaluate_policy(rows.batch, logger, load_reward("ctr"), ["iips"], behaviour_marginals=rows.behaviour_marginals,
-                          positions=rows.positions, banner_size=K).estimates["iips"]  # fmt: skip
+    est = evaluate_policy(
+        rows.batch,
+        logger,
+        load_reward("ctr"),
+        ["iips"],
+        behaviour_marginals=rows.behaviour_marginals,
+        positions=rows.positions,
+        banner_size=K,
+    ).estimates["iips"]
     on_policy = logged.outcomes.clicks.sum(1).double().mean().item()
     assert est.value == pytest.approx(on_policy, rel=1e-6)
 

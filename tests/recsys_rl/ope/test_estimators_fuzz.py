@@ -47,8 +47,13 @@ def estimate_or_value_error(fn, *args, **kwargs) -> None:
 
 
 @FUZZ
-@given(r=arrays(), t=arrays(probs), b=arrays(probs), opts=options,
-       estimator=st.sampled_from([ips, snips, iips, rips]))  # fmt: skip
+@given(
+    r=arrays(),
+    t=arrays(probs),
+    b=arrays(probs),
+    opts=options,
+    estimator=st.sampled_from([ips, snips, iips, rips]),
+)
 def test_weighted_estimators_raise_only_value_error(r, t, b, opts, estimator):
     estimate_or_value_error(estimator, r, t, b, **opts)
 

@@ -147,6 +147,11 @@ def test_estimators_are_unbiased_for_banners_of_any_size(k):
     bp, tp = prefix_probs(b_logits[t], a), prefix_probs(t_logits[t], a)
     bm, tm = marginals_of(a, b_m[t]), marginals_of(a, t_m[t])
     q = cross_fit_rewards(r, a, ctx[t], items, target_marginals=t_m[t], model=Ridge(alpha=1.0), seed=0)
-    for name, est in {"IPS": ips(r.sum(1), tp[:, -1], bp[:, -1]), "SNIPS": snips(r.sum(1), tp[:, -1], bp[:, -1]),
-                      "IIPS": iips(r, tm, bm), "RIPS": rips(r, tp, bp), "DR": doubly_robust(r, tm, bm, q)}.items():  # fmt: skip
+    for name, est in {
+        "IPS": ips(r.sum(1), tp[:, -1], bp[:, -1]),
+        "SNIPS": snips(r.sum(1), tp[:, -1], bp[:, -1]),
+        "IIPS": iips(r, tm, bm),
+        "RIPS": rips(r, tp, bp),
+        "DR": doubly_robust(r, tm, bm, q),
+    }.items():
         assert abs(est.value - truth) < 4 * est.std_err, (name, est.value, truth)

@@ -92,8 +92,10 @@ def test_target_probs_are_exact_for_small_catalogues_and_sampled_for_large_ones(
             tp.pairs(np.arange(50), banners[:, 2]), s[np.arange(50), banners[:, 2]] - lse
         )
         ref = pair_log_softmax(policy, ctx, tp.pairs)
-        np.testing.assert_allclose(ref(np.arange(50), banners[:, 0]), (s * 2)[np.arange(50), banners[:, 0]]
-                                   - np.log(np.exp(s * 2).sum(1)))  # fmt: skip
+        np.testing.assert_allclose(
+            ref(np.arange(50), banners[:, 0]),
+            (s * 2)[np.arange(50), banners[:, 0]] - np.log(np.exp(s * 2).sum(1)),
+        )
 
 
 def _logged_from(policy, n, n_items, seed):

@@ -64,8 +64,9 @@ def test_strong_position_bias_does_not_distort_the_product_ranking():
     all_users = torch.arange(sim.n_users)
     true_click = sim.catalogue_rates(all_users).click.mean(0)  # (N,) P(click | examined), population mean
     worst_first = (-true_click).argsort().argsort().float()  # the logger puts the least clickable on top
-    users, logs = simulate(sim, lambda c: (12.0 * worst_first / sim.n_products).expand(len(c), -1), 0.3,
-                           30_000, seed=6)  # fmt: skip
+    users, logs = simulate(
+        sim, lambda c: (12.0 * worst_first / sim.n_products).expand(len(c), -1), 0.3, 30_000, seed=6
+    )
     fit = fit_reward_model(logs, sim.n_products, FAST, progress=False)
     with torch.no_grad():
         rel = torch.sigmoid(fit.model.catalogue_logits(logs.contexts[:2000])[0]).mean(0)

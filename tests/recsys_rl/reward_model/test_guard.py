@@ -30,8 +30,11 @@ def test_reward_model_guard_refuses_a_version_it_values_lower():
     bias = torch.linspace(-2.0, 2.0, N)
     model = known_model(N, bias)
     reference = _policy_preferring(torch.zeros(N))
-    guard = GuardRails(kl_hard_limit=100.0, tolerance=1.0,
-                       reward_model_value=reward_model_guard(model, load_reward("ctr"), reference))  # fmt: skip
+    guard = GuardRails(
+        kl_hard_limit=100.0,
+        tolerance=1.0,
+        reward_model_value=reward_model_guard(model, load_reward("ctr"), reference),
+    )
     logged, flat = _logged(), lambda policy: 1.0  # the ordinary value check passes both
     worse = guard.check(_policy_preferring(-3 * bias), reference, reference, logged, flat)
     assert not worse.passed and "reward-model value" in worse.reasons[0]

@@ -30,8 +30,9 @@ def test_registered_reward_model_loads_with_mlflows_own_pyfunc_api(tmp_path):
     out = loaded.predict(x)
     from recsys_rl.records import ContextBatch
 
-    want = model.expected(ContextBatch(torch.as_tensor(x["viewed"]), torch.as_tensor(x["history"])),
-                          torch.as_tensor(x["items"]))  # fmt: skip
+    want = model.expected(
+        ContextBatch(torch.as_tensor(x["viewed"]), torch.as_tensor(x["history"])), torch.as_tensor(x["items"])
+    )
     np.testing.assert_allclose(out["click"], want.click.numpy(), rtol=1e-6)
     torch_model = load_reward_model(f"models:/{REGISTERED_NAME}/{version}")
     assert torch_model.n_products == TINY.n_products
@@ -59,8 +60,20 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
         "  contexts_per_batch: 128\n  eval_users: 256\n"
     )
     base = ["--config", str(tmp_path / "cfg.yaml")]
-    r = CliRunner().invoke(_app(), ["train-reward-model", "--logs", str(logs), "--n-products", "24", *base,
-                                    "--set", "epochs=3", "--quiet"])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "train-reward-model",
+            "--logs",
+            str(logs),
+            "--n-products",
+            "24",
+            *base,
+            "--set",
+            "epochs=3",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "registered: banner-reward-model version 1" in " ".join(r.output.split())
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -70,8 +83,20 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
 
     other = BannerPolicy(40, embed_dim=4, hidden_dim=8)
     save_policy(other, tmp_path / "other.pt")
-    r = CliRunner().invoke(_app(), ["train", "--logs", str(logs), "--reward-model", "models:/banner-reward-model/1",
-                                    "--reference", str(tmp_path / "other.pt"), *base, "--quiet"])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "train",
+            "--logs",
+            str(logs),
+            "--reward-model",
+            "models:/banner-reward-model/1",
+            "--reference",
+            str(tmp_path / "other.pt"),
+            *base,
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 2
     assert (
         "error: --reward-model: the reward model scores 24 products, but the --reference policy has 40"
@@ -80,35 +105,106 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
 
     r = CliRunner().invoke(_app(), ["train-reward-model", "--logs", str(logs), "--n-products", "10", *base])
     assert r.exit_code == 2 and "error:" in r.output and "10" in r.output
-    r = CliRunner().invoke(_app(), ["train-reward-model", "--logs", str(logs), "--n-products", "24", *base,
-                                    "--set", "epochs=0"])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(), ["train-reward-model", "--logs", str(logs), "--n-products", "24", *base, "--set", "epochs=0"]
+    )
     assert r.exit_code == 2 and "error: --set: epochs:" in r.output
 
-    r = CliRunner().invoke(_app(), ["train", "--logs", str(logs), "--reward-model", "models:/banner-reward-model/1",
-                                    *base, "--quiet", "--set", "baseline.epochs=1"])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "train",
+            "--logs",
+            str(logs),
+            "--reward-model",
+            "models:/banner-reward-model/1",
+            *base,
+            "--quiet",
+            "--set",
+            "baseline.epochs=1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "best-of-16" in r.output and "proxy_value" in r.output
 
-    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
-                                    "--kl-targets", "0.5,1", *base, "--quiet", "--set", "baseline.epochs=1"])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "sweep",
+            "--reward-model",
+            "models:/banner-reward-model/1",
+            "--logs",
+            str(logs),
+            "--kl-targets",
+            "0.5,1",
+            *base,
+            "--quiet",
+            "--set",
+            "baseline.epochs=1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = " ".join(r.output.split())
     assert "gold (doubly robust on held-out logs)" in out and "recommended kl_target" in out
-    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
-                                    "--kl-targets", "0.5,-1", *base])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "sweep",
+            "--reward-model",
+            "models:/banner-reward-model/1",
+            "--logs",
+            str(logs),
+            "--kl-targets",
+            "0.5,-1",
+            *base,
+        ],
+    )
     assert r.exit_code == 2 and "error: --kl-targets: budgets must be positive" in r.output
 
     # a budget beyond reach is continued (--reach-rounds) and the options reach the sweep's MLflow run
-    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
-                                    "--kl-targets", "0.5,40", "--reach-rounds", "2", "--max-kl", "100", *base,
-                                    "--quiet", "--set", "baseline.epochs=1", "--experiment", "reach"])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "sweep",
+            "--reward-model",
+            "models:/banner-reward-model/1",
+            "--logs",
+            str(logs),
+            "--kl-targets",
+            "0.5,40",
+            "--reach-rounds",
+            "2",
+            "--max-kl",
+            "100",
+            *base,
+            "--quiet",
+            "--set",
+            "baseline.epochs=1",
+            "--experiment",
+            "reach",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "kl_target=40: KL" in r.output and "continuing" in r.output
-    parent = client.search_runs([client.get_experiment_by_name("reach").experiment_id],
-                                "tags.job = 'kl_sweep'")[0]  # fmt: skip
+    parent = client.search_runs(
+        [client.get_experiment_by_name("reach").experiment_id], "tags.job = 'kl_sweep'"
+    )[0]
     assert parent.data.params["reach_rounds"] == "2"
-    r = CliRunner().invoke(_app(), ["sweep", "--reward-model", "models:/banner-reward-model/1", "--logs", str(logs),
-                                    "--kl-targets", "0.5,1", "--max-kl", "1", *base])  # fmt: skip
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "sweep",
+            "--reward-model",
+            "models:/banner-reward-model/1",
+            "--logs",
+            str(logs),
+            "--kl-targets",
+            "0.5,1",
+            "--max-kl",
+            "1",
+            *base,
+        ],
+    )
     assert (
         r.exit_code == 2 and "error: --max-kl: 1 must be above the largest --kl-targets budget 1" in r.output
     )
