@@ -6,10 +6,6 @@ Every command turns a ConfigError / bad argument into one readable line on stder
 from __future__ import annotations
 
 import functools
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import typer
@@ -20,6 +16,7 @@ from recsys_rl.cli.evaluate import evaluate
 from recsys_rl.cli.reward_model import sweep_with_reward_model, train_reward_model, train_with_reward_model
 from recsys_rl.cli.serve import drive, serve
 from recsys_rl.cli.simulate import simulate
+from recsys_rl.cli.ui import ui_cmd
 from recsys_rl.config import ConfigError, RunConfig, load_reward, load_run
 
 app = typer.Typer(
@@ -32,6 +29,7 @@ app.command("simulate")(simulate)
 app.command("serve")(serve)
 app.command("drive")(drive)
 app.command("evaluate")(evaluate)
+app.command("ui")(ui_cmd)
 
 QUICKSTART_DIR = Path("recsys-rl-quickstart")
 QUICKSTART_IMPRESSIONS = 500_000  # about a minute of fine-tuning on 2 cores; closes ~2/3 of the oracle gap
@@ -429,23 +427,6 @@ def quickstart_cmd(
     console.rule("4/4 evaluate")
     _print_result(res, tracking.tracking_uri(cfg.tracking))
     console.print("open the MLflow UI: [bold]recsys-rl ui[/bold]  (then http://127.0.0.1:5000)")
-
-
-@app.command("ui")
-def ui_cmd(
-    port: int = typer.Option(5000, "--port"),
-    tracking_uri: str = typer.Option(None, "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite"),
-) -> None:
-    """Open the MLflow UI on the local store."""
-    from recsys_rl.config import TrackingConfig
-    from recsys_rl.tracking import tracking_uri as default_uri
-
-    uri = tracking_uri or default_uri(TrackingConfig())
-    exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    cmd = [exe, "ui", "--backend-store-uri", uri, "--port", str(port), "--workers", "1"]
-    console.print(" ".join(cmd))
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    raise typer.Exit(subprocess.call(cmd, env=env))
 
 
 @app.command("train-online")

@@ -306,7 +306,7 @@ def test_bad_mapping_files_are_config_errors_naming_the_field(tmp_path, fields, 
 
 
 def test_the_example_mapping_in_configs_is_valid():
-    m = load_mapping(Path(__file__).resolve().parents[2] / "configs" / "mappings" / "flat.yaml")
+    m = load_mapping(Path(__file__).resolve().parents[3] / "configs" / "mappings" / "flat.yaml")
     assert m.items == ITEMS and m.clicks == CLICKS and m.propensity == "prop"
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-MAPPING = str(Path(__file__).resolve().parents[2] / "configs" / "mappings" / "open_bandit.yaml")
+MAPPING = str(Path(__file__).resolve().parents[3] / "configs" / "mappings" / "open_bandit.yaml")
 CLI = [sys.executable, "-m", "recsys_rl"]
 N_ITEMS, K, N_BANNERS = 80, 3, 800
 
