@@ -228,7 +228,8 @@ def _estimate(
     """Read and check every input, then compute the estimates; raises ValueError on bad input."""
     import torch
 
-    from recsys_rl.logdata.importer import import_logs, load_mapping
+    from recsys_rl.logdata.importer import import_logs
+    from recsys_rl.logdata.mapping import load_mapping
     from recsys_rl.ope.pipeline import BANNER_WEIGHTED, evaluate_policy, parse_estimators
 
     torch.set_num_threads(1)

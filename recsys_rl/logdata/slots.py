@@ -22,30 +22,21 @@ import pandas as pd
 import pyarrow.compute as pc
 import torch
 
-from recsys_rl.logdata.importer import (
-    ColumnMapping,
-    ImportedLogs,
-    _banner_log_prob,
-    _check_cells,
-    _check_ids,
-    _check_probs,
-    _first,
-    _ints,
-    _numbers,
-    _propensities,
-    _Table,
-)
+from recsys_rl.logdata.imported import ImportedLogs
+from recsys_rl.logdata.mapping import ColumnMapping
+from recsys_rl.logdata.propensity import banner_log_prob, check_probs
+from recsys_rl.logdata.table import Table, check_cells, check_ids, first_true, ints, numbers, propensities
 from recsys_rl.records import BannerBatch, ContextBatch, LoggedBatch, OutcomeBatch
 
 
-def _column(t: _Table, name: str, field: str, scalar) -> np.ndarray:
+def _column(t: Table, name: str, field: str, scalar) -> np.ndarray:
     return scalar(t, t.column(name, field), name, None)
 
 
-def _slot_outcomes(t: _Table, m: ColumnMapping) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[str]]:
+def _slot_outcomes(t: Table, m: ColumnMapping) -> tuple[np.ndarray, np.ndarray, np.ndarray, set[str]]:
     """(clicks, units, revenue) (n,) of the rows, and which of them the log records."""
-    click = _column(t, m.clicks, "clicks", _numbers)
-    _check_cells(
+    click = _column(t, m.clicks, "clicks", numbers)
+    check_cells(
         t,
         ((click != 0) & (click != 1))[:, None],
         [m.clicks],
@@ -59,8 +50,8 @@ def _slot_outcomes(t: _Table, m: ColumnMapping) -> tuple[np.ndarray, np.ndarray,
         if name is None:
             out.append(np.zeros(t.n))
             continue
-        v = _column(t, name, field, _numbers)
-        _check_cells(
+        v = _column(t, name, field, numbers)
+        check_cells(
             t,
             ~(np.isfinite(v) & (v >= 0))[:, None],
             [name],
@@ -73,15 +64,15 @@ def _slot_outcomes(t: _Table, m: ColumnMapping) -> tuple[np.ndarray, np.ndarray,
 
 
 def import_slots(
-    t: _Table, m: ColumnMapping, n_products: int, contexts: ContextBatch, source: str
+    t: Table, m: ColumnMapping, n_products: int, contexts: ContextBatch, source: str
 ) -> ImportedLogs:
     """Validate slot rows of table ``t`` (contexts: one per row, already read) and regroup them when
     the mapping names an impression key."""
-    item = _column(t, m.items, "items", _ints)
-    _check_ids(t, item[:, None], [m.items], n_products)
-    pos = _column(t, m.position, "position", _ints) - m.first_position
+    item = _column(t, m.items, "items", ints)
+    check_ids(t, item[:, None], [m.items], n_products)
+    pos = _column(t, m.position, "position", ints) - m.first_position
     k = m.banner_size if m.banner_size is not None else int(pos.max(initial=0)) + 1
-    _check_cells(
+    check_cells(
         t,
         ((pos < 0) | (pos >= k))[:, None],
         [m.position],
@@ -90,8 +81,8 @@ def import_slots(
     )
     if k > n_products:
         raise t.error(m.items, f"{k}-product banners, but the catalogue has {n_products}")
-    slot_p = _column(t, m.position_propensities, "position_propensities", _propensities)
-    _check_probs(t, slot_p[:, None], [m.position_propensities])
+    slot_p = _column(t, m.position_propensities, "position_propensities", propensities)
+    check_probs(t, slot_p[:, None], [m.position_propensities])
     click, units, revenue, outcomes = _slot_outcomes(t, m)
     if m.impression_id is None:
         batch = LoggedBatch(
@@ -116,27 +107,27 @@ def _regroup(
     arr = t.column(m.impression_id, "impression_id")
     missing = pc.is_null(arr).to_numpy(zero_copy_only=False)
     if missing.any():
-        raise t.error(m.impression_id, "missing impression id", _first(missing))
+        raise t.error(m.impression_id, "missing impression id", first_true(missing))
     keys = pc.cast(arr, "string").to_numpy(zero_copy_only=False)
     code, uniq = pd.factorize(keys)  # (n,) banner of each row, banners in first-seen order
     b = len(uniq)
     counts = np.bincount(code, minlength=b)
     short = counts[code] != k
     if short.any():
-        i = _first(short)
+        i = first_true(short)
         raise t.error(
             m.impression_id, f"impression {keys[i]!r} has {counts[code[i]]} rows, a banner has {k}", i
         )
     slot = code * k + pos
     seen = pd.Index(slot).duplicated()
     if seen.any():
-        i = _first(seen)
+        i = first_true(seen)
         raise t.error(m.position, f"impression {keys[i]!r} has two rows at position {pos[i]}", i)
     first = pd.Series(np.arange(t.n)).groupby(code).min().to_numpy()  # (B,) first row of each banner
     for name, values in _context_columns(m, contexts):
         differs = (values != values[first][code]).reshape(t.n, -1).any(1)
         if differs.any():
-            i = _first(differs)
+            i = first_true(differs)
             raise t.error(
                 name, f"impression {keys[i]!r}: differs from the banner's first row {first[code[i]]}", i
             )
@@ -145,7 +136,7 @@ def _regroup(
     order = np.sort(items, axis=1)
     dup = (order[:, 1:] == order[:, :-1]).any(1)
     if dup.any():
-        i = _first(dup[code])
+        i = first_true(dup[code])
         raise t.error(m.items, f"impression {keys[i]!r} shows a product twice", i)
     marg = np.empty((b, k))
     marg[code, pos] = slot_p
@@ -156,10 +147,10 @@ def _regroup(
         per_pos.append(torch.from_numpy(grid))
     log_prob = np.full(b, np.nan)
     if m.propensity is not None or m.log_propensity is not None:
-        lp = _banner_log_prob(t, m)
+        lp = banner_log_prob(t, m)
         differs = lp != lp[first][code]
         if differs.any():
-            i = _first(differs)
+            i = first_true(differs)
             col = m.log_propensity or m.propensity
             raise t.error(col, f"impression {keys[i]!r}: banner propensity differs between its rows", i)
         log_prob = lp[first]

@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from recsys_rl.config import ConfigError, SimConfig, load_reward
-from recsys_rl.logdata.importer import ColumnMapping, import_logs, load_mapping
+from recsys_rl.logdata.importer import import_logs
+from recsys_rl.logdata.mapping import ColumnMapping, load_mapping
 from recsys_rl.logdata.parquet import LogFormatError, read_logs
 from simulator import Simulator
 from simulator.logged import generate_logs

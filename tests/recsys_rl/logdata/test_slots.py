@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from recsys_rl.config import SimConfig, load_reward
-from recsys_rl.logdata.importer import ColumnMapping, import_logs
+from recsys_rl.logdata.importer import import_logs
+from recsys_rl.logdata.mapping import ColumnMapping
 from recsys_rl.logdata.parquet import LogFormatError, read_logs
 from recsys_rl.ope.marginals import exact_marginals
 from recsys_rl.ope.pipeline import evaluate_policy
