@@ -40,8 +40,13 @@ def rm_job(
     data_source: str = "logs",
     n_best: int = 16,
     progress: bool = True,
+    banner_size: int | None = None,
+    categorical_vocab: list[list[str]] | None = None,
 ) -> JobResult:
-    """One tracked run: (baseline from the first 80% of logs unless given) -> RL vs reward model -> judge."""
+    """One tracked run: (baseline from the first 80% of logs unless given) -> RL vs reward model -> judge.
+
+    ``banner_size`` / ``categorical_vocab``: the baseline's, for logs that carry them (a mapped table);
+    the policy defaults otherwise."""
     from recsys_rl.guard_rails import snips_value
 
     torch.manual_seed(cfg.seed)
@@ -52,7 +57,16 @@ def rm_job(
     n_products = reference.n_products if reference is not None else model.n_products
     check_catalogue(model, n_products, "the reference policy")
     if reference is None:
-        reference = train_baseline(train, n_products, cfg.policy, cfg.baseline, cfg.seed, progress)
+        reference = train_baseline(
+            train,
+            n_products,
+            cfg.policy,
+            cfg.baseline,
+            cfg.seed,
+            progress,
+            banner_size=banner_size,
+            categorical_vocab=categorical_vocab,
+        )
     tracking.setup(cfg.tracking)
     with tracking.start_run(cfg, scheme.name, data_source, run_name=f"reward-model-{scheme.name}") as run:
         mlflow.set_tags({"reward_model": reward_model_uri, "job": "train_reward_model_rl"})
