@@ -157,6 +157,14 @@ class LoggedBatch:
         return LoggedBatch(self.contexts[idx], self.banners[idx], self.outcomes[idx])
 
 
+def catalogue_size(batch: LoggedBatch) -> int:
+    """The catalogue a log implies when nobody says: its largest product id (shown, viewed or in a
+    history; PAD ignored) + 1. Logs from elsewhere carry no catalogue size, and a simulator preset's
+    ``n_products`` says nothing about them."""
+    c = batch.contexts
+    return int(max(batch.banners.items.max(), c.viewed.max(), c.history.max())) + 1
+
+
 # Event schema shared by the logged-data generator, event stores and log import.
 IMPRESSION_SCHEMA = pa.schema(
     [

@@ -15,7 +15,8 @@ from typing import Annotated
 
 import typer
 
-from recsys_rl.config import ConfigError, TrackingConfig, load_reward
+from recsys_rl.cli.common import friendly
+from recsys_rl.config import TrackingConfig, load_reward
 
 MLFLOW_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/")
 DEFAULT_EXPERIMENT = "recsys-rl-ope"
@@ -143,6 +144,7 @@ def _print(table, title: str) -> None:
     console.print(t)
 
 
+@friendly
 def evaluate(
     logs: Annotated[
         Path, typer.Option("--logs", help="event-schema directory, or a table described by --mapping")
@@ -186,24 +188,20 @@ def evaluate(
     ] = None,
 ) -> None:
     """Estimate a policy's value per impression from logged data (IPS, SNIPS, IIPS, DM, DR) and log it."""
-    try:
-        table, params, title = _estimate(
-            logs,
-            policy,
-            reference,
-            estimators,
-            reward,
-            mapping,
-            n_products,
-            clip,
-            temperature,
-            samples,
-            seed,
-            tracking_uri,
-        )
-    except (ConfigError, ValueError, FileNotFoundError) as e:  # LogFormatError is a ValueError too
-        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
-        raise typer.Exit(2) from None
+    table, params, title = _estimate(  # every input read and checked before anything is written
+        logs,
+        policy,
+        reference,
+        estimators,
+        reward,
+        mapping,
+        n_products,
+        clip,
+        temperature,
+        samples,
+        seed,
+        tracking_uri,
+    )
     _print(table, title)
     run_id = _log(table, params, experiment, _tracking_uri(tracking_uri))
     typer.echo(

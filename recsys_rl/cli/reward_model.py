@@ -1,32 +1,34 @@
 """CLI of the reward-model path: `train-reward-model`, and the `train`/`sweep` branches for --reward-model.
 
-`train` and `sweep` in ``cli.py`` dispatch here when --reward-model is given, so the ordinary commands
-stay as they are. Bad input ends in one line on stderr and exit 2 (``cli.friendly``), before any run.
+`train` and `sweep` (``cli.train``) dispatch here when --reward-model is given, so the ordinary commands
+stay as they are. Bad input ends in one line on stderr and exit 2 (``cli.common.friendly``), before any run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from recsys_rl.cli.common import (
+    console,
+    friendly,
+    logs_with_catalogue,
+    parse_overrides,
+    print_table,
+    simulator_at,
+    use_threads,
+)
 
 
 def _rm_config(pairs: list[str] | None, seed: int | None):
     import pydantic
-    import yaml
 
     from recsys_rl.config import ConfigError
     from recsys_rl.reward_model import RewardModelConfig
 
-    values = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise ConfigError(f"--set: expected key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        values[k.strip()] = yaml.safe_load(v)
+    values = parse_overrides(pairs)
     if seed is not None:
         values.setdefault("seed", seed)
     try:
@@ -37,42 +39,41 @@ def _rm_config(pairs: list[str] | None, seed: int | None):
         raise ConfigError(f"--set: {field}: {err['msg']}") from None
 
 
-def _import(logs: Path, n_products: int, mapping: Path | None):
-    from recsys_rl.logdata.importer import import_logs
-
-    return import_logs(logs, n_products, mapping)
-
-
+@friendly
 def train_reward_model(
-    logs: Path = typer.Option(
-        ..., "--logs", help="event-schema directory, or a table described by --mapping"
-    ),
-    mapping: Path = typer.Option(
-        None, "--mapping", help="column-mapping YAML for logs not in the event schema"
-    ),
-    n_products: int = typer.Option(None, "--n-products", help="catalogue size (default: the config's sim)"),
-    config: Path = typer.Option(
-        None, "--config", help="run config YAML (seed, sim and tracking sections used)"
-    ),
-    set_: list[str] = typer.Option(None, "--set", help="reward-model setting, e.g. --set epochs=10"),
-    experiment: str = typer.Option("recsys-rl-reward-model", "--experiment", help="MLflow experiment"),
-    quiet: bool = typer.Option(False, "--quiet", help="no progress bars"),
+    logs: Annotated[
+        Path, typer.Option("--logs", help="event-schema directory, or a table described by --mapping")
+    ],
+    mapping: Annotated[
+        Path | None, typer.Option("--mapping", help="column-mapping YAML for logs not in the event schema")
+    ] = None,
+    n_products: Annotated[
+        int | None,
+        typer.Option("--n-products", help="catalogue size (default: the largest product id in the logs + 1)"),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="run config YAML (seed, sim and tracking sections used)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="reward-model setting, e.g. --set epochs=10")
+    ] = None,
+    experiment: Annotated[
+        str, typer.Option("--experiment", help="MLflow experiment")
+    ] = "recsys-rl-reward-model",
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
     """Fit the reward model (click, purchase, units per context x product x position) and register it.
 
     Held-out log-loss, AUC and calibration per outcome go to MLflow with a reliability plot; the model is
     registered as `banner-reward-model` (load it with mlflow.pyfunc.load_model).
     """
-    import torch
-
     from recsys_rl.config import load_run
     from recsys_rl.jobs.reward_model import train_reward_model_job
 
     cfg = load_run(config)
-    torch.set_num_threads(cfg.torch_threads)
+    use_threads(cfg)
     rm_cfg = _rm_config(set_, cfg.seed)
-    n = n_products or cfg.sim.n_products
-    imported = _import(logs, n, mapping)
+    imported, n = logs_with_catalogue(logs, mapping, n_products)
     if "clicks" not in imported.outcomes:
         raise ValueError(f"--logs: {logs}: records no clicks; the reward model needs click feedback")
     res = train_reward_model_job(
@@ -100,15 +101,6 @@ def train_reward_model(
     )
 
 
-def _env(sim_config: Path | None):
-    if sim_config is None:
-        return None
-    from recsys_rl.config import SimConfig, load
-    from simulator import Simulator
-
-    return Simulator(load(SimConfig, sim_config))
-
-
 def _setup_tracking_for_load(cfg) -> None:
     import mlflow
 
@@ -124,7 +116,7 @@ def _model_and_world(cfg, reward_model: str, reference, sim_config: Path | None)
 
     _setup_tracking_for_load(cfg)
     model = load_reward_model(reward_model)
-    env = _env(sim_config)
+    env = simulator_at(sim_config) if sim_config is not None else None
     if env is not None:
         check_catalogue(model, env.n_products, f"the simulator ({sim_config})")
     if reference is not None:
@@ -133,17 +125,37 @@ def _model_and_world(cfg, reward_model: str, reference, sim_config: Path | None)
 
 
 def train_with_reward_model(
-    cfg, logs: Path, reward_model: str, reference, sim_config: Path | None, quiet: bool
+    cfg,
+    logs: Path,
+    reward_model: str,
+    reference,
+    sim_config: Path | None,
+    quiet: bool,
+    mapping: Path | None = None,
 ):
-    """`train --logs PATH --reward-model URI`: RL against the reward model from the logged contexts."""
+    """`train --logs PATH [--mapping M] --reward-model URI`: RL against the reward model from the logged contexts.
+
+    The catalogue is the reward model's: a logged product id past it is refused."""
+    from recsys_rl.config import load_reward
     from recsys_rl.jobs.against_reward_model import rm_job
-    from recsys_rl.logdata.parquet import read_logs
 
     model, env = _model_and_world(cfg, reward_model, reference, sim_config)
-    batch = read_logs(logs)
-    ids = int(max(batch.banners.items.max(), batch.contexts.viewed.max(), batch.contexts.history.max()))
-    if ids >= model.n_products:
-        raise ValueError(f"--logs: product id {ids}, but the reward model knows {model.n_products} products")
+    banner_size = vocabulary = None
+    if mapping is not None:
+        from recsys_rl.logdata.importer import import_logs
+
+        imported = import_logs(logs, model.n_products, mapping)
+        batch = imported.for_model(reference.categorical_vocab) if reference is not None else imported.batch
+        banner_size, vocabulary = imported.banner_size, imported.vocabulary
+    else:
+        from recsys_rl.logdata.parquet import read_logs
+        from recsys_rl.records import catalogue_size
+
+        batch = read_logs(logs)
+        if catalogue_size(batch) > model.n_products:
+            raise ValueError(
+                f"--logs: product id {catalogue_size(batch) - 1}, but the reward model knows {model.n_products} products"
+            )
     res = rm_job(
         cfg,
         batch,
@@ -153,10 +165,9 @@ def train_with_reward_model(
         env=env,
         data_source=f"logs:{logs}",
         progress=not quiet,
+        banner_size=banner_size,
+        categorical_vocab=vocabulary,
     )
-    from recsys_rl.cli.main import print_table
-    from recsys_rl.config import load_reward
-
     key = f"reward_{load_reward(cfg.reward).name}"
     cols = ["proxy_value", "snips_value", key, "reward_graded", "kl_to_reference", "oracle_gap_closed"]
     cols = list(dict.fromkeys(c for c in cols if c in res.table.columns))
@@ -181,8 +192,6 @@ def sweep_with_reward_model(
 
     ``max_kl``: widen (double the largest budget, up to this) while the gold still peaks at the end;
     ``reach_rounds``: continue a run that ends short of its budget, up to this many runs (``kl_sweep``)."""
-    import torch
-
     from recsys_rl.baseline import train_baseline
     from recsys_rl.config import builtin_rewards, load_reward
     from recsys_rl.evaluation import Evaluator
@@ -205,7 +214,7 @@ def sweep_with_reward_model(
             f"--max-kl: {max_kl:g} must be above the largest --kl-targets budget {max(targets):g}"
         )
     scheme = load_reward(cfg.reward)
-    torch.set_num_threads(cfg.torch_threads)
+    use_threads(cfg)
     model, env = _model_and_world(cfg, reward_model, reference, sim_config)
     batch = read_logs(logs)
     n_train = int(0.8 * len(batch))
@@ -236,8 +245,6 @@ def sweep_with_reward_model(
         progress=not quiet,
         log=console.print,
     )
-    from recsys_rl.cli.main import print_table
-
     show = res.table.set_index(res.table["method"] + " " + res.table["kl_target"].map("{:g}".format))
     print_table(
         show[

@@ -1,4 +1,6 @@
-"""`recsys-rl serve` (the banner service) and `recsys-rl drive` (simulated users driving it over HTTP).
+"""The live path: `serve` (the banner service), `drive` (simulated users driving it over HTTP),
+`train-online` (learning from the event stream the server writes) and `register` (a saved policy under
+the registry alias serving follows).
 
 ``serving`` and ``simulator`` are imported inside the commands, so ``import recsys_rl`` pulls in
 neither. The driver closes the loop end to end: users from the simulator ask the server for banners,
@@ -18,15 +20,12 @@ from typing import Annotated
 
 import typer
 
-from recsys_rl.config import ConfigError, SimConfig, load, load_reward
+from recsys_rl.cli.common import console, friendly, parse_overrides, simulator_at, use_threads
+from recsys_rl.config import RunConfig, load_reward, load_run
 from recsys_rl.records import PAD
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
+@friendly
 def serve(
     config: Annotated[
         Path | None, typer.Option("--config", help="serving YAML (fields of serving.config.ServeConfig)")
@@ -68,23 +67,17 @@ def serve(
         temperature=temperature,
         workers=workers,
     )
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as e:
-        raise _fail(str(e)) from None
+    cfg = load_config(config, overrides)
     if not cfg.has_model_source:
-        raise _fail("no model to serve: give --model-uri, --policy-path or a config with one")
+        raise ValueError("no model to serve: give --model-uri, --policy-path or a config with one")
     if cfg.policy_path is not None and not Path(cfg.policy_path).is_file():
-        raise _fail(f"policy_path: {cfg.policy_path}: file not found")
+        raise ValueError(f"policy_path: {cfg.policy_path}: file not found")
     if cfg.workers > 1:
         _serve_workers(cfg, access_log)
         return
     from serving.app import create_app
 
-    try:
-        app = create_app(cfg)
-    except ValueError as e:
-        raise _fail(str(e)) from None
+    app = create_app(cfg)
     gc.freeze()  # startup objects (torch, mlflow, the app) leave the collector: no 50 ms full collections
     uvicorn.run(app, host=cfg.host, port=cfg.port, workers=1, access_log=access_log, log_level="info")
 
@@ -253,6 +246,7 @@ def _feedback_events(answers: list[dict], banners, outcome) -> list[dict]:
     return events
 
 
+@friendly
 def drive(
     url: Annotated[str, typer.Option("--url", help="base URL of a running server")] = "http://127.0.0.1:8000",
     users: Annotated[int, typer.Option("--users", min=1, help="simulated banner requests")] = 1000,
@@ -270,22 +264,122 @@ def drive(
     ] = "graded",
 ) -> None:
     """Simulated users request banners from a running server and post their feedback back."""
-    from simulator import Simulator
-
-    try:
-        sim_cfg = load(SimConfig, sim_config) if sim_config is not None else SimConfig()
-        scheme = load_reward(reward_scheme)
-    except ConfigError as e:
-        raise _fail(str(e)) from None
-    sim = Simulator(sim_cfg)
+    sim = simulator_at(sim_config)
+    scheme = load_reward(reward_scheme)
     try:
         summary = asyncio.run(_drive(url, sim, users, seed, feedback, concurrency, scheme, chunk=256))
-    except (ValueError, RuntimeError) as e:
-        raise _fail(str(e)) from None
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
     except OSError as e:
-        raise _fail(f"--url {url}: {e}") from None
+        raise ValueError(f"--url {url}: {e}") from None
     for why in summary.error_samples:
         typer.echo(f"error sample: {why}", err=True)
     typer.echo(summary.line(scheme.name if hasattr(scheme, "name") else reward_scheme))
     if summary.errors:
         raise typer.Exit(1)
+
+
+@friendly
+def train_online(
+    events: Annotated[
+        str, typer.Option("--events", help="event store URI: sqlite:///events.db or redis://host:port/0")
+    ],
+    reference: Annotated[
+        Path, typer.Option("--reference", help="the frozen reference (train-baseline output)")
+    ],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="run config YAML (train/online/tracking sections)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override, e.g. --set online.register_every=5")
+    ] = None,
+    sim_config: Annotated[
+        Path | None, typer.Option("--sim-config", help="judge guard rails exactly on this simulator")
+    ] = None,
+    max_updates: Annotated[
+        int | None, typer.Option("--max-updates", help="stop after this many updates")
+    ] = None,
+    idle_exit: Annotated[
+        float | None, typer.Option("--idle-exit", help="stop after this many idle seconds")
+    ] = None,
+    logs: Annotated[
+        Path | None,
+        typer.Option(
+            "--logs", help="the logs that trained the reference: the warm start's data (warm_start.enabled)"
+        ),
+    ] = None,
+) -> None:
+    """Learn from the live event stream: KL-PG updates, checkpointed offsets, guard-railed registrations."""
+    import mlflow
+
+    from recsys_rl import tracking
+    from recsys_rl.events import open_store
+    from recsys_rl.finetune.live import OnlineTrainer
+    from recsys_rl.policy import load_policy
+
+    cfg = load_run(config, parse_overrides(set_))
+    if cfg.warm_start.enabled and logs is None:
+        raise ValueError("--logs: warm_start.enabled needs the logs that trained the reference")
+    use_threads(cfg)
+    ref = load_policy(reference).frozen_copy()
+    value_fn = _sim_value_fn(sim_config, cfg) if sim_config else None
+    warm_logs = None
+    if logs is not None and cfg.warm_start.enabled:
+        from recsys_rl.logdata.parquet import read_logs
+
+        warm_logs = read_logs(logs)
+    store = open_store(events)
+    tracking.setup(cfg.tracking)
+    with store, mlflow.start_run(run_name=f"online-{cfg.online.consumer}"):
+        mlflow.set_tags({"data_source": f"events:{events.split('?')[0]}", "reward_scheme": str(cfg.reward)})
+        trainer = OnlineTrainer(
+            cfg, store, ref, value_fn=value_fn, log=lambda s: console.print(s), warm_logs=warm_logs
+        )
+        trainer.run(max_updates=max_updates, idle_exit_s=idle_exit)
+    console.print(
+        f"stopped after {trainer.updates} updates; registered versions: {trainer.registered or 'none'}"
+    )
+
+
+def _sim_value_fn(sim_config: Path, cfg: RunConfig):
+    """Guard-rail value = exact expected reward of the greedy banners on a fixed simulated user set."""
+    from recsys_rl.evaluation import greedy_banners, make_eval_set
+    from recsys_rl.rewards import expected_reward
+
+    sim = simulator_at(sim_config)
+    es = make_eval_set(sim, cfg.train.eval_users, cfg.seed + 1000)
+    scheme = load_reward(cfg.reward)
+
+    def value(policy) -> float:
+        return (
+            expected_reward(scheme, sim.expected(es.users, greedy_banners(policy, es.contexts))).mean().item()
+        )
+
+    return lambda logged: value
+
+
+@friendly
+def register(
+    policy: Annotated[
+        Path, typer.Option("--policy", help="a saved policy (e.g. the reference from train-baseline)")
+    ],
+    alias: Annotated[
+        str, typer.Option("--alias", help="registry alias to point at it (serving follows it)")
+    ] = "champion",
+    config: Annotated[
+        Path | None, typer.Option("--config", help="run config YAML (tracking section used)")
+    ] = None,
+) -> None:
+    """Register a saved policy in the MLflow model registry and point an alias at it."""
+    import mlflow
+
+    from recsys_rl import tracking
+    from recsys_rl.policy import load_policy
+
+    if not policy.is_file():
+        raise FileNotFoundError(f"--policy: {policy}: file not found")
+    cfg = load_run(config)
+    tracking.setup(cfg.tracking)
+    with mlflow.start_run(run_name=f"register-{policy.stem}"):
+        uri, version = tracking.log_policy(load_policy(policy), cfg.tracking.registered_model, alias)
+    console.print(f"registered {policy} as {cfg.tracking.registered_model} version {version} (@{alias})")

@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 
-from recsys_rl.config import ConfigError, SimConfig, load
+from recsys_rl.cli.common import friendly, simulator_at
 
 
+@friendly
 def simulate(
     out: Annotated[
         Path, typer.Option("--out", help="directory for impressions.parquet and feedback.parquet")
@@ -28,15 +29,9 @@ def simulate(
     ] = 0,
 ) -> None:
     """Log behaviour-policy banners served to simulated users, as impression and feedback Parquet."""
-    from simulator import Simulator
     from simulator.logged import generate_logs
 
-    try:
-        cfg = load(SimConfig, config) if config is not None else SimConfig()
-    except ConfigError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2) from None
-    where = generate_logs(Simulator(cfg), impressions, out, seed=seed)
+    where = generate_logs(simulator_at(config), impressions, out, seed=seed)
     typer.echo(
         f"wrote {impressions} impressions to {where / 'impressions.parquet'} and {where / 'feedback.parquet'}"
     )

@@ -43,25 +43,17 @@ def collect(
     policy: BannerPolicy, env: Environment, n_contexts: int, group: int, generator: torch.Generator
 ) -> LoggedBatch:
     """Serve ``group`` sampled banners to each of ``n_contexts`` fresh contexts and observe outcomes."""
-    return collect_with_candidates(policy, env, n_contexts, group, generator)[0]
-
-
-@torch.no_grad()
-def collect_with_candidates(
-    policy: BannerPolicy, env: Environment, n_contexts: int, group: int, generator: torch.Generator
-) -> tuple[LoggedBatch, torch.Tensor | None]:
-    """``collect``, plus the (C, M) candidate ids the banners were drawn from (None on the full path),
-    for the learner to score them on the same set."""
-    return collect_on_candidates(policy, env, n_contexts, group, generator)[:2]
+    return collect_on_candidates(policy, env, n_contexts, group, generator)[0]
 
 
 @torch.no_grad()
 def collect_on_candidates(
     policy: BannerPolicy, env: Environment, n_contexts: int, group: int, generator: torch.Generator
 ) -> tuple[LoggedBatch, torch.Tensor | None, torch.Tensor | None]:
-    """``collect_with_candidates``, plus each banner item's position (B, K) in its context's candidate
-    row (None on the full path): the sampler knows them, and the learner would otherwise search for
-    them (a (B, K, M) comparison, ~5% of an update at 100k products)."""
+    """``collect``, plus the (C, M) candidate ids the banners were drawn from and each banner item's
+    position (B, K) in its context's candidate row (both None on the full path): the learner scores
+    the banners on the same set, and the sampler knows the positions the learner would otherwise
+    search for (a (B, K, M) comparison, ~5% of an update at 100k products)."""
     users = env.sample_users(n_contexts, generator)
     ctx = env.contexts(users, generator)
     cand = positions = None

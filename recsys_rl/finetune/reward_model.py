@@ -48,6 +48,11 @@ def scored_batch(
     return batch, rewards
 
 
+def rm_updates(cfg: TrainConfig) -> int:
+    """Updates ``rm_finetune`` makes for ``cfg``: ``cfg.total_impressions`` banners, at least one update."""
+    return max(1, cfg.total_impressions // (cfg.contexts_per_batch * max(2, cfg.banners_per_context)))
+
+
 def rm_finetune(
     reference: BannerPolicy,
     model: BannerRewardModel,
@@ -55,16 +60,21 @@ def rm_finetune(
     scheme: RewardScheme,
     cfg: TrainConfig,
     seed: int,
-    on_update: Callable[[int, dict[str, float]], None] | None = None,
+    on_update: Callable[[int, dict[str, float], BannerPolicy], bool | None] | None = None,
     progress: bool = True,
     start: BannerPolicy | None = None,
     beta: float | None = None,
+    generator: torch.Generator | None = None,
+    label: str | None = None,
 ) -> tuple[BannerPolicy, list[dict[str, float]]]:
     """Train a copy of ``reference`` against ``model`` on ``contexts`` for ``cfg.total_impressions`` banners.
 
     ``start`` / ``beta``: continue from a policy this function returned and the KL coefficient its run
     ended with (its last history row's ``beta``), e.g. to let a large budget be reached; the KL stays
     measured against ``reference`` and the learning-rate schedule restarts (a warm restart).
+    ``on_update(u, row, policy)`` sees each update (0-based) after it is made; returning True stops the run
+    there (the warm start's KL check). ``generator``: the draws of contexts and banners (default seeded
+    from ``seed``); ``label``: the progress bar's.
     """
     check_catalogue(model, reference.n_products, "the reference policy")
     check_scheme(model, scheme)
@@ -72,12 +82,12 @@ def rm_finetune(
     learner = Learner(policy, reference, scheme, cfg, seed)
     if beta is not None:
         learner.kl_ctl.beta = beta
-    g = torch.Generator().manual_seed(seed + 11)
+    g = generator if generator is not None else torch.Generator().manual_seed(seed + 11)
     group = max(2, cfg.banners_per_context)
     per_update = cfg.contexts_per_batch * group
-    n_updates = max(1, cfg.total_impressions // per_update)
+    n_updates = rm_updates(cfg)
     history: list[dict[str, float]] = []
-    with progress_bar(f"fine-tune vs reward model ({scheme.name})", n_updates, progress) as advance:
+    with progress_bar(label or f"fine-tune vs reward model ({scheme.name})", n_updates, progress) as advance:
         for u in range(n_updates):
             learner.set_progress(u / n_updates)
             idx = torch.randint(0, len(contexts), (cfg.contexts_per_batch,), generator=g)
@@ -90,7 +100,7 @@ def rm_finetune(
                 "impressions": float((u + 1) * per_update),
             }
             history.append(row)
-            if on_update:
-                on_update(u, row)
             advance(1, proxy=row["proxy_reward"], kl=row["kl"], beta=row["beta"])
+            if on_update and on_update(u, row, policy):
+                break
     return policy.eval(), history

@@ -22,10 +22,8 @@ import torch
 
 from recsys_rl.config import RewardScheme, TrainConfig, WarmStartConfig
 from recsys_rl.evaluation import divergence
-from recsys_rl.finetune.reward_model import scored_batch
-from recsys_rl.learner import Learner
+from recsys_rl.finetune.reward_model import rm_finetune, rm_updates
 from recsys_rl.policy import BannerPolicy, trainable_copy
-from recsys_rl.progress import progress_bar
 from recsys_rl.records import LoggedBatch
 from recsys_rl.reward_model import RewardModelConfig, fit_reward_model
 from recsys_rl.reward_model.model import BannerRewardModel
@@ -70,41 +68,43 @@ def warm_start_from_model(
             "banners_per_context": max(2, train.banners_per_context),
         }
     )
-    policy = trainable_copy(reference)
-    learner = Learner(policy, reference, scheme, cfg, seed)
     g = torch.Generator().manual_seed(seed + 13)
     probe = logs.contexts[torch.randperm(len(logs), generator=g)[:PROBE_CONTEXTS]]
-    contexts = logs.contexts
-    group = cfg.banners_per_context
-    n_updates = max(1, cfg.total_impressions // (cfg.contexts_per_batch * group))
-    good, good_kl, good_updates, rolled_back, history = None, 0.0, 0, False, []
+    n_updates = rm_updates(cfg)
+    kept: dict = {"state": None, "kl": 0.0, "updates": 0, "rolled_back": False}
 
-    def measured_kl() -> float:
+    def check(u: int, row: dict[str, float], policy: BannerPolicy) -> bool:
+        """Every ``check_every`` updates and at the end: keep the state within the hard limit, or stop."""
+        if (u + 1) % ws.check_every and u + 1 != n_updates:
+            return False
         policy.eval()
         kl, _ = divergence(policy.logits, reference, probe, torch.Generator().manual_seed(seed + 17))
         policy.train()
-        return kl
+        if not kl <= train.kl_hard_limit:  # NaN counts as past the limit
+            kept["rolled_back"] = True
+            return True
+        kept.update(
+            state={k: v.detach().clone() for k, v in policy.state_dict().items()}, kl=kl, updates=u + 1
+        )
+        return False
 
-    with progress_bar("warm start from logs", n_updates, progress) as advance:
-        for u in range(1, n_updates + 1):
-            learner.set_progress((u - 1) / n_updates)
-            idx = torch.randint(0, len(contexts), (cfg.contexts_per_batch,), generator=g)
-            batch, rewards = scored_batch(policy, model, scheme, contexts[idx], group, g)
-            stats = learner.update(batch, group, rewards=rewards)
-            history.append({"proxy_reward": stats["reward"], "kl": stats["loss/kl"], "beta": stats["beta"]})
-            advance(1, proxy=stats["reward"], kl=stats["loss/kl"])
-            if u % ws.check_every and u != n_updates:
-                continue
-            kl = measured_kl()
-            if not kl <= train.kl_hard_limit:  # NaN counts as past the limit
-                rolled_back = True
-                break
-            good = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-            good_kl, good_updates = kl, u
+    _, rows = rm_finetune(
+        reference,
+        model,
+        logs.contexts,
+        scheme,
+        cfg,
+        seed,
+        on_update=check,
+        progress=progress,
+        generator=g,
+        label="warm start from logs",
+    )
+    history = [{k: r[k] for k in ("proxy_reward", "kl", "beta")} for r in rows]
     policy = trainable_copy(reference)  # a fresh copy: no optimiser state or grads carried over
-    if good is not None:
-        policy.load_state_dict(good)
-    return WarmStartResult(policy, good_kl, good_updates, rolled_back, model, history)
+    if kept["state"] is not None:
+        policy.load_state_dict(kept["state"])
+    return WarmStartResult(policy, kept["kl"], kept["updates"], kept["rolled_back"], model, history)
 
 
 def warm_start(

@@ -20,7 +20,7 @@ from recsys_rl.config import RunConfig, builtin_rewards, load_reward
 from recsys_rl.env import Environment
 from recsys_rl.evaluation import Evaluator
 from recsys_rl.finetune.reward_model import rm_finetune
-from recsys_rl.jobs.train import JobResult
+from recsys_rl.jobs.result import JobResult, fine_tuned_metrics, finish_run, oracle_row, reference_row
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch
 from recsys_rl.reward_model.best_of_n import best_of_n, best_of_n_kl
@@ -40,8 +40,13 @@ def rm_job(
     data_source: str = "logs",
     n_best: int = 16,
     progress: bool = True,
+    banner_size: int | None = None,
+    categorical_vocab: list[list[str]] | None = None,
 ) -> JobResult:
-    """One tracked run: (baseline from the first 80% of logs unless given) -> RL vs reward model -> judge."""
+    """One tracked run: (baseline from the first 80% of logs unless given) -> RL vs reward model -> judge.
+
+    ``banner_size`` / ``categorical_vocab``: the baseline's, for logs that carry them (a mapped table);
+    the policy defaults otherwise."""
     from recsys_rl.guard_rails import snips_value
 
     torch.manual_seed(cfg.seed)
@@ -52,7 +57,16 @@ def rm_job(
     n_products = reference.n_products if reference is not None else model.n_products
     check_catalogue(model, n_products, "the reference policy")
     if reference is None:
-        reference = train_baseline(train, n_products, cfg.policy, cfg.baseline, cfg.seed, progress)
+        reference = train_baseline(
+            train,
+            n_products,
+            cfg.policy,
+            cfg.baseline,
+            cfg.seed,
+            progress,
+            banner_size=banner_size,
+            categorical_vocab=categorical_vocab,
+        )
     tracking.setup(cfg.tracking)
     with tracking.start_run(cfg, scheme.name, data_source, run_name=f"reward-model-{scheme.name}") as run:
         mlflow.set_tags({"reward_model": reward_model_uri, "job": "train_reward_model_rl"})
@@ -82,9 +96,7 @@ def rm_job(
         }
         if env is not None:
             ev = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
-            rows["reference"].update(
-                {**ev.reference_metrics, "kl_to_reference": 0.0, "oracle_gap_closed": 0.0}
-            )
+            rows["reference"].update(reference_row(ev))
             rows["fine-tuned"].update(ev(policy))
             bon = ev.score_banners(
                 best_of_n(reference.logits, model, scheme, ev.eval_set.contexts, n_best, g())[0]
@@ -92,25 +104,12 @@ def rm_job(
             rows[f"best-of-{n_best}"].update(
                 {**bon, "oracle_gap_closed": ev.gap_closed(bon[f"reward_{scheme.name}"])}
             )
-            rows["oracle"] = {**ev.oracle_metrics, "oracle_gap_closed": 1.0}
+            rows["oracle"] = oracle_row(ev)
         table = pd.DataFrame.from_dict(rows, orient="index")
-        final = {k: float(v) for k, v in table.loc["fine-tuned"].items() if pd.notna(v)}
-        tracking.log_metrics({f"final_{k}": v for k, v in final.items()}, step=len(history))
         bon_row = table.loc[f"best-of-{n_best}"]
         tracking.log_metrics(
             {f"bon_{k}": float(v) for k, v in bon_row.items() if pd.notna(v)}, step=len(history)
         )
-        tracking.log_table(table, "evaluation")
-        uri = version = None
-        if cfg.tracking.log_model:
-            uri, version = tracking.log_policy(policy, cfg.tracking.registered_model)
-    return JobResult(
-        run.info.run_id,
-        uri,
-        None if version is None else str(version),
-        table,
-        final,
-        policy,
-        reference,
-        seconds,
-    )
+        return finish_run(
+            run, cfg, table, fine_tuned_metrics(table), len(history), policy, reference, seconds
+        )

@@ -3,10 +3,9 @@
 import torch
 
 from recsys_rl.baseline import train_baseline
-from recsys_rl.config import RunConfig, TrackingConfig, builtin_rewards, load_reward
+from recsys_rl.config import builtin_rewards, load_reward
 from recsys_rl.evaluation import Evaluator
 from recsys_rl.finetune.logs import offline_finetune
-from recsys_rl.jobs.train import offline_job
 from recsys_rl.logdata.parquet import read_logs
 from recsys_rl.objective import topk_offpolicy_loss
 from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, small_sim, small_train
@@ -33,17 +32,3 @@ def test_offline_finetune_improves_exact_reward_within_kl_budget(tmp_path):
     m = ev(policy.eval())
     assert m["reward_graded"] > ev.reference_metrics["reward_graded"]
     assert m["kl_to_reference"] <= cfg.kl_target
-
-
-def test_offline_job_tracks_and_judges_on_held_out_logs(tmp_path):
-    logs = read_logs(small_logs_dir(str(tmp_path)))
-    cfg = RunConfig(
-        sim=SMALL,
-        policy=POLICY,
-        baseline=BASELINE,
-        train=small_train(total_impressions=10_240),
-        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
-    )
-    res = offline_job(cfg, logs, progress=False)
-    assert list(res.table.index) == ["reference", "fine-tuned"]
-    assert res.table["snips_value"].notna().all() and res.model_version == "1"
