@@ -69,6 +69,15 @@ class SimConfig(_Strict):
     home_page_share: float = Field(
         0.0, ge=0, le=1, description="share of contexts with no viewed product (home-page banners)"
     )
+    repeat_interest: float = Field(
+        0.0,
+        ge=0,
+        description="repeat-interest world: logit boost (click, purchase and context draws) of each user's "
+        "repeat_interest_items favourite products, so what they viewed is the best to show again; 0: off",
+    )
+    repeat_interest_items: int = Field(
+        10, ge=1, description="products per user that repeat interest applies to (their top considered)"
+    )
     click_model: Literal["pbm", "cascade"] = Field("pbm", description="position-based or cascade examination")
     banner_size: int = Field(
         BANNER_SIZE, ge=1, le=MAX_BANNER_SIZE, description="products per banner (K), 1 to 10"
@@ -104,6 +113,11 @@ class SimConfig(_Strict):
         if self.consideration_size > self.n_products:
             raise ValueError(
                 f"consideration_size ({self.consideration_size}) exceeds n_products ({self.n_products})"
+            )
+        if self.repeat_interest_items > self.consideration_size:
+            raise ValueError(
+                f"repeat_interest_items ({self.repeat_interest_items}) exceeds consideration_size "
+                f"({self.consideration_size})"
             )
         if self.n_categories > self.n_products:
             raise ValueError(f"n_categories ({self.n_categories}) exceeds n_products ({self.n_products})")

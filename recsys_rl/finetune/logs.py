@@ -4,6 +4,10 @@ Each pass re-weights logged per-position rewards by item-level importance weight
 correction) and penalises KL(pi || ref) along banners the current policy would draw. Behaviour item
 probabilities come from the logs when they carry per-position propensities; otherwise they are the
 empirical show rates of each product (exact for a context-free logging policy, as in the simulator).
+
+On the candidate path (catalogues over ``policy.full_catalogue_max``) the input item table gets sparse
+row gradients, so it takes SparseAdam and the gradient norm is clipped sparse-aware, as in the simulator
+loop; the full path keeps plain Adam and torch's own clip, so its seeded numbers are unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from recsys_rl.policy import BannerPolicy, trainable_copy
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
+from recsys_rl.sparse_optim import MixedAdam, clip_grad_norm
 
 
 def show_rates(logs: LoggedBatch, n_products: int) -> torch.Tensor:
@@ -42,7 +47,9 @@ def offline_finetune(
     reward baseline is the mean reward of its position, and ``behaviour_item_prob`` (n, 1) should be
     the logger's probability of showing the product in the banner (e.g. K x that slot's propensity)."""
     policy = trainable_copy(reference)
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    # this loop scores the full catalogue, so only the input item table's gradient is sparse rows
+    sparse = [policy.item_in.weight] if policy.item_in.sparse else []
+    opt = MixedAdam(policy, sparse, cfg.lr)
     kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive)
     g = torch.Generator().manual_seed(seed)
     n, items = len(logs), logs.banners.items
@@ -85,7 +92,10 @@ def offline_finetune(
             )
             opt.zero_grad(set_to_none=True)
             terms.total.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if sparse:
+                clip_grad_norm(opt.params, cfg.max_grad_norm)
+            else:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             opt.step()
             kl_ctl.update(terms.kl.item())
             row = {
