@@ -20,6 +20,7 @@ from recsys_rl.guard_rails import iips_value, snips_value
 from recsys_rl.jobs.result import JobResult, fine_tuned_metrics, finish_run, oracle_row, reference_row
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch, catalogue_size
+from recsys_rl.yardsticks.table import classic_rows, fit_classics
 
 
 def offline_job(
@@ -33,7 +34,9 @@ def offline_job(
     progress: bool = True,
     slots=None,
 ) -> JobResult:
-    """Fine-tune from logs alone; judge on held-out logs (SNIPS) and, when an env is given, exactly.
+    """Fine-tune from logs alone; judge on held-out logs (SNIPS) and, when an env is given, exactly,
+    beside the classic yardsticks (popularity, co-visitation, re-show the context, IPS logistic
+    regression) fitted on the same training logs.
 
     The last 20% of the logs are held out from training and from the baseline. ``slots``: the
     ``ImportedLogs`` of slot rows (one displayed item per row) that ``logs`` comes from: training uses
@@ -89,6 +92,7 @@ def offline_job(
             rows["reference"].update(reference_row(ev))
             rows["fine-tuned"].update(final)
             rows["oracle"] = oracle_row(ev)
+            rows.update(classic_rows(ev, fit_classics(train, scheme, n_products, cfg.seed)))
         table = pd.DataFrame.from_dict(rows, orient="index")
         return finish_run(
             run, cfg, table, fine_tuned_metrics(table), len(history), policy, reference, seconds
