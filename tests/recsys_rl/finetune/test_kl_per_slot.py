@@ -21,13 +21,16 @@ def test_a_per_slot_budget_gives_the_old_banner_budgets_exactly_at_k5():
     assert learner.kl_ctl.target == 3.0 * (1 - 0.1)  # what the controller aimed at before, bit for bit
 
 
+BUDGET = 0.05  # nats per displayed product
+
+
 def run(k: int) -> dict[str, float]:
     sim = Simulator(SimConfig(**{**SMALL.model_dump(), "banner_size": k}))
     torch.manual_seed(0)
     reference = BannerPolicy(sim.n_products, 16, 64, banner_size=k).frozen_copy()  # far from good
     scheme = load_reward("graded")
     ev = Evaluator(sim, reference, scheme, builtin_rewards(), 1024, seed=5)
-    cfg = small_train(total_impressions=40_960, kl_target=0.1, lr=3e-3)
+    cfg = small_train(total_impressions=81_920, kl_target=BUDGET, kl_beta=0.3, lr=3e-3)
     res = finetune(trainable_copy(reference), reference, sim, scheme, cfg, ev, seed=0, progress=False)
     return {**res.final, "beta": res.history[-1]["beta"]}
 
@@ -35,7 +38,7 @@ def run(k: int) -> dict[str, float]:
 def test_k1_and_k5_runs_spend_a_like_kl_per_slot_under_one_budget():
     one, five = run(1), run(5)
     for m in (one, five):
-        assert m["kl_per_slot"] <= 2 * 0.1  # the budget binds at both sizes
+        assert 0.5 * BUDGET < m["kl_per_slot"] <= 1.5 * BUDGET  # spent and held at both sizes
     assert 0.5 < one["kl_per_slot"] / five["kl_per_slot"] < 2  # per banner it would be 5x apart
     assert five["kl_to_reference"] == pytest.approx(5 * five["kl_per_slot"])
     assert one["beta"] > 0.01  # at K=1 the controller still holds the policy: beta does not collapse
