@@ -136,7 +136,7 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
             "--logs",
             str(logs),
             "--kl-targets",
-            "0.5,1",
+            "0.1,0.2",
             *base,
             "--quiet",
             "--set",
@@ -171,11 +171,11 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
             "--logs",
             str(logs),
             "--kl-targets",
-            "0.5,40",
+            "0.1,8",
             "--reach-rounds",
             "2",
             "--max-kl",
-            "100",
+            "20",
             *base,
             "--quiet",
             "--set",
@@ -185,7 +185,7 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    assert "kl_target=40: KL" in r.output and "continuing" in r.output
+    assert "kl_target=8: KL" in r.output and "continuing" in r.output
     parent = client.search_runs(
         [client.get_experiment_by_name("reach").experiment_id], "tags.job = 'kl_sweep'"
     )[0]
