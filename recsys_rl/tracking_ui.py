@@ -25,6 +25,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlencode
 
 from mlflow import MlflowClient
@@ -155,7 +156,9 @@ def page_url(base_url: str, experiment_id: str, mode: str) -> str:
 def publish(tracking_uri: str, base_url: str, experiment: str | None = None) -> RunsPage | None:
     """Write the saved view into ``experiment`` (default: the one with the newest run) of the store at
     ``tracking_uri`` and return its URLs under ``base_url`` (e.g. http://127.0.0.1:5000). None when
-    there is nothing to show (no such experiment, or no run at all)."""
+    there is nothing to show (no store, no such experiment, or no run at all)."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).exists():
+        return None  # no store yet: nothing to show, and no empty database created on the way
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment) if experiment else newest_experiment(client)
     if exp is None:
