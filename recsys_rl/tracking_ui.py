@@ -104,7 +104,7 @@ def view_state(parent_run_id: str | None, shown: list[str], other: list[str]) ->
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'" if parent_run_id else "",
         "selectedColumns": columns,
         "columnOrder": columns,  # the UI sorts metric columns by name otherwise
-        "columnWidths": {column("metrics", m): max(110, 7 * len(m) + 24) for m in shown},  # whole names
+        "columnWidths": {column("metrics", m): max(140, 7 * len(m) + 24) for m in shown},  # whole names
         "runsHiddenMode": "SHOW_ALL",  # the UI's default charts only the first 10 runs
         "compareRunCharts": charts,
         "compareRunSections": [
