@@ -385,4 +385,4 @@ def quickstart_cmd(
     )
     console.rule("4/4 evaluate")
     _print_result(res, tracking.tracking_uri(cfg.tracking))
-    console.print("open the MLflow UI: [bold]recsys-rl ui[/bold]  (then http://127.0.0.1:5000)")
+    console.print("compare runs in the MLflow UI: [bold]recsys-rl ui[/bold]  (then open the URL it prints)")
