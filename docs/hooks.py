@@ -13,7 +13,6 @@ import importlib
 import json
 import re
 
-import click
 import typer.main
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -42,24 +41,23 @@ def _cell(text: object) -> str:
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
+# Typer builds a click-style command tree (its own vendored click): commands with ``params``, each
+# with ``opts``, ``secondary_opts``, ``default``, ``required``, ``is_flag`` and ``help``.
 
 
-def _option_type(p: click.Parameter) -> str:
-    if isinstance(p, click.Option) and p.is_flag:
+def _option_type(p) -> str:
+    if getattr(p, "is_flag", False):
         return "flag"
-    t = p.type
-    if isinstance(t, click.Choice):
-        return " \\| ".join(f"`{c}`" for c in t.choices)
-    return t.name.lower()
+    return _cell(_type_name(p.type_descriptor.annotation))
 
 
-def _default(p: click.Parameter) -> str:
+def _default(p) -> str:
     if p.required:
         return "required"
     d = p.default
-    if d is None or d == () or callable(d):
+    if d is None or d == () or d == [] or callable(d):
         return ""
-    if isinstance(p, click.Option) and p.is_flag and p.secondary_opts:
+    if getattr(p, "is_flag", False) and p.secondary_opts:
         return f"`{p.opts[0] if d else p.secondary_opts[0]}`"
     return f"`{d}`"
 
@@ -67,10 +65,9 @@ def _default(p: click.Parameter) -> str:
 def cli_markdown() -> str:
     """Every command of the typer app: its help, then a table of its options."""
     root = typer.main.get_command(_load(CLI_APP))
-    ctx = click.Context(root, info_name="recsys-rl")
     out = [_cell(root.help or "")]
-    for name in sorted(root.list_commands(ctx)):
-        cmd = root.get_command(ctx, name)
+    for name in sorted(root.commands):
+        cmd = root.commands[name]
         out += [f"\n## `recsys-rl {name}`\n", (cmd.help or "").strip(), ""]
         params = [p for p in cmd.params if p.name != "help"]
         if not params:
@@ -78,7 +75,7 @@ def cli_markdown() -> str:
         out += ["| option | type | default | help |", "| --- | --- | --- | --- |"]
         for p in params:
             names = ", ".join(f"`{o}`" for o in (*p.opts, *p.secondary_opts))
-            if isinstance(p, click.Argument):
+            if p.param_type_name == "argument":
                 names = f"`{p.name.upper()}` (argument)"
             out.append(
                 f"| {names} | {_option_type(p)} | {_default(p)} | {_cell(getattr(p, 'help', '') or '')} |"
