@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import warnings
 
 import typer.main
 from pydantic import BaseModel
@@ -191,4 +192,6 @@ GENERATORS = {"cli": cli_markdown, "config": config_markdown, "http": http_markd
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
+    with warnings.catch_warnings():  # importing the engine wakes MLflow's model-logging advice
+        warnings.simplefilter("ignore")
+        return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
