@@ -8,6 +8,8 @@ A block is a fenced ``bash``/``sh``/``shell``/``console`` block. HTML comments d
 - ``<!-- docs-test: open-bandit -->``: the Open Bandit sample is copied in as ``all.csv`` first.
 - ``<!-- docs-test: replace "A" -> "B" -->``: the text A (which must occur) becomes B, to run small.
 - ``<!-- docs-test: expect-error "TEXT" -->``: the block must exit non-zero with TEXT on stderr.
+- ``<!-- docs-test: same-as README.md -->``: not run here, because a block of the same text is run on
+  that page (checked).
 
 The blocks of one page run in order in one directory, as a reader who follows it would run them.
 """
@@ -38,7 +40,12 @@ class Block:
     open_bandit: bool = False
     replacements: list[tuple[str, str]] = field(default_factory=list)
     expect_error: str | None = None
+    same_as: str | None = None  # a page (relative to the root) that runs the same text
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> bool:
+        return self.skip is None and self.same_as is None
 
     @property
     def where(self) -> str:
@@ -65,6 +72,8 @@ def _apply(block: Block, directive: str) -> None:
         block.open_bandit = True
     elif m := REPLACE.match(directive):
         block.replacements.append((m.group(1), m.group(2)))
+    elif directive.startswith("same-as "):
+        block.same_as = directive.removeprefix("same-as ").strip()
     elif m := EXPECT.match(directive):
         block.expect_error = m.group(1)
     else:

@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -23,24 +25,28 @@ from tests.docs.blocks import ROOT, SHELL, Block, blocks_of, pages, shell_blocks
 
 BLOCK_TIMEOUT_S = 300
 ALL_BLOCKS = [b for p in pages() for b in shell_blocks(p)]
-RUN_PAGES = [p for p in pages() if any(b.skip is None for b in shell_blocks(p))]
+RUN_PAGES = [p for p in pages() if any(b.runs for b in shell_blocks(p))]
 
 
 def _page_param(path: Path):
     blocks = shell_blocks(path)
-    marks = [pytest.mark.slow] if any(b.slow and b.skip is None for b in blocks) else []
+    marks = [pytest.mark.slow] if any(b.slow and b.runs for b in blocks) else []
     return pytest.param(path, id=str(path.relative_to(ROOT)), marks=marks)
 
 
 def test_every_shell_block_is_run_or_skipped_with_a_reason():
     """A new block cannot go untested silently: each is run, or skipped with its reason written down,
-    and each directive is one the runner knows, with replacements that still match the block."""
+    or the very same text is run on the page its ``same-as`` names; and each directive is one the runner knows, with replacements that still match the block."""
     assert ALL_BLOCKS, "no shell blocks found"
     problems = []
     for b in ALL_BLOCKS:
         problems += [f"{b.where}: {p}" for p in b.problems]
         if b.skip is not None and not b.skip.strip():
             problems.append(f"{b.where}: skip without a reason")
+        if b.same_as is not None:
+            twins = [o for o in shell_blocks(ROOT / b.same_as) if o.runs and o.text == b.text]
+            if not twins:
+                problems.append(f"{b.where}: same-as {b.same_as}: no block run there has the same text")
         for old, _ in b.replacements:
             if old not in b.text:
                 problems.append(f"{b.where}: replace {old!r}: not in the block")
@@ -65,16 +71,24 @@ def _free_port() -> int:
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop what the block left running in the background (its own process group)."""
+    """Stop what the block left running in the background (its own process group): TERM, up to 10 s
+    to exit, then KILL."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+            break
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
             continue
+        break
+    proc.wait()
 
 
 def _workdir(tmp_path: Path, port: int) -> Path:
@@ -92,25 +106,32 @@ def _env() -> dict[str, str]:
 
 
 def run_block(block: Block, cwd: Path, port: int) -> subprocess.CompletedProcess:
+    """Run the block with bash -euo pipefail; its output goes to files, not pipes, since a server it
+    starts in the background keeps its inherited descriptors open after the block ends."""
     script = block.script().replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-    proc = subprocess.Popen(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=BLOCK_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _stop_group(proc)
-        out, err = proc.communicate()
-        pytest.fail(f"{block.where}: still running after {BLOCK_TIMEOUT_S} s\n{out[-3000:]}\n{err[-3000:]}")
-    finally:
-        _stop_group(proc)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=cwd,
+            env=_env(),
+            stdout=out,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=BLOCK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            _stop_group(proc)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if timed_out:
+        pytest.fail(f"{block.where}: stopped after {BLOCK_TIMEOUT_S} s\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 @pytest.mark.timeout(900)
@@ -119,7 +140,7 @@ def test_page_commands_run(page: Path, tmp_path: Path):
     port = _free_port()
     cwd = _workdir(tmp_path, port)
     for block in shell_blocks(page):
-        if block.skip is not None:
+        if not block.runs:
             continue
         if block.open_bandit and not (cwd / "all.csv").exists():
             from tests.obd import open_bandit_sample
