@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,11 +16,14 @@ console = Console()
 
 
 def ui_cmd(
-    port: int = typer.Option(5000, "--port"),
-    tracking_uri: str = typer.Option(None, "--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite"),
-    experiment: str = typer.Option(
-        None, "--experiment", help="experiment to open; default: the one with the newest run"
-    ),
+    port: Annotated[int, typer.Option("--port")] = 5000,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="default: $MLFLOW_TRACKING_URI or sqlite")
+    ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option("--experiment", help="experiment to open; default: the one with the newest run"),
+    ] = None,
 ) -> None:
     """Open the MLflow UI on the local store, at the newest sweep's runs side by side."""
     from recsys_rl.config import TrackingConfig
@@ -30,8 +34,7 @@ def ui_cmd(
     base = f"http://127.0.0.1:{port}"
     page = publish(uri, base, experiment)
     if page is None and experiment:
-        typer.echo(f"error: --experiment: no experiment named {experiment!r} in {uri}", err=True)
-        raise typer.Exit(2)
+        raise ValueError(f"--experiment: no experiment named {experiment!r} in {uri}")
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     cmd = [exe, "ui", "--backend-store-uri", uri, "--port", str(port), "--workers", "1"]
     console.print(" ".join(cmd))
