@@ -8,6 +8,8 @@ empirical show rates of each product (exact for a context-free logging policy, a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from recsys_rl import slate
@@ -35,12 +37,15 @@ def offline_finetune(
     weight_clip: float = 20.0,
     progress: bool = True,
     positions: torch.Tensor | None = None,
+    on_check: Callable[[int, BannerPolicy], bool] | None = None,
+    checks: int = 10,
 ) -> tuple[BannerPolicy, list[dict[str, float]]]:
     """Train a copy of ``reference`` on ``logs`` for ``cfg.total_impressions`` logged rows (several passes).
 
     Slot rows (``positions`` (n,) given, one product per row): each row is an item-level example; the
     reward baseline is the mean reward of its position, and ``behaviour_item_prob`` (n, 1) should be
-    the logger's probability of showing the product in the banner (e.g. K x that slot's propensity)."""
+    the logger's probability of showing the product in the banner (e.g. K x that slot's propensity).
+    on_check(step, policy) at ``checks`` evenly spaced steps (the last one included): True stops training."""
     policy = trainable_copy(reference)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive)
@@ -96,4 +101,8 @@ def offline_finetune(
             }
             history.append(row)
             advance(1, kl=row["kl"], beta=row["beta"])
+            done = step + 1
+            if on_check is not None and (done % max(1, steps // checks) == 0 or done == steps):
+                if on_check(done, policy):
+                    break
     return policy, history
