@@ -6,9 +6,9 @@ logs (by timestamp where the logs carry one, else in the order they were written
 reference and the fine-tune train on the earlier rows only, and every value the logs path prints is
 computed on the held-out rows, with a 95% confidence interval.
 
-Values are position-wise IIPS per banner (``ope.pipeline``): the policy's sampled banners
-(temperature 1, as it serves) and its greedy banner (temperature ``GREEDY_TEMPERATURE``), both on the
-same estimator so they compare; the logger's own value (mean logged reward per banner) beside them.
+Values are position-wise IIPS per banner: the policy's sampled banners (temperature 1, as it serves;
+``ope.pipeline``) and its greedy banner (its top-K, exact marginals), both on the same estimator so they
+compare; the logger's own value (mean logged reward per banner) beside them.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import torch
 
 from recsys_rl.config import RewardScheme
 from recsys_rl.ope.estimate import Estimate, summarise
-from recsys_rl.ope.pipeline import evaluate_policy
+from recsys_rl.ope.estimators import iips
+from recsys_rl.ope.pipeline import evaluate_policy, show_rate_marginals
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
-
-GREEDY_TEMPERATURE = 1e-3
-"""Plackett-Luce temperature that makes the sampled banner the greedy top-K (ties aside)."""
 
 RUNAWAY_RATIO = 1.25
 """In-sample value above both the held-out CI and this multiple of the held-out value: overfitting."""
@@ -117,13 +115,44 @@ def heldout_value(
     ).estimates["iips"]
 
 
+@torch.no_grad()
+def greedy_value(
+    policy: BannerPolicy, held: HeldOutLogs, scheme: RewardScheme, chunk: int = 4096
+) -> Estimate:
+    """IIPS value per banner of the policy's greedy banner (its top-K in order) on the held-out rows.
+
+    Exact: the greedy banner's marginal at position k is 1 where it shows the logged product there,
+    else 0 (no sampling, no temperature). Logits are computed ``chunk`` rows at a time."""
+    logs = held.logs
+    items = logs.banners.items.numpy()
+    n = len(items)
+    k_size = held.banner_size or items.shape[1]
+    policy.eval()
+    top = np.concatenate(
+        [
+            policy.logits(logs.contexts[i : i + chunk]).topk(k_size, dim=1).indices.numpy()
+            for i in range(0, n, chunk)
+        ]
+    )  # (n, K)
+    r = position_rewards(scheme, logs.outcomes).double().numpy()
+    if held.positions is None:
+        target = (top == items).astype(np.float64)
+        mu = held.behaviour_marginals
+        mu = show_rate_marginals(items, policy.n_products) if mu is None else np.asarray(mu, np.float64)
+    else:  # slot rows: each row weighs n / n_p so the value per banner sums the positions' means
+        pos = np.asarray(held.positions, dtype=np.int64)
+        target = (top[np.arange(n), pos] == items[:, 0]).astype(np.float64)[:, None]
+        r = r * (n / np.bincount(pos, minlength=k_size)[pos])[:, None]
+        mu = np.asarray(held.behaviour_marginals, dtype=np.float64).reshape(n, 1)
+    return iips(r, target, mu)
+
+
 def heldout_values(
     policy: BannerPolicy, held: HeldOutLogs, scheme: RewardScheme, seed: int = 0
 ) -> HeldOutValues:
     """Greedy and sampled held-out values of ``policy`` (the policy is left in eval mode)."""
     return HeldOutValues(
-        greedy=heldout_value(policy, held, scheme, seed, GREEDY_TEMPERATURE),
-        sampled=heldout_value(policy, held, scheme, seed),
+        greedy=greedy_value(policy, held, scheme), sampled=heldout_value(policy, held, scheme, seed)
     )
 
 
