@@ -128,7 +128,7 @@ def offline_job(
         warning = runaway_warning("the fine-tune", in_sample, values.sampled)
         if warning is not None:
             print(warning)
-        tracking.log_metrics({"fine_tune_best_step": best.step, "fine_tune_steps": len(history)})
+        tracking.log_metrics({"fine_tune_best_step": best.step, "fine_tune_steps": len(history)}, step=0)
         if env is not None:
             ev = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
             final = ev(policy.eval())

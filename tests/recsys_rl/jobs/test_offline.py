@@ -17,6 +17,11 @@ def test_offline_job_tracks_and_judges_on_held_out_logs(tmp_path):
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
     )
     res = offline_job(cfg, logs, progress=False)
-    assert list(res.table.index) == ["reference", "fine-tuned"]
-    assert res.table["snips_value"].notna().all() and res.model_version == "1"
+    assert list(res.table.index) == ["logger", "reference", "fine-tuned"]
+    policies = res.table.loc[["reference", "fine-tuned"]]
+    assert policies["snips_value"].notna().all() and res.model_version == "1"
+    for kind in ("greedy", "sampled"):  # held-out values inside their CIs
+        assert (policies[f"heldout_{kind}_low"] <= policies[f"heldout_{kind}"]).all()
+        assert (policies[f"heldout_{kind}"] <= policies[f"heldout_{kind}_high"]).all()
+    assert res.table.loc["fine-tuned", "in_sample_sampled"] > 0
     assert res.reference.n_products == res.policy.n_products == catalogue_size(logs) <= SMALL.n_products
