@@ -174,12 +174,17 @@ class BaselineConfig(_Strict):
         0.2, gt=0, lt=1, description="latest share of the logs that no training step sees (logs path)"
     )
     patience: int = Field(
-        0,
+        2,
         ge=0,
         description="logs path: epochs without a better held-out value before stopping, the best epoch "
         "kept (0: train all epochs)",
     )
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the dense parameters (Adam)")
+    history_weights: list[float] = Field(
+        default_factory=list,
+        description="logs path: next-purchase weights to try, the best held-out reference kept "
+        "(empty: history_weight only)",
+    )
 
 
 class TrainConfig(_Strict):

@@ -167,6 +167,12 @@ def _print_heldout(fit, held, scheme, n_train: int) -> None:
         f"held out: the latest {len(held.logs)} rows (trained on the {n_train} before them), "
         f"{scheme.name} per banner, epoch {fit.epoch}",
     )
+    for t in fit.tried if len(fit.tried) > 1 else []:
+        console.print(
+            f"history_weight={t['history_weight']:g}: held-out sampled {t['heldout_sampled']:.4f} "
+            f"[{t['heldout_sampled_low']:.4f}, {t['heldout_sampled_high']:.4f}]"
+            + ("  (kept)" if t["history_weight"] == fit.history_weight else "")
+        )
 
 
 @friendly

@@ -63,7 +63,7 @@ def test_no_training_step_sees_the_held_out_rows(logs):
     train_ids, held_ids = set(split.train_rows.tolist()), set(split.holdout_rows.tolist())
     assert not train_ids & held_ids and len(train_ids | held_ids) == len(logs)
     assert min(held_ids) == max(train_ids) + 1  # the later rows
-    cfg = BASELINE.model_copy(update={"epochs": 2})
+    cfg = BASELINE.model_copy(update={"epochs": 2, "patience": 0})
     tcfg = small_train(total_impressions=8192, minibatch_size=512)
 
     def run(batch: LoggedBatch):
@@ -140,3 +140,14 @@ def test_runaway_warning_names_both_values():
     assert runaway_warning("the fine-tune", near, held) is None
     msg = runaway_warning("the fine-tune", far, held)
     assert msg.startswith("warning: the fine-tune overfits") and "0.5000" in msg and "0.2000" in msg
+
+
+def test_reference_target_mix_chosen_on_held_out_value(logs):
+    split = time_split(len(logs), 0.2)
+    train, held = split_logs(logs, split)
+    cfg = BASELINE.model_copy(update={"epochs": 1, "history_weights": [1.0, 0.0]})
+    fit = fit_reference(train, held, SCHEME, 200, POLICY, cfg, 0, progress=False)
+    values = {t["history_weight"]: t["heldout_sampled"] for t in fit.tried}
+    assert set(values) == {1.0, 0.0} and values[1.0] != values[0.0]
+    assert fit.history_weight == max(values, key=values.get)
+    assert fit.heldout.sampled.value == max(values.values())
