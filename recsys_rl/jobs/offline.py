@@ -11,6 +11,7 @@ No simulator import here: ``env`` is any ``Environment``, or None where only the
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pandas as pd
@@ -127,7 +128,7 @@ def offline_job(
         }
         warning = runaway_warning("the fine-tune", in_sample, values.sampled)
         if warning is not None:
-            print(warning)
+            print(warning, file=sys.stderr)
         tracking.log_metrics({"fine_tune_best_step": best.step, "fine_tune_steps": len(history)}, step=0)
         if env is not None:
             ev = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
