@@ -151,3 +151,15 @@ def test_reference_target_mix_chosen_on_held_out_value(logs):
     assert set(values) == {1.0, 0.0} and values[1.0] != values[0.0]
     assert fit.history_weight == max(values, key=values.get)
     assert fit.heldout.sampled.value == max(values.values())
+
+
+def test_fine_tune_stops_after_patience_checks_without_a_better_held_out_value(logs):
+    from recsys_rl.jobs.offline import PATIENCE
+
+    split = time_split(len(logs), 0.2)
+    train, held = split_logs(logs, split)
+    ref = fit_reference(train, held, SCHEME, 200, POLICY, BASELINE, 0, progress=False).policy
+    check = BestCheck(held, SCHEME, 0)
+    stops = [check(step, ref) for step in range(10, 10 * (PATIENCE + 2), 10)]  # the same value each time
+    assert stops == [False] * PATIENCE + [True] and check.step == 10
+    assert check.value == heldout_value(ref, held, SCHEME).value
