@@ -78,7 +78,9 @@ from simulator.logged import generate_logs
 WORLD = SimConfig(n_products=200, n_categories=10, n_users=3000, consideration_size=30)
 POLICY = PolicyConfig(embed_dim=16, hidden_dim=64)
 BASELINE = BaselineConfig(logged_impressions=20_000, epochs=2)
-FINETUNE = TrainConfig(total_impressions=300_000, minibatch_size=512, kl_target=0.5)
+FINETUNE = TrainConfig(
+    total_impressions=300_000, minibatch_size=512, kl_target=0.1
+)  # 0.5 nats per banner of 5
 ESTIMATORS = ("ips", "snips", "iips", "dr")
 TRAIN_LOG_SEED = 2**40 + 1  # far from the evaluation logs' seeds (1000 * --seed + repetition)
 TRUTH_SEED = 2**40 + 2

@@ -14,7 +14,7 @@ Design, and why:
   its exact functional form. Its held-out fit is as good (val NLL 2.903 vs 2.901, AUC click 0.761 vs
   0.764), as Gao, Schulman & Hilton (2022) found: held-out loss does not show how exploitable a reward
   model is; its misspecification shows at high KL.
-- RL: ``rm_finetune`` on the logged contexts at the default budget (kl_target 3): rm_gap_closed is its
+- RL: ``rm_finetune`` on the logged contexts at the default budget (kl_target 0.6 per displayed product, 3 per banner): rm_gap_closed is its
   greedy policy's exact fraction of the reference->oracle gap on the ``graded`` reward (``Evaluator``).
 - Best-of-n at the RL policy's measured KL (n = ``n_for_kl``: log n - (n-1)/n closest to it), so the
   two are compared at one KL: bon_gap_closed, exact, same users. Like every gap_closed here its zero is
@@ -108,12 +108,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--impressions", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--kl-targets", default="0.25,0.5,1,2,4,8,16")
+    ap.add_argument("--kl-targets", default="0.05,0.1,0.2,0.4,0.8,1.6,3.2")
     ap.add_argument(
         "--max-kl",
         type=float,
-        default=64.0,
-        help="widen the sweep (doubling) up to this while the gold still rises",
+        default=12.8,
+        help="widen the sweep (doubling) up to this while the gold still rises (nats per displayed product)",
     )
     ap.add_argument(
         "--reach-rounds",

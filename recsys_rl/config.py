@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -28,6 +29,17 @@ from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, MAX_BANNER_SIZE, POSITIO
 
 class ConfigError(ValueError):
     """A configuration problem, worded for a person: '<file>: <field>: <problem>'."""
+
+
+def per_banner(per_slot: float, banner_size: int) -> float:
+    """A per-displayed-product KL budget as the banner's: ``per_slot`` x K, in decimal as written.
+
+    KL budgets are stated per slot so that K=1 and K=5 are constrained alike; the learner measures KL
+    per banner (the sum over its K positions). The product is taken on the shortest decimal of
+    ``per_slot`` (0.6 x 5 is exactly 3.0 here, 3.0000000000000004 in binary floating point), so a
+    budget written per slot gives the very banner budget it stands for.
+    """
+    return float(Decimal(repr(float(per_slot))) * banner_size)
 
 
 class _Strict(BaseModel):
@@ -69,6 +81,15 @@ class SimConfig(_Strict):
     home_page_share: float = Field(
         0.0, ge=0, le=1, description="share of contexts with no viewed product (home-page banners)"
     )
+    repeat_interest: float = Field(
+        0.0,
+        ge=0,
+        description="repeat-interest world: logit boost (click, purchase and context draws) of each user's "
+        "repeat_interest_items favourite products, so what they viewed is the best to show again; 0: off",
+    )
+    repeat_interest_items: int = Field(
+        10, ge=1, description="products per user that repeat interest applies to (their top considered)"
+    )
     click_model: Literal["pbm", "cascade"] = Field("pbm", description="position-based or cascade examination")
     banner_size: int = Field(
         BANNER_SIZE, ge=1, le=MAX_BANNER_SIZE, description="products per banner (K), 1 to 10"
@@ -104,6 +125,11 @@ class SimConfig(_Strict):
         if self.consideration_size > self.n_products:
             raise ValueError(
                 f"consideration_size ({self.consideration_size}) exceeds n_products ({self.n_products})"
+            )
+        if self.repeat_interest_items > self.consideration_size:
+            raise ValueError(
+                f"repeat_interest_items ({self.repeat_interest_items}) exceeds consideration_size "
+                f"({self.consideration_size})"
             )
         if self.n_categories > self.n_products:
             raise ValueError(f"n_categories ({self.n_categories}) exceeds n_products ({self.n_products})")
@@ -207,12 +233,22 @@ class TrainConfig(_Strict):
     clip_eps: float = Field(0.2, gt=0, lt=1, description="PPO ratio clip")
     kl_beta: float = Field(0.1, ge=0, description="initial KL penalty coefficient")
     kl_target: float = Field(
-        3.0, gt=0, description="KL(pi || ref) budget per banner, nats (sum over its K positions)"
+        0.6,
+        gt=0,
+        description="KL(pi || ref) budget in nats per displayed product: a banner of K may spend "
+        "K * kl_target (3 nats at K=5), so K=1 and K=5 are constrained alike",
     )
     kl_adaptive: bool = Field(True, description="adapt beta to keep KL at or under kl_target")
-    kl_margin: float = Field(0.1, ge=0, lt=1, description="adaptive beta aims at (1 - kl_margin) * kl_target")
+    kl_margin: float = Field(
+        0.1, ge=0, lt=1, description="adaptive beta aims at (1 - kl_margin) * K * kl_target per banner"
+    )
     kl_horizon: int = Field(10, ge=1, description="adaptive beta horizon in updates")
-    kl_hard_limit: float = Field(5.0, gt=0, description="KL above which a model is never registered")
+    kl_hard_limit: float = Field(
+        1.0,
+        gt=0,
+        description="KL per displayed product above which a model is never kept or registered "
+        "(K * kl_hard_limit per banner: 5 nats at K=5)",
+    )
     entropy_coef: float = Field(0.0, ge=0, description="entropy bonus weight")
     value_coef: float = Field(0.5, ge=0, description="critic loss weight")
     replay_batches: int = Field(
@@ -220,6 +256,9 @@ class TrainConfig(_Strict):
     )
     eval_every: int = Field(20, ge=1, description="updates between evaluations")
     eval_users: int = Field(4096, ge=1, description="contexts in each exact evaluation")
+    weight_clip: float = Field(
+        20.0, gt=0, description="train --logs: largest item-level importance weight pi / mu (clipped above)"
+    )
 
 
 class WarmStartConfig(_Strict):
@@ -238,9 +277,10 @@ class WarmStartConfig(_Strict):
         1.0, ge=0, description="initial KL penalty of the warm start (adaptive to kl_target)"
     )
     kl_target: float = Field(
-        2.0,
+        0.4,
         gt=0,
-        description="KL budget of the warm start, nats per banner (live training goes on to train.kl_target)",
+        description="KL budget of the warm start, nats per displayed product (2 per banner at K=5; "
+        "live training goes on to train.kl_target)",
     )
     check_every: int = Field(
         5,
@@ -269,7 +309,8 @@ class DynaConfig(_Strict):
     refit_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the refit")
     within_budget: bool = Field(
         True,
-        description="roll back virtual steps that leave KL past (1 - kl_margin) * kl_target (always: kl_hard_limit)",
+        description="roll back virtual steps that leave KL past (1 - kl_margin) * K * kl_target "
+        "(always: K * kl_hard_limit)",
     )
     stop_after: int = Field(
         0, ge=0, description="live impressions after which refits and virtual updates stop (0: never)"

@@ -185,5 +185,6 @@ class Evaluator:
         m["kl_to_reference"], m["entropy"] = divergence(
             _scorer(policy), self.reference, self.eval_set.contexts, g, k=self.k
         )
+        m["kl_per_slot"] = m["kl_to_reference"] / self.k  # the unit of train.kl_target
         m["oracle_gap_closed"] = self.gap_closed(m[f"reward_{self.scheme.name}"])
         return m

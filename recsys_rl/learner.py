@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from recsys_rl import slate
-from recsys_rl.config import RewardScheme, TrainConfig
+from recsys_rl.config import RewardScheme, TrainConfig, per_banner
 from recsys_rl.objective import AdaptiveKL, ppo_kl_loss, reinforce_kl_loss, rloo_advantages
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch
@@ -32,9 +32,9 @@ class Learner:
         self.policy, self.reference, self.scheme, self.cfg = policy, reference, scheme, cfg
         self.temperature = temperature
         self.opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr, cfg.item_lr)
-        self.kl_ctl = AdaptiveKL(
-            cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive
-        )
+        self.banner_size = policy.banner_size
+        aim = per_banner(cfg.kl_target, self.banner_size) * (1 - cfg.kl_margin)  # nats per banner
+        self.kl_ctl = AdaptiveKL(cfg.kl_beta, aim, cfg.kl_horizon, cfg.kl_adaptive)
         self.generator = torch.Generator().manual_seed(seed)
         self.updates = 0
 
@@ -162,6 +162,7 @@ class Learner:
         out = {f"loss/{k}": sum(v) / len(v) for k, v in stats.items()}
         self.kl_ctl.update(out["loss/kl"])
         self.updates += 1
+        out["loss/kl_per_slot"] = out["loss/kl"] / self.banner_size
         out["beta"] = self.kl_ctl.beta
         out["reward"] = rewards.mean().item()
         return out

@@ -5,7 +5,8 @@ generate-dockerfile``, ``mlflow.models.evaluate``): a pyfunc with a signature, a
 pinned requirements. What the banner service needs: the torch weights, read directly without pandas.
 Both live in one model directory:
 
-    MLmodel                      python_function flavour (this module's ``BannerPolicyModel``)
+    MLmodel                      python_function flavour (this module's ``BannerPolicyModel``, named
+                                 by ``policy_pyfunc.py``: a model from code, nothing cloudpickled)
     artifacts/policy.pt          ``recsys_rl.policy.save_policy`` file (hparams + state_dict)
     code/recsys_rl/              this package, so the model loads where recsys-rl is not installed
     input_example.json, requirements.txt, python_env.yaml, ...
@@ -231,7 +232,7 @@ def log_model(policy: BannerPolicy, registered_name: str | None, workdir: str | 
     save_policy(policy, weights)
     return mlflow.pyfunc.log_model(
         name="policy",
-        python_model=BannerPolicyModel(),
+        python_model=str(Path(__file__).with_name("policy_pyfunc.py")),  # a model from code
         artifacts={WEIGHTS_KEY: str(weights)},
         code_paths=[str(Path(recsys_rl.__file__).parent)],
         signature=signature(policy.n_user_features, len(policy.categorical_vocab)),

@@ -90,7 +90,22 @@ class Simulator:
             cat.prices.take(items),
             pop.sensitivity.take(users).unsqueeze(1),
             pop.basket.take(users).unsqueeze(1),
+            self._repeat(users, items),
         )
+
+    def _repeat(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+        """(B, K) bool: items (B, K) among users' (B,) repeat-interest favourites; None when off."""
+        if self.cfg.repeat_interest <= 0:
+            return None
+        favourites = self.population.consider_items[users, : self.cfg.repeat_interest_items]  # (B, R)
+        return (items.unsqueeze(-1) == favourites.unsqueeze(1)).any(-1)
+
+    def _catalogue_repeat(self, users: torch.Tensor) -> torch.Tensor | None:
+        """(b, N) bool: every product against users' (b,) favourites; None when off."""
+        if self.cfg.repeat_interest <= 0:
+            return None
+        favourites = self.population.consider_items[users, : self.cfg.repeat_interest_items]
+        return torch.zeros(len(users), self.n_products, dtype=torch.bool).scatter_(1, favourites, True)
 
     def respond(self, users: torch.Tensor, banners: torch.Tensor, generator: torch.Generator) -> OutcomeBatch:
         """Sampled clicks, units and revenue (B, K) of banners (B, K) shown to users (B,)."""
@@ -116,6 +131,7 @@ class Simulator:
             cat.prices,
             pop.sensitivity[users, None],
             pop.basket[users, None],
+            self._catalogue_repeat(users),
         )
 
     def oracle(self, users: torch.Tensor, scheme: RewardScheme) -> torch.Tensor:

@@ -3,14 +3,17 @@
 Pure functions over tensors, so sampling and exact expectation share one definition of the physics.
 Per shown product j and user u (all broadcastable, typically (B, K)):
 
-    c   = sigmoid(affinity_click * A + appeal + click_bias)                        P(click | examined)
-    pi  = sigmoid(affinity_purchase * A + quality - s * (log p - mu) + purchase_bias)  P(buy | click)
+    c   = sigmoid(affinity_click * A + appeal + click_bias [+ rho])                        P(click | examined)
+    pi  = sigmoid(affinity_purchase * A + quality - s * (log p - mu) + purchase_bias [+ rho])  P(buy | click)
     lam = min(b * exp(-s * (log p - mu)), 5)          extra units ~ Poisson(lam), units = 1 + extra
 
 Examination: "pbm" examines position k with probability position_bias[k], independently.
 "cascade" scans in order: position k is reached through continuations Bernoulli(pb[k] / pb[k-1])
 (pb[0] for k = 0) and examined only if nothing before it was clicked, so at most one click per banner
 and P(examined_k) = pb[k] * prod_{i<k} (1 - c_i).
+
+rho = repeat_interest for the user's repeat-interest favourites (their top ``repeat_interest_items``
+considered products, which their contexts also draw more often), 0 otherwise and in the default world.
 """
 
 from __future__ import annotations
@@ -45,13 +48,20 @@ def rates(
     price: torch.Tensor,
     sensitivity: torch.Tensor,
     basket: torch.Tensor,
+    repeat: torch.Tensor | None = None,
 ) -> Rates:
-    """Response rates from affinities and product/user parameters (all broadcast to one shape)."""
+    """Response rates from affinities and product/user parameters (all broadcast to one shape).
+
+    repeat: bool, True where the product is one of the user's repeat-interest favourites; both logits
+    then gain ``cfg.repeat_interest`` (None: no repeat interest)."""
     price_gap = log_price - cfg.price_log_mean
-    click = torch.sigmoid(cfg.affinity_click * affinity + appeal + cfg.click_bias)
-    purchase = torch.sigmoid(
-        cfg.affinity_purchase * affinity + quality - sensitivity * price_gap + cfg.purchase_bias
-    )
+    click_logit = cfg.affinity_click * affinity + appeal + cfg.click_bias
+    purchase_logit = cfg.affinity_purchase * affinity + quality - sensitivity * price_gap + cfg.purchase_bias
+    if repeat is not None:
+        click_logit = click_logit + cfg.repeat_interest * repeat
+        purchase_logit = purchase_logit + cfg.repeat_interest * repeat
+    click = torch.sigmoid(click_logit)
+    purchase = torch.sigmoid(purchase_logit)
     extra = torch.clamp(basket * torch.exp(-sensitivity * price_gap), max=MAX_EXTRA_RATE)
     return Rates(click, purchase, extra, price)
 

@@ -28,7 +28,8 @@ Larger blocks measured no faster on 2 cores: the top-k and matmul are memory-bou
 class Population:
     """U users. taste: (U, d) unit vectors; favourite: (U,) long category; sensitivity: (U,) >= 0;
     basket: (U,) >= 0 extra-units rate; consider_items: (U, M) long, by descending affinity;
-    consider_logits: (U, M) context logits (affinity / temperature); popularity: (N,) sums to 1."""
+    consider_logits: (U, M) context logits (affinity / temperature, + repeat_interest on the first
+    repeat_interest_items); popularity: (N,) sums to 1."""
 
     taste: torch.Tensor
     favourite: torch.Tensor
@@ -65,6 +66,8 @@ def build_population(cfg: SimConfig, catalogue: Catalogue, generator: torch.Gene
     items, logits = consideration_sets(
         taste, catalogue.vectors, cfg.consideration_size, cfg.context_temperature
     )
+    if cfg.repeat_interest > 0:  # the favourites are also what the user keeps viewing and buying
+        logits[:, : cfg.repeat_interest_items] += cfg.repeat_interest
     return Population(
         taste=taste,
         favourite=favourite,

@@ -64,7 +64,7 @@ def test_served_policy_improves_through_the_live_loop(tmp_path):
             "lr": 3e-3,
             "epochs": 4,
             "minibatch_size": 500,
-            "kl_hard_limit": 50.0,
+            "kl_hard_limit": 10.0,
             "eval_users": 8192,
             "replay_batches": 2,
         },

@@ -236,8 +236,9 @@ def train_cmd(
 
 def _train_on_logs(cfg, logs: Path, ref, sim_config: Path | None, quiet: bool, mapping, n_products) -> None:
     """`train --logs`: the logs job, judged on held-out logs (and on --sim-config's simulator exactly)."""
-    from recsys_rl.jobs.offline import offline_job
+    from recsys_rl.jobs.offline import offline_job, refuse_settings_unused_on_logs
 
+    refuse_settings_unused_on_logs(cfg, reference_given=ref is not None, env_given=sim_config is not None)
     use_threads(cfg)
     env = simulator_at(sim_config) if sim_config is not None else None
     slots = None
@@ -295,8 +296,11 @@ def sweep_cmd(
         ),
     ] = None,
     kl_targets: Annotated[
-        str, typer.Option("--kl-targets", help="with --reward-model: budgets")
-    ] = "0.25,0.5,1,2,4,8,16",
+        str,
+        typer.Option(
+            "--kl-targets", help="with --reward-model: budgets, nats per displayed product (train.kl_target)"
+        ),
+    ] = "0.05,0.1,0.2,0.4,0.8,1.6,3.2",
     logs: Annotated[
         Path | None,
         typer.Option("--logs", help="with --reward-model: logged contexts (80/20 train/held-out)"),
@@ -314,7 +318,8 @@ def sweep_cmd(
         float | None,
         typer.Option(
             "--max-kl",
-            help="with --reward-model: while the gold still rises, double the largest budget up to this",
+            help="with --reward-model: while the gold still rises, double the largest budget up to this "
+            "(nats per displayed product)",
         ),
     ] = None,
     reach_rounds: Annotated[
@@ -430,4 +435,4 @@ def quickstart_cmd(
     )
     console.rule("4/4 evaluate")
     _print_result(res, tracking.tracking_uri(cfg.tracking))
-    console.print("open the MLflow UI: [bold]recsys-rl ui[/bold]  (then http://127.0.0.1:5000)")
+    console.print("compare runs in the MLflow UI: [bold]recsys-rl ui[/bold]  (then open the URL it prints)")

@@ -17,11 +17,11 @@ updates' KL as it sees the real ones'.
 
 A learned reward is wrong in places and optimising it hard is the failure the KL term exists for; the
 real updates keep pulling towards the gold reward, and the refit corrects the model where the policy
-goes. The virtual steps can never leave the policy past ``train.kl_hard_limit``: after each one the
+goes. The virtual steps can never leave the policy past K * ``train.kl_hard_limit`` per banner: after each one the
 exact per-position KL to the reference is measured on the latest real batch's contexts, and a step
 that went past the limit is undone (the state before it restored, as the warm start rolls back) and
 ends that round of virtual steps; with
-``dyna.within_budget`` it is also what the adaptive beta aims at, (1 - kl_margin) * kl_target, so the learned reward
+``dyna.within_budget`` it is also what the adaptive beta aims at, (1 - kl_margin) * K * kl_target, so the learned reward
 cannot spend more of the budget than the controller allows (the adaptive beta alone, moved at most 2%
 an update, lags behind a reward that is cheap to optimise).
 With ``dyna.stop_after`` the refits and virtual steps stop once that many live impressions have been
@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from recsys_rl.config import DynaConfig, RewardScheme, TrainConfig
+from recsys_rl.config import DynaConfig, RewardScheme, TrainConfig, per_banner
 from recsys_rl.evaluation import divergence
 from recsys_rl.finetune.replay import concat
 from recsys_rl.finetune.reward_model import scored_batch
@@ -139,7 +139,7 @@ class Dyna:
         if live is None or cfg.updates_per_real == 0:
             return out
         probe = self._latest.contexts[::group] if group > 1 else self._latest.contexts
-        limit, rewards, kls, kl = self.kl_limit(learner.cfg), [], [], math.nan
+        limit, rewards, kls, kl = self.kl_limit(learner.cfg, policy.banner_size), [], [], math.nan
         for _ in range(cfg.updates_per_real):
             before = {k: v.detach().clone() for k, v in policy.state_dict().items()}
             idx = torch.randint(0, len(live), (cfg.contexts_per_update,), generator=self.generator)
@@ -169,11 +169,13 @@ class Dyna:
         updates on the first ``stop_after`` have their refit and virtual steps, later ones run alone."""
         return bool(self.cfg.stop_after) and self.seen > self.cfg.stop_after
 
-    def kl_limit(self, train: TrainConfig) -> float:
+    def kl_limit(self, train: TrainConfig, banner_size: int) -> float:
         """The KL the virtual steps may not leave the policy past: the hard limit, and with
-        ``dyna.within_budget`` what the adaptive beta aims at, (1 - train.kl_margin) * train.kl_target."""
-        aim = train.kl_target * (1 - train.kl_margin)
-        return min(train.kl_hard_limit, aim) if self.cfg.within_budget else train.kl_hard_limit
+        ``dyna.within_budget`` what the adaptive beta aims at, (1 - train.kl_margin) * K * train.kl_target
+        (both budgets are per displayed product, so per banner they are K times larger)."""
+        aim = per_banner(train.kl_target, banner_size) * (1 - train.kl_margin)
+        hard = per_banner(train.kl_hard_limit, banner_size)
+        return min(hard, aim) if self.cfg.within_budget else hard
 
     def measured_kl(self, policy: BannerPolicy, reference: BannerPolicy, contexts) -> float:
         """Exact per-position KL(policy || reference) per banner along banners drawn from the policy."""

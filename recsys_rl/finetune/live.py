@@ -31,7 +31,7 @@ import mlflow
 import torch
 
 from recsys_rl import registration, tracking
-from recsys_rl.config import RunConfig, load_reward
+from recsys_rl.config import RunConfig, load_reward, per_banner
 from recsys_rl.events import EventStore, StoreUnavailable
 from recsys_rl.finetune.replay import ReplayBuffer
 from recsys_rl.guard_rails import GuardRails, ValueFn, snips_value
@@ -69,7 +69,9 @@ class OnlineTrainer:
         self.current = reference  # the last registered version: what guard rails compare against
         self.value_fn = value_fn or (lambda logged: snips_value(logged, self.scheme, cfg.policy.temperature))
         self.guards = GuardRails(
-            cfg.train.kl_hard_limit, cfg.online.value_tolerance, cfg.online.min_value_gain
+            per_banner(cfg.train.kl_hard_limit, reference.banner_size),
+            cfg.online.value_tolerance,
+            cfg.online.min_value_gain,
         )
         if cfg.online.reward_model:  # optional extra guard rail: the learned reward model's value
             from recsys_rl.reward_model.guard import reward_model_guard

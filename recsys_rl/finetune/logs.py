@@ -4,6 +4,10 @@ Each pass re-weights logged per-position rewards by item-level importance weight
 correction) and penalises KL(pi || ref) along banners the current policy would draw. Behaviour item
 probabilities come from the logs when they carry per-position propensities; otherwise they are the
 empirical show rates of each product (exact for a context-free logging policy, as in the simulator).
+
+On the candidate path (catalogues over ``policy.full_catalogue_max``) the input item table gets sparse
+row gradients, so it takes SparseAdam and the gradient norm is clipped sparse-aware, as in the simulator
+loop; the full path keeps plain Adam and torch's own clip, so its seeded numbers are unchanged.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from collections.abc import Callable
 import torch
 
 from recsys_rl import slate
-from recsys_rl.config import RewardScheme, TrainConfig
+from recsys_rl.config import RewardScheme, TrainConfig, per_banner
 from recsys_rl.objective import AdaptiveKL, topk_offpolicy_loss
 from recsys_rl.policy import BannerPolicy, trainable_copy
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
+from recsys_rl.sparse_optim import MixedAdam, clip_grad_norm
 
 
 def show_rates(logs: LoggedBatch, n_products: int) -> torch.Tensor:
@@ -34,7 +39,6 @@ def offline_finetune(
     cfg: TrainConfig,
     seed: int,
     behaviour_item_prob: torch.Tensor | None = None,
-    weight_clip: float = 20.0,
     progress: bool = True,
     positions: torch.Tensor | None = None,
     on_check: Callable[[int, BannerPolicy], bool] | None = None,
@@ -45,10 +49,15 @@ def offline_finetune(
     Slot rows (``positions`` (n,) given, one product per row): each row is an item-level example; the
     reward baseline is the mean reward of its position, and ``behaviour_item_prob`` (n, 1) should be
     the logger's probability of showing the product in the banner (e.g. K x that slot's propensity).
+    Item-level importance weights pi / mu are clipped at ``cfg.weight_clip``.
     on_check(step, policy) at ``checks`` evenly spaced steps (the last one included): True stops training."""
     policy = trainable_copy(reference)
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    kl_ctl = AdaptiveKL(cfg.kl_beta, cfg.kl_target * (1 - cfg.kl_margin), cfg.kl_horizon, cfg.kl_adaptive)
+    # this loop scores the full catalogue, so only the input item table's gradient is sparse rows
+    sparse = [policy.item_in.weight] if policy.item_in.sparse else []
+    opt = MixedAdam(policy, sparse, cfg.lr)
+    k = reference.banner_size
+    aim = per_banner(cfg.kl_target, k) * (1 - cfg.kl_margin)  # nats per banner
+    kl_ctl = AdaptiveKL(cfg.kl_beta, aim, cfg.kl_horizon, cfg.kl_adaptive)
     g = torch.Generator().manual_seed(seed)
     n, items = len(logs), logs.banners.items
     mu = (
@@ -60,9 +69,9 @@ def offline_finetune(
     if positions is None:
         adv = r - r.mean(0, keepdim=True)  # per-position baseline
     else:  # (n, 1) slot rows: the baseline of a row is the mean reward at its position
-        k = int(positions.max()) + 1
-        mean = torch.zeros(k).index_add_(0, positions, r[:, 0]) / torch.bincount(
-            positions, minlength=k
+        n_pos = int(positions.max()) + 1
+        mean = torch.zeros(n_pos).index_add_(0, positions, r[:, 0]) / torch.bincount(
+            positions, minlength=n_pos
         ).clamp_min(1)
         adv = r - mean[positions][:, None]
     steps = max(1, cfg.total_impressions // cfg.minibatch_size)
@@ -84,18 +93,22 @@ def offline_finetune(
                 mu[idx],
                 adv[idx],
                 kl,
-                k=reference.banner_size,
+                k=k,
                 beta=kl_ctl.beta,
-                weight_clip=weight_clip,
+                weight_clip=cfg.weight_clip,
             )
             opt.zero_grad(set_to_none=True)
             terms.total.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if sparse:
+                clip_grad_norm(opt.params, cfg.max_grad_norm)
+            else:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             opt.step()
             kl_ctl.update(terms.kl.item())
             row = {
                 "loss": terms.total.item(),
                 "kl": terms.kl.item(),
+                "kl_per_slot": terms.kl.item() / k,
                 "beta": kl_ctl.beta,
                 "clip_frac": terms.clip_frac.item(),
             }

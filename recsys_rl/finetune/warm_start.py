@@ -10,7 +10,7 @@ policy, with the KL still measured to the frozen reference.
 A learned reward is wrong far from the logged data, and optimising it hard is the failure the KL term
 exists for: the warm start aims at its own, smaller KL budget (``warm_start.kl_target``) and checks the
 exact per-position KL to the reference on held logged contexts every ``check_every`` updates. A
-policy past ``train.kl_hard_limit`` is never returned: the last checked state within it is (the
+policy past K * ``train.kl_hard_limit`` (per banner; the setting is per displayed product) is never returned: the last checked state within it is (the
 reference itself, KL 0, if none was). Full-catalogue path only (``policy.full_catalogue_max``).
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from recsys_rl.config import RewardScheme, TrainConfig, WarmStartConfig
+from recsys_rl.config import RewardScheme, TrainConfig, WarmStartConfig, per_banner
 from recsys_rl.evaluation import divergence
 from recsys_rl.finetune.reward_model import rm_finetune, rm_updates
 from recsys_rl.policy import BannerPolicy, trainable_copy
@@ -72,6 +72,7 @@ def warm_start_from_model(
     probe = logs.contexts[torch.randperm(len(logs), generator=g)[:PROBE_CONTEXTS]]
     n_updates = rm_updates(cfg)
     kept: dict = {"state": None, "kl": 0.0, "updates": 0, "rolled_back": False}
+    limit = per_banner(train.kl_hard_limit, reference.banner_size)  # nats per banner
 
     def check(u: int, row: dict[str, float], policy: BannerPolicy) -> bool:
         """Every ``check_every`` updates and at the end: keep the state within the hard limit, or stop."""
@@ -80,7 +81,7 @@ def warm_start_from_model(
         policy.eval()
         kl, _ = divergence(policy.logits, reference, probe, torch.Generator().manual_seed(seed + 17))
         policy.train()
-        if not kl <= train.kl_hard_limit:  # NaN counts as past the limit
+        if not kl <= limit:  # NaN counts as past the limit
             kept["rolled_back"] = True
             return True
         kept.update(

@@ -12,6 +12,10 @@ d = sqrt(KL) and R the gain over the reference:
 Both are linear in (alpha, beta), so each fit is one least-squares solve. The recommended kl_target is
 the budget whose RL policy has the highest measured gold value.
 
+Budgets (``kl_targets``, ``widen_to``, the recommendation) are in the unit of ``train.kl_target``: nats
+per displayed product. Measured KL (the table's ``kl``, sqrt(KL) on the plot, ``argmax_kl``) is per
+banner, as the learner and best-of-n measure it; ``kl_per_slot`` is that divided by K.
+
 The RL curve has a finite end: the reward model's argmax banner (exact, ``argmax_banners``) is the
 solution for every budget at or above its KL to the reference, E[-log ref(argmax)] (``argmax_kl``; ~22
 nats on the benchmark's world), so widening stops at the first budget past it, and that end is valued
@@ -33,7 +37,7 @@ import pandas as pd
 import torch
 
 from recsys_rl import slate, tracking
-from recsys_rl.config import RewardScheme, RunConfig
+from recsys_rl.config import RewardScheme, RunConfig, per_banner
 from recsys_rl.finetune.reward_model import rm_finetune
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import ContextBatch
@@ -229,6 +233,7 @@ def kl_sweep(
     argmax_proxy = float(banner_rewards(model, scheme, ctx, top).mean())
     argmax_gold = judge.banners(top)
     end_kl = argmax_kl(reference, top, ctx)
+    k = reference.banner_size
     tracking.setup(cfg.tracking, experiment)
     rows = []
     with mlflow.start_run(run_name=f"kl-sweep-{scheme.name}") as parent:
@@ -264,7 +269,7 @@ def kl_sweep(
                     reference, model, train_contexts, scheme, train_cfg, seed, progress=progress
                 )
                 rounds = 1
-                aim = REACHED * (1 - train_cfg.kl_margin) * t
+                aim = REACHED * (1 - train_cfg.kl_margin) * per_banner(t, k)
                 while rounds < reach_rounds and hist[-1]["kl"] < aim:
                     # the budget is not binding yet: the run ended short of it (the optimiser, not the
                     # KL penalty, stopped it); continue from where it stopped, with its beta
@@ -293,7 +298,7 @@ def kl_sweep(
                     "kl_target": t,
                     "n": math.nan,
                     "rounds": rounds,
-                    "kl": policy_kl(policy, reference, ctx, gk),
+                    "kl": policy_kl(policy, reference, ctx, gk),  # per banner
                     "proxy": policy_value(
                         model, scheme, policy.logits, ctx, torch.Generator().manual_seed(seed + 5)
                     ),
@@ -305,7 +310,7 @@ def kl_sweep(
                 metrics = {
                     f"rl_{k}": float(v) for k, v in rl.items() if k not in ("method", "n", "kl_target")
                 }
-                n = n_for_kl(t)
+                n = n_for_kl(per_banner(t, k))
                 if n <= bon_max_n:
                     items, scores = best_of_n(
                         reference.logits, model, scheme, ctx, n, torch.Generator().manual_seed(seed + 8)
@@ -334,16 +339,18 @@ def kl_sweep(
             if done == len(budgets) and widen_to and 2 * t <= widen_to:
                 golds = [r["gold"] for r in rows if r["method"] == "rl"]
                 if golds and max(golds) == golds[-1]:  # the gold still rises at the largest budget
-                    if t >= end_kl:
+                    if per_banner(t, k) >= end_kl:
                         log(
                             f"no gold peak up to kl_target={t:g}, which is already above the KL of the "
-                            f"reward model's argmax ({end_kl:.2f}): no larger budget binds, not widening"
+                            f"reward model's argmax ({end_kl / k:.2f} per product): no larger budget binds, "
+                            "not widening"
                         )
                     else:
                         log(f"no gold peak up to kl_target={t:g}: widening the sweep to {2 * t:g}")
                         budgets.append(2 * t)
         table = pd.DataFrame(rows)
         table["sqrt_kl"] = np.sqrt(table["kl"].clip(lower=0))
+        table["kl_per_slot"] = table["kl"] / k
         res = SweepResult(
             table,
             ref_proxy,

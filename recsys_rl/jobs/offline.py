@@ -16,6 +16,7 @@ import time
 
 import pandas as pd
 import torch
+from pydantic import BaseModel
 
 from recsys_rl import tracking
 from recsys_rl.config import RunConfig, builtin_rewards, load_reward
@@ -37,12 +38,80 @@ from recsys_rl.jobs.result import JobResult, fine_tuned_metrics, finish_run, ora
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.records import LoggedBatch, catalogue_size
 from recsys_rl.reference import fit_reference
+from recsys_rl.yardsticks.table import classic_rows, fit_classics
 
 CHECKS = 10
 """Held-out checks of the fine-tune over its run (each costs two IIPS passes over the held-out rows)."""
 
 PATIENCE = 3
 """Checks without a better held-out sampled value before the fine-tune stops (the best is kept)."""
+
+TRAIN_USED = (  # what ``offline_finetune`` reads (train.eval_users too, with an env to judge on)
+    "total_impressions",
+    "minibatch_size",
+    "lr",
+    "lr_anneal",
+    "max_grad_norm",
+    "kl_beta",
+    "kl_target",
+    "kl_adaptive",
+    "kl_margin",
+    "kl_horizon",
+    "weight_clip",
+)
+WHY_NOT = {  # train.<key>: why the logs fine-tune has no use for it
+    "algorithm": "its one objective is the top-K off-policy correction with the KL penalty",
+    "contexts_per_batch": "each step samples train.minibatch_size logged rows",
+    "banners_per_context": "each logged row is one banner; none are sampled per context",
+    "epochs": "each step draws a fresh minibatch; train.total_impressions sets the length",
+    "item_lr": "one Adam learning rate, train.lr, for every parameter",
+    "clip_eps": "no PPO ratio: item importance weights are clipped at train.weight_clip",
+    "entropy_coef": "its objective has no entropy term",
+    "value_coef": "its objective has no critic",
+    "replay_batches": "every step already samples from all the logs",
+    "eval_every": f"the fine-tune is checked on the held-out rows {CHECKS} times over its run",
+    "kl_hard_limit": "nothing is guard-railed or rolled back on this path",
+}
+SECTION_WHY = {  # sections the logs job never reads
+    "sim": "the simulator to judge on is --sim-config",
+    "warm_start": "the warm start runs before simulator or live fine-tuning only",
+    "dyna": "Dyna updates run in the simulator loop only",
+    "online": "these are the online trainer's (train-online)",
+}
+
+
+def _why_unused(section: str, key: str, *, reference_given: bool, env_given: bool) -> str | None:
+    if section == "train":
+        if key == "eval_users":
+            return None if env_given else "no exact evaluation without --sim-config"
+        return WHY_NOT.get(key)
+    if section == "baseline" and key == "holdout_fraction":
+        return None  # the split of the logs, made whether or not the reference is given
+    if section in ("policy", "baseline"):
+        return "the reference is given (--reference), not trained here" if reference_given else None
+    return SECTION_WHY.get(section)
+
+
+def refuse_settings_unused_on_logs(cfg: RunConfig, *, reference_given: bool, env_given: bool) -> None:
+    """Raise ``ValueError`` ('<section>.<key>: does not apply to train --logs (<why>)') for the first
+    setting the user gave that the logs job would ignore, so every accepted setting is honoured.
+
+    "Gave" is a key in pydantic's ``model_fields_set`` (the YAML or a --set) at a value other than its
+    default: a config file that writes every field out at its default asks for nothing this path lacks.
+    """
+    for section in type(cfg).model_fields:
+        sub = getattr(cfg, section)
+        if section not in cfg.model_fields_set or not isinstance(sub, BaseModel):
+            continue  # seed, torch_threads, a reward scheme's name: every job uses them
+        for key in type(sub).model_fields:
+            field = type(sub).model_fields[key]
+            if key not in sub.model_fields_set or getattr(sub, key) == field.get_default(
+                call_default_factory=True
+            ):
+                continue
+            why = _why_unused(section, key, reference_given=reference_given, env_given=env_given)
+            if why is not None:
+                raise ValueError(f"{section}.{key}: does not apply to train --logs ({why})")
 
 
 def offline_job(
@@ -56,7 +125,9 @@ def offline_job(
     progress: bool = True,
     slots=None,
 ) -> JobResult:
-    """Fine-tune from logs alone; judge on held-out logs (SNIPS) and, when an env is given, exactly.
+    """Fine-tune from logs alone; judge on held-out logs (SNIPS) and, when an env is given, exactly,
+    beside the classic yardsticks (popularity, co-visitation, re-show the context, IPS logistic
+    regression) fitted on the same training logs.
 
     The latest ``baseline.holdout_fraction`` of the logs is held out from both. ``slots``: the
     ``ImportedLogs`` of slot rows (one displayed item per row) that ``logs`` comes from: training uses
@@ -136,6 +207,7 @@ def offline_job(
             rows["reference"].update(reference_row(ev))
             rows["fine-tuned"].update(final)
             rows["oracle"] = oracle_row(ev)
+            rows.update(classic_rows(ev, fit_classics(train, scheme, n_products, cfg.seed)))
         table = pd.DataFrame.from_dict(rows, orient="index")
         return finish_run(
             run, cfg, table, fine_tuned_metrics(table), len(history), policy, reference, seconds

@@ -10,7 +10,7 @@ import torch
 
 from recsys_rl import tracking
 from recsys_rl.baseline import train_baseline
-from recsys_rl.config import RunConfig, builtin_rewards, load_reward
+from recsys_rl.config import RunConfig, builtin_rewards, load_reward, per_banner
 from recsys_rl.env import Environment
 from recsys_rl.evaluation import Evaluator
 from recsys_rl.finetune.environment import finetune
@@ -79,7 +79,7 @@ def train_job(
             evaluator.reference_metrics,
             evaluator.oracle_metrics,
             scheme.name,
-            cfg.train.kl_target,
+            per_banner(cfg.train.kl_target, reference.banner_size),
         )
         tracking.log_figure(fig, "learning_curves.png")
         table = comparison_table(evaluator, result.final)

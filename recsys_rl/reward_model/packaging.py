@@ -3,14 +3,18 @@
 Why pyfunc and not the pytorch flavour: the pt2 export traces one forward signature, and the reward
 model is used through several (expected outcomes of banners, catalogue scores); a ``PythonModel``
 rebuilds the module from its weights and hyper-parameters (``weights.pt``, loaded with
-``weights_only=True``, so loading runs no pickled tensors) and serves ``predict`` on a dict of arrays.
+``weights_only=True``, so loading runs no pickled tensors). Logged as a model from code (MLflow's
+convention: ``reward_model/pyfunc_code.py`` names the model, nothing is cloudpickled) with a typed
+``predict`` over a DataFrame, one row per (context, banner), like the policy's pyfunc:
 
     import mlflow
     m = mlflow.pyfunc.load_model("models:/banner-reward-model/1")
-    m.predict({"viewed": v, "history": h, "items": a})   # -> {"click": (B, K), "purchase": ..., ...}
+    m.predict(pd.DataFrame({"viewed": [3], "history": [[7, 1]], "items": [[0, 1, 2, 3, 4]]}))
+    # -> columns click, purchase, multi, units, revenue: a list of K expected values per row
     m.unwrap_python_model().model                          # the torch BannerRewardModel
 
-Registered as ``banner-reward-model``. Loading needs ``recsys_rl`` importable (the model class).
+Input columns: ``viewed`` (long), ``history`` (list of long, most recent first, at most 10, no
+padding), ``items`` (list of K long, display order). Registered as ``banner-reward-model``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
+from mlflow.types.schema import Array, ColSpec, Schema
 
-from recsys_rl.records import HISTORY_LEN, PAD, ContextBatch
+import recsys_rl
+from recsys_rl.records import ContextBatch
 from recsys_rl.reward_model.model import BannerRewardModel
 
 REGISTERED_NAME = "banner-reward-model"
@@ -43,43 +49,50 @@ def load_weights(path) -> BannerRewardModel:
 
 
 class RewardModelPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: (viewed (B,), history (B, H), items (B, K)) -> per-position expected outcomes."""
+    """pyfunc wrapper: a DataFrame of (context, banner) rows -> per-position expected outcomes."""
 
     def load_context(self, context) -> None:
         self.model = load_weights(context.artifacts["weights"])
 
-    def predict(self, context, model_input, params=None) -> dict[str, np.ndarray]:
-        ctx = ContextBatch(
-            torch.as_tensor(np.asarray(model_input["viewed"]), dtype=torch.long),
-            torch.as_tensor(np.asarray(model_input["history"]), dtype=torch.long),
-        )
-        with torch.no_grad():
-            exp = self.model.expected(
-                ctx, torch.as_tensor(np.asarray(model_input["items"]), dtype=torch.long)
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from recsys_rl.mlflow_model import _bad, contexts_from_frame
+
+        m = self.model
+        viewed, history, _, _ = contexts_from_frame(model_input[["viewed", "history"]], m.n_products, 0)
+        items = [np.asarray(a, dtype=np.int64).reshape(-1) for a in model_input["items"]]
+        wrong = [i for i, a in enumerate(items) if len(a) != m.n_positions]
+        if wrong:
+            raise _bad(f"items[{wrong[0]}]: expected {m.n_positions} products, got {len(items[wrong[0]])}")
+        banners = np.stack(items) if items else np.zeros((0, m.n_positions), dtype=np.int64)
+        outside = (banners < 0) | (banners >= m.n_products)
+        if outside.any():
+            raise _bad(
+                f"items: product id {int(banners[outside][0])} is outside the catalogue [0, {m.n_products})"
             )
-        return {k: getattr(exp, k).numpy() for k in OUTPUTS}
+        with torch.no_grad():
+            exp = m.expected(ContextBatch(viewed, history), torch.as_tensor(banners))
+        return pd.DataFrame({k: list(getattr(exp, k).numpy()) for k in OUTPUTS})
 
 
-def _signature(k: int) -> ModelSignature:
+def _signature() -> ModelSignature:
     return ModelSignature(
         inputs=Schema(
-            [
-                TensorSpec(np.dtype(np.int64), (-1,), "viewed"),
-                TensorSpec(np.dtype(np.int64), (-1, HISTORY_LEN), "history"),
-                TensorSpec(np.dtype(np.int64), (-1, k), "items"),
-            ]
+            [ColSpec("long", "viewed"), ColSpec(Array("long"), "history"), ColSpec(Array("long"), "items")]
         ),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, k), name) for name in OUTPUTS]),
+        outputs=Schema([ColSpec(Array("float"), name) for name in OUTPUTS]),
     )
 
 
-def input_example(model: BannerRewardModel) -> dict[str, np.ndarray]:
-    """Two contexts, each with a banner of the first K products."""
+def input_example(model: BannerRewardModel) -> pd.DataFrame:
+    """Two contexts, each with a banner of the first K products (forwards, then backwards)."""
     k, n = model.n_positions, model.n_products
-    history = np.full((2, HISTORY_LEN), PAD, dtype=np.int64)
-    history[:, 0] = min(2, n - 1)
-    items = np.stack([np.arange(k), np.arange(k)[::-1]]).astype(np.int64)
-    return {"viewed": np.array([0, min(1, n - 1)], dtype=np.int64), "history": history, "items": items}
+    return pd.DataFrame(
+        {
+            "viewed": [0, min(1, n - 1)],
+            "history": [[min(2, n - 1)], [min(2, n - 1)]],
+            "items": [list(range(k)), list(range(k))[::-1]],
+        }
+    )
 
 
 def log_reward_model(model: BannerRewardModel, registered_name: str | None = REGISTERED_NAME):
@@ -91,9 +104,10 @@ def log_reward_model(model: BannerRewardModel, registered_name: str | None = REG
         save_weights(model, path)
         info = mlflow.pyfunc.log_model(
             name="reward_model",
-            python_model=RewardModelPyfunc(),
+            python_model=str(Path(__file__).with_name("pyfunc_code.py")),
             artifacts={"weights": str(path)},
-            signature=_signature(model.n_positions),
+            code_paths=[str(Path(recsys_rl.__file__).parent)],
+            signature=_signature(),
             input_example=input_example(model),
             pip_requirements=pip_requirements(),
             registered_model_name=registered_name,

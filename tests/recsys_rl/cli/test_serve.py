@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import mlflow
 import typer
 import yaml
 from typer.testing import CliRunner
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from recsys_rl.cli.serve import drive
 from recsys_rl.events import open_store
 from serving.app import create_app
+from tests.cli import run_cli
 from tests.serving.helpers import config, running_server, tiny_holder
 
 WORLD = {"n_products": 50, "n_categories": 4, "n_users": 300, "consideration_size": 20, "seed": 3}
@@ -55,3 +57,34 @@ def test_drive_refuses_a_simulator_with_another_catalogue(tmp_path):
         store.close()
     assert result.exit_code == 2
     assert "--sim-config" in result.output and "60 products" in result.output and "50" in result.output
+
+
+def test_register_puts_a_saved_policy_under_an_alias(tmp_path):
+    from recsys_rl.policy import BannerPolicy, save_policy
+
+    save_policy(BannerPolicy(30, 4, 8), tmp_path / "p.pt")
+    r = run_cli(["register", "--policy", str(tmp_path / "p.pt"), "--alias", "champion"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    v = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_model_version_by_alias(
+        "banner-policy", "champion"
+    )
+    assert str(v.version) == "1"
+
+
+def test_train_online_warm_start_without_logs_names_the_option(tmp_path):
+    r = run_cli(
+        [
+            "train-online",
+            "--events",
+            f"sqlite:///{tmp_path}/events.db",
+            "--reference",
+            "ref.pt",
+            "--set",
+            "warm_start.enabled=true",
+        ],
+        tmp_path,
+        timeout=120,
+    )
+    assert r.returncode != 0
+    assert "--logs" in r.stdout + r.stderr and "warm_start.enabled" in r.stdout + r.stderr
+    assert not (tmp_path / "events.db").exists()  # refused before anything was opened

@@ -110,13 +110,13 @@ def push(world, within_budget: bool, lr: float = 0.03, **train) -> tuple[list[fl
 def test_virtual_steps_never_leave_the_policy_past_the_kl_hard_limit(world):
     free, free_dyna = push(world, False, kl_hard_limit=1e6, kl_target=1e5)
     assert max(free) > 1.0 and free_dyna.rollbacks == 0  # unbounded, this push goes far from the reference
-    bounded, dyna = push(world, False, kl_hard_limit=0.5, kl_target=1e5)
+    bounded, dyna = push(world, False, kl_hard_limit=0.1, kl_target=1e5)  # 0.5 per banner of 5
     assert dyna.rollbacks > 0
     assert max(bounded) <= 0.5  # every state left behind is within the hard limit
 
 
 def test_within_budget_virtual_steps_stop_at_what_the_adaptive_beta_aims_at(world):
-    kls, dyna = push(world, True, lr=0.003, kl_target=0.1, kl_margin=0.1)
+    kls, dyna = push(world, True, lr=0.003, kl_target=0.02, kl_margin=0.1)  # 0.1 per banner
     assert dyna.rollbacks > 0 and max(kls) <= 0.09
     assert max(kls) > 0.03  # steps within the budget are kept
 

@@ -31,7 +31,7 @@ def test_sigkill_mid_run_then_restart_consumes_every_event_once(tmp_path, refere
     cfg = {
         "sim": SMALL.model_dump(),
         "policy": POLICY.model_dump(),
-        "train": {"epochs": 1, "minibatch_size": 500, "kl_hard_limit": 50.0},
+        "train": {"epochs": 1, "minibatch_size": 500, "kl_hard_limit": 10.0},
         "tracking": {"tracking_uri": db, "experiment": "crash"},
         "online": {
             "attribution_window_s": 1.0,

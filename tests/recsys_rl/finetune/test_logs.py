@@ -3,11 +3,12 @@
 import torch
 
 from recsys_rl.baseline import train_baseline
-from recsys_rl.config import builtin_rewards, load_reward
+from recsys_rl.config import builtin_rewards, load_reward, per_banner
 from recsys_rl.evaluation import Evaluator
 from recsys_rl.finetune.logs import offline_finetune
 from recsys_rl.logdata.parquet import read_logs
 from recsys_rl.objective import topk_offpolicy_loss
+from recsys_rl.policy import BannerPolicy
 from tests.recsys_rl.helpers import BASELINE, POLICY, SMALL, small_logs_dir, small_sim, small_train
 
 
@@ -31,4 +32,17 @@ def test_offline_finetune_improves_exact_reward_within_kl_budget(tmp_path):
     ev = Evaluator(sim, ref, scheme, builtin_rewards(), 1024, seed=5)
     m = ev(policy.eval())
     assert m["reward_graded"] > ev.reference_metrics["reward_graded"]
-    assert m["kl_to_reference"] <= cfg.kl_target
+    assert m["kl_to_reference"] <= per_banner(cfg.kl_target, ref.banner_size)
+
+
+def test_the_importance_weight_clip_is_the_train_weight_clip_setting(tmp_path):
+    logs = read_logs(small_logs_dir(str(tmp_path)))
+    torch.manual_seed(0)
+    ref = BannerPolicy(SMALL.n_products, 8, 16).frozen_copy()
+    clip_frac = {}
+    for clip in (1e-3, 1e6):
+        cfg = small_train(total_impressions=2048, minibatch_size=512, weight_clip=clip)
+        _, history = offline_finetune(ref, logs, load_reward("graded"), cfg, seed=0, progress=False)
+        clip_frac[clip] = [h["clip_frac"] for h in history]
+        assert all(h["kl_per_slot"] == h["kl"] / 5 for h in history)
+    assert clip_frac[1e-3] == [1.0] * 4 and clip_frac[1e6] == [0.0] * 4

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recsys_rl.baseline import train_baseline
-from recsys_rl.config import WarmStartConfig, load_reward
+from recsys_rl.config import WarmStartConfig, load_reward, per_banner
 from recsys_rl.evaluation import divergence
 from recsys_rl.finetune.warm_start import PROBE_CONTEXTS, warm_start_from_model
 from recsys_rl.logdata.parquet import read_logs
@@ -39,9 +39,9 @@ def test_a_hard_push_is_rolled_back_to_within_the_kl_hard_limit(world):
         ref, rm, logs, scheme, small_train(kl_hard_limit=1e6, kl_adaptive=False), PUSH, seed=0
     )
     assert free.kl > 1.0 and not free.rolled_back  # unbounded, this push goes far from the reference
-    limit = 0.5
+    limit = 0.5  # nats per banner: the setting is per displayed product
     res = warm_start_from_model(
-        ref, rm, logs, scheme, small_train(kl_hard_limit=limit, kl_adaptive=False), PUSH, seed=0
+        ref, rm, logs, scheme, small_train(kl_hard_limit=limit / 5, kl_adaptive=False), PUSH, seed=0
     )
     assert res.rolled_back
     assert res.kl <= limit
@@ -70,4 +70,4 @@ def test_default_warm_start_raises_the_learned_value_within_its_budget(world):
     before = policy_value(rm, scheme, ref.logits, ctx, torch.Generator().manual_seed(0))
     after = policy_value(rm, scheme, res.policy.eval().logits, ctx, torch.Generator().manual_seed(0))
     assert after > before
-    assert res.kl <= small_train().kl_hard_limit and not res.rolled_back
+    assert res.kl <= per_banner(small_train().kl_hard_limit, 5) and not res.rolled_back

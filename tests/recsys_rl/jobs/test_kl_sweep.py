@@ -39,17 +39,17 @@ def test_sweep_is_one_parent_run_with_a_child_per_budget_and_the_plot(tmp_path, 
         tracking=TrackingConfig(tracking_uri=uri),
     )
     res = kl_sweep(
-        reference, model, train_ctx, scheme, cfg, [0.5, 2.0], judge, progress=False, log=lambda s: None
+        reference, model, train_ctx, scheme, cfg, [0.1, 0.4], judge, progress=False, log=lambda s: None
     )
     assert list(res.table["method"]) == ["rl", "bon", "rl", "bon"]
     bon = res.table[res.table["method"] == "bon"]
     assert list(bon["n"]) == [3, 19] and (bon["proxy"] > res.reference_proxy).all()
-    assert math.isfinite(res.recommended_kl_target) and res.recommended_kl_target in (0.5, 2.0)
+    assert math.isfinite(res.recommended_kl_target) and res.recommended_kl_target in (0.1, 0.4)
     client = mlflow.MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("recsys-rl-kl-sweep").experiment_id])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == res.run_id]
     assert len(runs) == 3 and len(children) == 2
-    assert {c.data.params["kl_target"] for c in children} == {"0.5", "2.0"}
+    assert {c.data.params["kl_target"] for c in children} == {"0.1", "0.4"}
     assert {"rl_proxy", "rl_gold", "rl_kl", "bon_gold"} <= set(children[0].data.metrics)
     parent = client.get_run(res.run_id)
     assert parent.data.tags["gold_estimator"] == "gold (exact, simulator)"
@@ -76,7 +76,7 @@ def test_an_unreached_budget_is_continued_and_no_budget_past_the_argmax_kl_is_ad
         train_ctx,
         scheme,
         cfg,
-        [0.05, 40.0],
+        [0.01, 8.0],  # nats per displayed product: 0.05 and 40 per banner of 5
         judge,
         widen_to=1000.0,
         reach_rounds=3,
@@ -84,12 +84,12 @@ def test_an_unreached_budget_is_continued_and_no_budget_past_the_argmax_kl_is_ad
         log=logged.append,
     )
     rl = res.table[res.table["method"] == "rl"].set_index("kl_target")
-    assert list(rl.index) == [0.05, 40.0]  # 40 > the argmax's KL: the sweep is not widened past it
+    assert list(rl.index) == [0.01, 8.0]  # 8 x 5 > the argmax's KL: the sweep is not widened past it
     assert 0 < res.argmax_kl < 40.0
-    assert rl.loc[0.05, "rounds"] == 1  # a tiny budget is reached at once ...
-    assert rl.loc[40.0, "rounds"] == 3  # ... a budget beyond reach gets every round it may have
+    assert rl.loc[0.01, "rounds"] == 1  # a tiny budget is reached at once ...
+    assert rl.loc[8.0, "rounds"] == 3  # ... a budget beyond reach gets every round it may have
     assert any("continuing" in line for line in logged)
-    assert rl["gold"].idxmax() == 40.0  # the gold still rises at the largest budget, yet ...
+    assert rl["gold"].idxmax() == 8.0  # the gold still rises at the largest budget, yet ...
     assert any("no larger budget binds" in line for line in logged)  # ... it is not widened
     s = res.summary
     assert s["proxy_gain_past_peak_at_limit"] == pytest.approx(

@@ -28,12 +28,17 @@ def test_registered_reward_model_loads_with_mlflows_own_pyfunc_api(tmp_path):
     loaded = mlflow.pyfunc.load_model(f"models:/{REGISTERED_NAME}/{version}")
     x = input_example(model)
     out = loaded.predict(x)
-    from recsys_rl.records import ContextBatch
+    from recsys_rl.records import HISTORY_LEN, PAD, ContextBatch
 
+    history = torch.full((2, HISTORY_LEN), PAD)
+    history[:, 0] = torch.as_tensor([h[0] for h in x["history"]])
     want = model.expected(
-        ContextBatch(torch.as_tensor(x["viewed"]), torch.as_tensor(x["history"])), torch.as_tensor(x["items"])
+        ContextBatch(torch.tensor(x["viewed"].tolist()), history), torch.as_tensor(list(x["items"]))
     )
-    np.testing.assert_allclose(out["click"], want.click.numpy(), rtol=1e-6)
+    for name in ("click", "purchase", "multi", "units", "revenue"):
+        np.testing.assert_allclose(np.stack(out[name]), getattr(want, name).numpy(), rtol=1e-6)
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"items\[0\]: expected 5 products, got 2"):
+        loaded.predict(x.assign(items=[[0, 1], [1, 0]]))
     torch_model = load_reward_model(f"models:/{REGISTERED_NAME}/{version}")
     assert torch_model.n_products == TINY.n_products
 
@@ -136,7 +141,7 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
             "--logs",
             str(logs),
             "--kl-targets",
-            "0.5,1",
+            "0.1,0.2",
             *base,
             "--quiet",
             "--set",
@@ -171,11 +176,11 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
             "--logs",
             str(logs),
             "--kl-targets",
-            "0.5,40",
+            "0.1,8",
             "--reach-rounds",
             "2",
             "--max-kl",
-            "100",
+            "20",
             *base,
             "--quiet",
             "--set",
@@ -185,7 +190,7 @@ def test_cli_trains_registers_and_refuses_another_catalogue(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    assert "kl_target=40: KL" in r.output and "continuing" in r.output
+    assert "kl_target=8: KL" in r.output and "continuing" in r.output
     parent = client.search_runs(
         [client.get_experiment_by_name("reach").experiment_id], "tags.job = 'kl_sweep'"
     )[0]
