@@ -113,3 +113,13 @@ def test_settings_it_uses_and_untouched_sections_pass():
             refuse_settings_unused_on_logs(
                 load_run(None, {key: value}), reference_given=False, env_given=True
             )
+
+
+def test_the_held_out_share_applies_to_train_logs_even_with_a_given_reference():
+    cfg = load_run(None, {"baseline.holdout_fraction": 0.3})
+    refuse_settings_unused_on_logs(cfg, reference_given=True, env_given=False)  # the split is still made
+    cfg = load_run(None, {"baseline.patience": 5})
+    with pytest.raises(
+        ValueError, match=r"^baseline.patience: does not apply to train --logs \(the reference"
+    ):
+        refuse_settings_unused_on_logs(cfg, reference_given=True, env_given=False)
