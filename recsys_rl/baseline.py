@@ -12,6 +12,8 @@ popularity-biased one. O(B S) per step instead of O(B N). The result is frozen a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -95,12 +97,14 @@ def train_baseline(
     progress: bool = True,
     banner_size: int | None = None,
     categorical_vocab: list[list[str]] | None = None,
+    on_epoch: Callable[[int, BannerPolicy], bool] | None = None,
 ) -> BannerPolicy:
     """Fit a BannerPolicy to predict logged clicks/purchases and next purchases; returns it frozen.
 
     banner_size: K of the policy (default: the logged banners'; give it for slot rows, whose batch
     holds one product per row); user features are used when the logged contexts have them;
-    categorical_vocab: the vocabulary the contexts' categorical codes were made with (saved in the policy)."""
+    categorical_vocab: the vocabulary the contexts' categorical codes were made with (saved in the policy);
+    on_epoch(epoch, policy) after each pass (epoch from 1, the policy in training): True stops training."""
     torch.manual_seed(seed)  # parameter init
     g = torch.Generator().manual_seed(seed)
     policy = BannerPolicy(
@@ -119,7 +123,7 @@ def train_baseline(
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")
-    opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr)
+    opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     sampled = 0 < cfg.sampled_negatives < n_products
     if policy.uses_candidates and not sampled:
         raise ValueError(
@@ -132,7 +136,7 @@ def train_baseline(
     m = len(targets)
     steps = cfg.epochs * ((m + cfg.batch_size - 1) // cfg.batch_size)
     with progress_bar("baseline", steps, progress) as advance:
-        for _ in range(cfg.epochs):
+        for epoch in range(1, cfg.epochs + 1):
             order = torch.randperm(m, generator=g)
             for i in range(0, m, cfg.batch_size):
                 idx = order[i : i + cfg.batch_size]
@@ -148,6 +152,8 @@ def train_baseline(
                 loss.backward()
                 opt.step()
                 advance(1, loss=loss.item())
+            if on_epoch is not None and on_epoch(epoch, policy):
+                break
     ref = policy.frozen_copy()
     ref.refresh_candidates()  # a new version: (re)build its candidate index
     return ref

@@ -196,6 +196,21 @@ class BaselineConfig(_Strict):
     sampled_negatives: int = Field(
         2048, ge=0, description="sampled-softmax negatives per batch when N > this (0: full softmax)"
     )
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="latest share of the logs that no training step sees (logs path)"
+    )
+    patience: int = Field(
+        2,
+        ge=0,
+        description="logs path: epochs without a better held-out value before stopping, the best epoch "
+        "kept (0: train all epochs)",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the dense parameters (Adam)")
+    history_weights: list[float] = Field(
+        default_factory=list,
+        description="logs path: next-purchase weights to try, the best held-out reference kept "
+        "(empty: history_weight only)",
+    )
 
 
 class TrainConfig(_Strict):

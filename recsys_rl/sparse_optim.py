@@ -123,18 +123,24 @@ def sparse_scores(query: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor) 
 
 class MixedAdam:
     """Adam on the dense parameters, SparseAdam on the sparse ones, behind one optimiser interface
-    (``param_groups``, ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``).
+        (``param_groups``, ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``).
 
-    ``sparse_lr`` (default ``lr``): the learning rate of the sparse item tables. Each group keeps its
-    starting rate as ``base_lr`` so that a schedule can scale all groups alike (``Learner.set_progress``).
+        ``sparse_lr`` (default ``lr``): the learning rate of the sparse item tables. Each group keeps its
+        starting rate as ``base_lr`` so that a schedule can scale all groups alike (``Learner.set_progress``).
+    ``weight_decay``: L2 penalty of the dense Adam only (SparseAdam has none).
     """
 
     def __init__(
-        self, module: nn.Module, sparse: list[nn.Parameter], lr: float, sparse_lr: float | None = None
+        self,
+        module: nn.Module,
+        sparse: list[nn.Parameter],
+        lr: float,
+        sparse_lr: float | None = None,
+        weight_decay: float = 0.0,
     ):
         ids = {id(p) for p in sparse}
         dense = [p for p in module.parameters() if id(p) not in ids]
-        self.dense = torch.optim.Adam(dense, lr=lr)
+        self.dense = torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)
         self.sparse = torch.optim.SparseAdam(sparse, lr=sparse_lr or lr) if sparse else None
         self.params = dense + list(sparse)
         for g in self.param_groups:

@@ -42,6 +42,13 @@ SIM_SHOW = [
 LOGS_SHOW = (
     "snips_value",
     "iips_value",
+    "heldout_greedy",
+    "heldout_greedy_low",
+    "heldout_greedy_high",
+    "heldout_sampled",
+    "heldout_sampled_low",
+    "heldout_sampled_high",
+    "in_sample_sampled",
     "reward_graded",
     "revenue_per_impression",
     "kl_to_reference",
@@ -92,23 +99,21 @@ def train_baseline_cmd(
         ),
     ] = None,
 ) -> None:
-    """Train the baseline (reference) recommender on logged data and save it frozen."""
-    from recsys_rl.baseline import train_baseline
+    """Train the baseline (reference) recommender on logged data and save it frozen.
+
+    The latest baseline.holdout_fraction of the logs is held out: the reference trains on the rest and
+    its values are reported on the held-out rows (with baseline.patience > 0 the best epoch there is kept).
+    """
+    from recsys_rl.holdout import split_logs, time_split
     from recsys_rl.policy import save_policy
+    from recsys_rl.reference import fit_reference
 
     cfg = load_run(config, parse_overrides(set_))
     use_threads(cfg)
+    imported, k, vocab = None, None, None
     if mapping is not None:
         imported, n_products = logs_with_catalogue(logs, mapping, n_products)
-        ref = train_baseline(
-            imported.batch,
-            n_products,
-            cfg.policy,
-            cfg.baseline,
-            cfg.seed,
-            banner_size=imported.banner_size,
-            categorical_vocab=imported.vocabulary,
-        )
+        batch, k, vocab = imported.batch, imported.banner_size, imported.vocabulary
     else:
         from recsys_rl.logdata.parquet import read_logs
         from recsys_rl.records import catalogue_size
@@ -119,10 +124,55 @@ def train_baseline_cmd(
                 f"--n-products: {n_products}, but the logs hold product id {catalogue_size(batch) - 1}"
             )
         n_products = n_products or catalogue_size(batch)
-        ref = train_baseline(batch, n_products, cfg.policy, cfg.baseline, cfg.seed)
+    scheme = load_reward(cfg.reward)
+    train, held = split_logs(batch, time_split(len(batch), cfg.baseline.holdout_fraction), imported)
+    fit = fit_reference(
+        train,
+        held,
+        scheme,
+        n_products,
+        cfg.policy,
+        cfg.baseline,
+        cfg.seed,
+        banner_size=k,
+        categorical_vocab=vocab,
+    )
+    _print_heldout(fit, held, scheme, len(train))
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_policy(ref, out)
-    console.print(f"saved reference policy ({n_products} products, banners of {ref.banner_size}) to {out}")
+    save_policy(fit.policy, out)
+    console.print(
+        f"saved reference policy ({n_products} products, banners of {fit.policy.banner_size}) to {out}"
+    )
+
+
+def _print_heldout(fit, held, scheme, n_train: int) -> None:
+    """The reference's greedy and sampled values on the held-out rows beside the logger's, with CIs."""
+    import pandas as pd
+
+    from recsys_rl.holdout import logger_value
+
+    def cells(e):
+        return {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high}
+
+    table = pd.DataFrame.from_dict(
+        {
+            "logger": cells(logger_value(held, scheme)),
+            "reference (greedy)": cells(fit.heldout.greedy),
+            "reference (sampled)": cells(fit.heldout.sampled),
+        },
+        orient="index",
+    )
+    print_table(
+        table,
+        f"held out: the latest {len(held.logs)} rows (trained on the {n_train} before them), "
+        f"{scheme.name} per banner, epoch {fit.epoch}",
+    )
+    for t in fit.tried if len(fit.tried) > 1 else []:
+        console.print(
+            f"history_weight={t['history_weight']:g}: held-out sampled {t['heldout_sampled']:.4f} "
+            f"[{t['heldout_sampled_low']:.4f}, {t['heldout_sampled_high']:.4f}]"
+            + ("  (kept)" if t["history_weight"] == fit.history_weight else "")
+        )
 
 
 @friendly

@@ -12,6 +12,8 @@ loop; the full path keeps plain Adam and torch's own clip, so its seeded numbers
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from recsys_rl import slate
@@ -39,13 +41,16 @@ def offline_finetune(
     behaviour_item_prob: torch.Tensor | None = None,
     progress: bool = True,
     positions: torch.Tensor | None = None,
+    on_check: Callable[[int, BannerPolicy], bool] | None = None,
+    checks: int = 10,
 ) -> tuple[BannerPolicy, list[dict[str, float]]]:
     """Train a copy of ``reference`` on ``logs`` for ``cfg.total_impressions`` logged rows (several passes).
 
     Slot rows (``positions`` (n,) given, one product per row): each row is an item-level example; the
     reward baseline is the mean reward of its position, and ``behaviour_item_prob`` (n, 1) should be
     the logger's probability of showing the product in the banner (e.g. K x that slot's propensity).
-    Item-level importance weights pi / mu are clipped at ``cfg.weight_clip``."""
+    Item-level importance weights pi / mu are clipped at ``cfg.weight_clip``.
+    on_check(step, policy) at ``checks`` evenly spaced steps (the last one included): True stops training."""
     policy = trainable_copy(reference)
     # this loop scores the full catalogue, so only the input item table's gradient is sparse rows
     sparse = [policy.item_in.weight] if policy.item_in.sparse else []
@@ -109,4 +114,8 @@ def offline_finetune(
             }
             history.append(row)
             advance(1, kl=row["kl"], beta=row["beta"])
+            done = step + 1
+            if on_check is not None and (done % max(1, steps // checks) == 0 or done == steps):
+                if on_check(done, policy):
+                    break
     return policy, history

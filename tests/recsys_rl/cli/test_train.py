@@ -60,6 +60,7 @@ def test_simulate_then_train_baseline_from_the_files(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "ref.pt").exists()
+    assert "held out: the latest" in r.stdout and "reference (greedy)" in r.stdout and "logger" in r.stdout
 
 
 def test_bad_arguments_exit_2_with_one_line(tmp_path):

@@ -19,8 +19,13 @@ def test_offline_job_tracks_and_judges_on_held_out_logs(tmp_path):
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
     )
     res = offline_job(cfg, logs, progress=False)
-    assert list(res.table.index) == ["reference", "fine-tuned"]
-    assert res.table["snips_value"].notna().all() and res.model_version == "1"
+    assert list(res.table.index) == ["logger", "reference", "fine-tuned"]
+    policies = res.table.loc[["reference", "fine-tuned"]]
+    assert policies["snips_value"].notna().all() and res.model_version == "1"
+    for kind in ("greedy", "sampled"):  # held-out values inside their CIs
+        assert (policies[f"heldout_{kind}_low"] <= policies[f"heldout_{kind}"]).all()
+        assert (policies[f"heldout_{kind}"] <= policies[f"heldout_{kind}_high"]).all()
+    assert res.table.loc["fine-tuned", "in_sample_sampled"] > 0
     assert res.reference.n_products == res.policy.n_products == catalogue_size(logs) <= SMALL.n_products
 
 
@@ -38,9 +43,9 @@ def test_with_an_environment_the_classics_are_valued_exactly_beside_the_fine_tun
     )
     res = offline_job(cfg, logs, env=small_sim(), progress=False)
     classics = ["popularity", "covisitation", "reshow_context", "ips_logreg"]
-    assert list(res.table.index) == ["reference", "fine-tuned", "oracle", *classics]
-    graded = res.table["reward_graded"]
-    assert graded.notna().all()
+    assert list(res.table.index) == ["logger", "reference", "fine-tuned", "oracle", *classics]
+    graded = res.table["reward_graded"].drop("logger")  # the logger is only valued on its held-out rows
+    assert graded.notna().all() and res.table.loc["logger", "heldout_sampled"] > 0
     assert (graded[classics] < graded["oracle"]).all()  # the oracle bounds every policy, classics included
 
 
@@ -108,3 +113,13 @@ def test_settings_it_uses_and_untouched_sections_pass():
             refuse_settings_unused_on_logs(
                 load_run(None, {key: value}), reference_given=False, env_given=True
             )
+
+
+def test_the_held_out_share_applies_to_train_logs_even_with_a_given_reference():
+    cfg = load_run(None, {"baseline.holdout_fraction": 0.3})
+    refuse_settings_unused_on_logs(cfg, reference_given=True, env_given=False)  # the split is still made
+    cfg = load_run(None, {"baseline.patience": 5})
+    with pytest.raises(
+        ValueError, match=r"^baseline.patience: does not apply to train --logs \(the reference"
+    ):
+        refuse_settings_unused_on_logs(cfg, reference_given=True, env_given=False)
