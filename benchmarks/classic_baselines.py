@@ -64,7 +64,9 @@ def world_rows(name: str, sim_cfg: SimConfig, impressions: int, seed: int) -> di
         f"[{name}] logged {len(logs):,} uniform-random impressions in {time.perf_counter() - t:.1f}s",
         flush=True,
     )
-    fit = fit_reference(train, held, scheme, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False)
+    fit = fit_reference(
+        train, held, scheme, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False
+    )
     reference = fit.policy
     print(
         f"[{name}] reference trained at {time.perf_counter() - t:.1f}s (epoch {fit.epoch}, "

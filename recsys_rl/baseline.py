@@ -82,6 +82,9 @@ def sampled_softmax_loss(
     correction = torch.log(torch.tensor(float(len(negatives))))
     pos = (q * policy.item_rows(targets)).sum(-1) + policy.item_bias[targets] - log_q[targets] - correction
     neg = q @ policy.item_rows(negatives).T + policy.item_bias[negatives] - log_q[negatives] - correction
+    if policy.context_features:  # the in-context offsets are part of every product's logit
+        pos = pos + policy.context_offsets(ctx, targets.unsqueeze(1))[:, 0]
+        neg = neg + policy.context_offsets(ctx, negatives.expand(len(targets), -1))
     neg = neg.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))  # (B, S)
     logits = torch.cat([pos.unsqueeze(1), neg], 1)
     nll = -torch.log_softmax(logits, 1)[:, 0]
@@ -116,6 +119,7 @@ def train_baseline(
         nprobe=policy_cfg.nprobe,
         full_catalogue_max=policy_cfg.full_catalogue_max,
         context_bonus=policy_cfg.context_bonus,
+        context_features=policy_cfg.context_features,
         banner_size=banner_size or logs.banners.items.shape[1],
         n_user_features=0 if logs.contexts.user_features is None else logs.contexts.user_features.shape[1],
         categorical_vocab=categorical_vocab,

@@ -182,6 +182,11 @@ class PolicyConfig(_Strict):
         True,
         description="large catalogues: context products join the candidates with one learned logit offset",
     )
+    context_features: bool = Field(
+        False,
+        description="every catalogue size: learned logit offsets for a candidate being in the context, "
+        "the viewed product, its count and recency in the history (context products join the candidates)",
+    )
 
 
 class BaselineConfig(_Strict):

@@ -216,7 +216,15 @@ def best_finetune(
     sampled value, the best check kept. ``extra``: slot rows' positions and behaviour_item_prob."""
     best = BestCheck(held, scheme, cfg.seed)
     last, history = offline_finetune(
-        reference, train, scheme, cfg.train, cfg.seed, progress=progress, on_check=best, checks=CHECKS, **extra
+        reference,
+        train,
+        scheme,
+        cfg.train,
+        cfg.seed,
+        progress=progress,
+        on_check=best,
+        checks=CHECKS,
+        **extra,
     )
     if best.policy is None:
         return last, history, best.step
