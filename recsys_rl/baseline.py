@@ -2,7 +2,8 @@
 
 Two kinds of target, both "what this user bought/clicked next given the context":
 - logged feedback: each clicked product of a logged banner (weight 1 + purchase_weight if bought);
-- next purchase: the most recent past purchase, predicted from the viewed product and older purchases.
+- next purchase: the most recent past purchase, predicted from the viewed product and older purchases;
+- re-showing (``context_weight`` > 0): the viewed product itself, where the shop's users come back to it.
 Loss: weighted softmax cross-entropy over the whole catalogue for small N; above
 ``cfg.sampled_negatives`` products a sampled softmax (``sampled_softmax_loss``): S shared negatives per
 batch drawn from Q = the smoothed target frequency, every logit corrected by -log(S Q_j) (log-Q
@@ -39,6 +40,9 @@ def supervised_examples(
         older = torch.cat([h[:, 1:], torch.full((len(h), 1), PAD, dtype=h.dtype)], dim=1)
         h_ctx = ContextBatch(h_ctx.viewed, older, h_ctx.user_features, h_ctx.user_categories)
         parts.append((h_ctx, h[:, 0], torch.full((len(h),), cfg.history_weight)))
+    if cfg.context_weight > 0:  # re-showing: the viewed product is a target of its own context
+        v_ctx = ctx[ctx.viewed != PAD]
+        parts.append((v_ctx, v_ctx.viewed, torch.full((len(v_ctx),), cfg.context_weight)))
     contexts, targets, weights = zip(*parts, strict=True)
     return _concat(contexts), torch.cat(targets), torch.cat(weights)
 

@@ -216,6 +216,14 @@ class BaselineConfig(_Strict):
         description="logs path: next-purchase weights to try, the best held-out reference kept "
         "(empty: history_weight only)",
     )
+    context_weight: float = Field(
+        0.0, ge=0, description="loss weight of the viewed product as a target of its own context (re-showing)"
+    )
+    context_weights: list[float] = Field(
+        default_factory=list,
+        description="logs path: re-showing weights to try with each next-purchase weight, the best "
+        "held-out reference kept (empty: context_weight only)",
+    )
 
 
 class TrainConfig(_Strict):

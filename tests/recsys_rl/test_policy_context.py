@@ -95,3 +95,18 @@ def test_the_reference_learns_the_sign_of_the_viewed_products_weight_from_the_lo
         ref = train_baseline(_logs(reshown), 50, cfg.policy, cfg.baseline, seed=0, progress=False)
         weights[reshown] = ref.context_weights[0] + ref.context_weights[1]  # viewed: in context + viewed
     assert weights[True] > 0.05 and weights[False] < -0.05, weights  # +-0.5 nats and beyond
+
+
+def test_the_re_showing_target_adds_each_viewed_product_as_a_target_of_its_own_context():
+    from recsys_rl.baseline import supervised_examples
+
+    logs = _logs(reshown=False, n=40)
+    logs.contexts.viewed[:5] = PAD  # no viewed product: no re-showing example
+    base = load_run(None, {"baseline.history_weight": 0.0}).baseline
+    ctx0, t0, w0 = supervised_examples(logs, base)
+    ctx1, t1, w1 = supervised_examples(logs, base.model_copy(update={"context_weight": 0.5}))
+    assert len(t1) == len(t0) + 35
+    assert torch.equal(t1[len(t0) :], logs.contexts.viewed[5:]) and torch.equal(
+        ctx1.viewed[len(t0) :], t1[len(t0) :]
+    )
+    assert torch.all(w1[len(t0) :] == 0.5)
