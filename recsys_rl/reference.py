@@ -74,6 +74,7 @@ def fit_reference(
             "heldout_sampled": f.heldout.sampled.value,
             "heldout_sampled_low": f.heldout.sampled.ci_low,
             "heldout_sampled_high": f.heldout.sampled.ci_high,
+            "heldout_greedy": f.heldout.greedy.value,
         }
         for f in fits
     ]
