@@ -110,3 +110,19 @@ def test_the_re_showing_target_adds_each_viewed_product_as_a_target_of_its_own_c
         ctx1.viewed[len(t0) :], t1[len(t0) :]
     )
     assert torch.all(w1[len(t0) :] == 0.5)
+
+
+def test_a_pickled_policy_from_before_context_weights_unpickles_with_its_bonus():
+    import pickle
+
+    p = BannerPolicy(300, 8, 16, candidates=32, full_catalogue_max=0, context_bonus=True)
+    want = p.candidates_and_logits(CTX)[1] + 0  # bonus 0
+    old = p._parameters.pop("context_weights")  # the attributes an old pickle (an MLflow model) holds
+    p._parameters["context_bonus"] = torch.nn.Parameter(old.detach().reshape(()) + 0.3)
+    del p.__dict__["context_features"], p.__dict__["n_context_features"]
+    p._retriever = None  # rebuilt on first use
+    back = pickle.loads(pickle.dumps(p))
+    assert torch.equal(back.context_weights, torch.tensor([0.3])) and not back.context_features
+    ids, logits = back.candidates_and_logits(CTX)
+    inside = (ids.unsqueeze(2) == back.context_products(CTX).unsqueeze(1)).any(2)
+    assert torch.allclose(logits, want + 3.0 * inside, atol=1e-5)
