@@ -70,7 +70,7 @@ def world_rows(name: str, sim_cfg: SimConfig, impressions: int, seed: int) -> di
     reference = fit.policy
     print(
         f"[{name}] reference trained at {time.perf_counter() - t:.1f}s (epoch {fit.epoch}, "
-        f"history_weight {fit.history_weight})",
+        f"history_weight {fit.history_weight}, context_weight {fit.context_weight})",
         flush=True,
     )
     policy, _, step = best_finetune(reference, train, held, scheme, cfg, progress=False)
