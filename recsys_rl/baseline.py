@@ -128,6 +128,11 @@ def train_baseline(
         n_user_features=0 if logs.contexts.user_features is None else logs.contexts.user_features.shape[1],
         categorical_vocab=categorical_vocab,
     )
+    if policy.context_features and not cfg.learn_context_weights:
+        # measured: purchase targets teach "never re-show" (weights of -1 to -2 nats) even where
+        # re-showing wins, and a fine-tune cannot undo that within its KL budget; left at 0 the reference
+        # scores as without them and the fine-tune learns them from rewards
+        policy.context_weights.requires_grad_(False)
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")
