@@ -89,7 +89,9 @@ def _logs(reshown: bool, n: int = 3000) -> LoggedBatch:
 
 
 def test_the_reference_learns_the_sign_of_the_viewed_products_weight_from_the_logs():
-    cfg = load_run(None, {"baseline.learn_context_weights": True, "baseline.epochs": 2})
+    cfg = load_run(
+        None, {"policy.context_features": True, "baseline.learn_context_weights": True, "baseline.epochs": 2}
+    )
     weights = {}
     for reshown in (True, False):
         ref = train_baseline(_logs(reshown), 50, cfg.policy, cfg.baseline, seed=0, progress=False)
@@ -129,8 +131,8 @@ def test_a_pickled_policy_from_before_context_weights_unpickles_with_its_bonus()
 
 
 def test_by_default_the_reference_leaves_the_context_weights_at_zero_for_the_fine_tune():
-    cfg = load_run(None, {"baseline.epochs": 1})
-    assert cfg.policy.context_features and not cfg.baseline.learn_context_weights
+    cfg = load_run(None, {"baseline.epochs": 1, "policy.context_features": True})
+    assert not cfg.baseline.learn_context_weights
     ref = train_baseline(_logs(reshown=True), 50, cfg.policy, cfg.baseline, seed=0, progress=False)
     assert torch.equal(ref.context_weights, torch.zeros(4))
     from recsys_rl.policy import trainable_copy
