@@ -127,7 +127,7 @@ def worker(size: str, args) -> dict:
     if size == "100k" and args.full_impressions:
         full = BannerPolicy(**{**ref.hparams(), "full_catalogue_max": sim.n_products})
         # the full path has no context bonus (a candidate-path parameter): the same network otherwise
-        full.load_state_dict({k: v for k, v in ref.state_dict().items() if k != "context_bonus"})
+        full.load_state_dict({k: v for k, v in ref.state_dict().items() if k != "context_weights"})
         full_ref = full.frozen_copy()
         # 256 contexts per batch (not 1024): its (B, N) tensors at 4096 banners x 100k take > 10 GB
         fcfg = cfg.train.model_copy(

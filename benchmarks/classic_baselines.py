@@ -4,15 +4,16 @@ Worlds: our default click level (configs/sim/small.yaml) and a realistic one (co
 each with today's tastes and with repeat interest (configs/sim/repeat_interest.yaml: the products a user
 keeps viewing are the best to show). 1,000 products; each world logged by a uniform-random logger for
 ``--impressions`` impressions. As ``train --logs`` does, the last 20% of the logs are held out and the
-reference (train-baseline) and the fine-tune (every setting at its default, the same in every world) learn
-from the first 80%; so do the four classics (popularity, co-visitation, re-show the context, IPS logistic
+reference (fitted and chosen on the held-out part, as ``train --logs`` does) and the fine-tune (every
+setting at its default, the same in every world; early-stopped on the held-out part) learn from the
+first 80%; so do the four classics (popularity, co-visitation, re-show the context, IPS logistic
 regression). Every policy's greedy banner is valued by the simulator's exact expectations on one fixed
 set of users per world. Last line:
 classic_baselines: worlds=4 wins=<n> min_ratio=<x> mean_ratio=<x> ref_wins=<n>
 with ratio = the fine-tune's reward_graded / the best classic's, wins = worlds where the ratio >= 1 and
 ref_wins = worlds where the fine-tune is >= the reference.
 
-  python benchmarks/classic_baselines.py [--impressions 200000] [--seed 0]
+  python benchmarks/classic_baselines.py [--impressions 200000] [--seed 0] [--worlds default,realistic]
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import time
 
 import torch
 
-from recsys_rl.baseline import train_baseline
 from recsys_rl.config import RunConfig, SimConfig, builtin_rewards, load, load_reward
 from recsys_rl.evaluation import Evaluator, greedy_banners
-from recsys_rl.finetune.logs import offline_finetune
+from recsys_rl.holdout import split_logs, time_split
+from recsys_rl.jobs.offline import best_finetune
 from recsys_rl.records import LoggedBatch
+from recsys_rl.reference import fit_reference
 from recsys_rl.yardsticks.table import classic_rows, fit_classics
 from simulator import Simulator
 from simulator.behaviour import PopularityBehaviour
@@ -56,16 +58,23 @@ def world_rows(name: str, sim_cfg: SimConfig, impressions: int, seed: int) -> di
     t = time.perf_counter()
     sim = Simulator(sim_cfg)
     logs = uniform_logs(sim, impressions, seed)
-    train = logs[: int(0.8 * len(logs))]
+    torch.manual_seed(cfg.seed)  # as train --logs: the same split, reference fit and best fine-tune
+    train, held = split_logs(logs, time_split(len(logs), cfg.baseline.holdout_fraction))
     print(
         f"[{name}] logged {len(logs):,} uniform-random impressions in {time.perf_counter() - t:.1f}s",
         flush=True,
     )
-    torch.manual_seed(cfg.seed)
-    reference = train_baseline(train, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False)
-    print(f"[{name}] reference trained at {time.perf_counter() - t:.1f}s", flush=True)
-    policy, _ = offline_finetune(reference, train, scheme, cfg.train, cfg.seed, progress=False)
-    print(f"[{name}] fine-tuned at {time.perf_counter() - t:.1f}s", flush=True)
+    fit = fit_reference(
+        train, held, scheme, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False
+    )
+    reference = fit.policy
+    print(
+        f"[{name}] reference trained at {time.perf_counter() - t:.1f}s (epoch {fit.epoch}, "
+        f"history_weight {fit.history_weight}, context_weight {fit.context_weight})",
+        flush=True,
+    )
+    policy, _, step = best_finetune(reference, train, held, scheme, cfg, progress=False)
+    print(f"[{name}] fine-tuned at {time.perf_counter() - t:.1f}s (step {step} kept)", flush=True)
     classics = fit_classics(train, scheme, sim.n_products, cfg.seed)
     print(f"[{name}] classics fitted at {time.perf_counter() - t:.1f}s", flush=True)
     ev = Evaluator(sim, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
@@ -86,11 +95,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--impressions", type=int, default=200_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--worlds", default=",".join(WORLDS), help=f"comma-separated subset of {', '.join(WORLDS)}"
+    )
     args = ap.parse_args()
+    names = args.worlds.split(",")
+    unknown = [n for n in names if n not in WORLDS]
+    if unknown:
+        ap.error(f"--worlds: unknown world(s) {', '.join(unknown)}; known: {', '.join(WORLDS)}")
     torch.set_num_threads(1)
     ratios, ref_wins = [], 0
-    for name, sim_cfg in WORLDS.items():
-        rows = world_rows(name, sim_cfg, args.impressions, args.seed)
+    for name in names:
+        rows = world_rows(name, WORLDS[name], args.impressions, args.seed)
         best = max(
             ("popularity", "covisitation", "reshow_context", "ips_logreg"),
             key=lambda r: rows[r]["reward_graded"],

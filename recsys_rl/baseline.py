@@ -2,7 +2,8 @@
 
 Two kinds of target, both "what this user bought/clicked next given the context":
 - logged feedback: each clicked product of a logged banner (weight 1 + purchase_weight if bought);
-- next purchase: the most recent past purchase, predicted from the viewed product and older purchases.
+- next purchase: the most recent past purchase, predicted from the viewed product and older purchases;
+- re-showing (``context_weight`` > 0): the viewed product itself, where the shop's users come back to it.
 Loss: weighted softmax cross-entropy over the whole catalogue for small N; above
 ``cfg.sampled_negatives`` products a sampled softmax (``sampled_softmax_loss``): S shared negatives per
 batch drawn from Q = the smoothed target frequency, every logit corrected by -log(S Q_j) (log-Q
@@ -39,6 +40,9 @@ def supervised_examples(
         older = torch.cat([h[:, 1:], torch.full((len(h), 1), PAD, dtype=h.dtype)], dim=1)
         h_ctx = ContextBatch(h_ctx.viewed, older, h_ctx.user_features, h_ctx.user_categories)
         parts.append((h_ctx, h[:, 0], torch.full((len(h),), cfg.history_weight)))
+    if cfg.context_weight > 0:  # re-showing: the viewed product is a target of its own context
+        v_ctx = ctx[ctx.viewed != PAD]
+        parts.append((v_ctx, v_ctx.viewed, torch.full((len(v_ctx),), cfg.context_weight)))
     contexts, targets, weights = zip(*parts, strict=True)
     return _concat(contexts), torch.cat(targets), torch.cat(weights)
 
@@ -82,6 +86,9 @@ def sampled_softmax_loss(
     correction = torch.log(torch.tensor(float(len(negatives))))
     pos = (q * policy.item_rows(targets)).sum(-1) + policy.item_bias[targets] - log_q[targets] - correction
     neg = q @ policy.item_rows(negatives).T + policy.item_bias[negatives] - log_q[negatives] - correction
+    if policy.context_features:  # the in-context offsets are part of every product's logit
+        pos = pos + policy.context_offsets(ctx, targets.unsqueeze(1))[:, 0]
+        neg = neg + policy.context_offsets(ctx, negatives.expand(len(targets), -1))
     neg = neg.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))  # (B, S)
     logits = torch.cat([pos.unsqueeze(1), neg], 1)
     nll = -torch.log_softmax(logits, 1)[:, 0]
@@ -116,10 +123,16 @@ def train_baseline(
         nprobe=policy_cfg.nprobe,
         full_catalogue_max=policy_cfg.full_catalogue_max,
         context_bonus=policy_cfg.context_bonus,
+        context_features=policy_cfg.context_features,
         banner_size=banner_size or logs.banners.items.shape[1],
         n_user_features=0 if logs.contexts.user_features is None else logs.contexts.user_features.shape[1],
         categorical_vocab=categorical_vocab,
     )
+    if policy.context_features and not cfg.learn_context_weights:
+        # measured: purchase targets teach "never re-show" (weights of -1 to -2 nats) even where
+        # re-showing wins, and a fine-tune cannot undo that within its KL budget; left at 0 the reference
+        # scores as without them and the fine-tune learns them from rewards
+        policy.context_weights.requires_grad_(False)
     ctx, targets, weights = supervised_examples(logs, cfg)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")

@@ -182,6 +182,11 @@ class PolicyConfig(_Strict):
         True,
         description="large catalogues: context products join the candidates with one learned logit offset",
     )
+    context_features: bool = Field(
+        False,
+        description="every catalogue size: learned logit offsets for a candidate being in the context, "
+        "the viewed product, its count and recency in the history (context products join the candidates)",
+    )
 
 
 class BaselineConfig(_Strict):
@@ -210,6 +215,19 @@ class BaselineConfig(_Strict):
         default_factory=list,
         description="logs path: next-purchase weights to try, the best held-out reference kept "
         "(empty: history_weight only)",
+    )
+    learn_context_weights: bool = Field(
+        False,
+        description="with policy.context_features: the reference fits the context weights too (off: they "
+        "stay 0 in the reference and the fine-tune learns them from rewards)",
+    )
+    context_weight: float = Field(
+        0.0, ge=0, description="loss weight of the viewed product as a target of its own context (re-showing)"
+    )
+    context_weights: list[float] = Field(
+        default_factory=list,
+        description="logs path: re-showing weights to try with each next-purchase weight, the best "
+        "held-out reference kept (empty: context_weight only)",
     )
 
 

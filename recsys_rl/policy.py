@@ -24,8 +24,13 @@ from recsys_rl.records import BANNER_SIZE, MAX_BANNER_SIZE, BannerBatch, Context
 from recsys_rl.sparse_optim import gathered_scores, sparse_rows, sparse_scores
 
 CONTEXT_BONUS_SCALE = 10.0
-"""The context bonus is w * this: a single logit offset that must move by a few nats within the few
-thousand Adam steps (lr 1e-3) of a fine-tune; measured at 100k products, w reached 2.7 nats in 400."""
+"""A context feature's logit offset is w * this: it must move by a few nats within the few thousand Adam
+steps (lr 1e-3) of a fine-tune; measured at 100k products, the in-context weight reached 2.7 nats in 400."""
+
+CONTEXT_FEATURES = ("in_context", "viewed", "history_count", "history_recency")
+"""What the policy knows of a candidate's place in the context, one learned weight each (see
+``context_features``): in the context at all (the old single context bonus), is the viewed product, how
+often it is in the history, and how recent its latest purchase is (1 most recent, down to 1/H)."""
 
 
 class BannerPolicy(nn.Module):
@@ -47,9 +52,13 @@ class BannerPolicy(nn.Module):
         banner_size: int = BANNER_SIZE,
         categorical_vocab: list[list[str]] | None = None,
         context_bonus: bool = False,
+        context_features: bool = False,
     ):
         """``context_bonus`` (candidate path only): the context's own products join its candidates and
-        get one learned logit offset (see ``context_offsets``)."""
+        get one learned logit offset, for being in the context. ``context_features`` (every catalogue
+        size): each candidate's logit gets w . f(x, j) * CONTEXT_BONUS_SCALE for the ``CONTEXT_FEATURES``
+        f (the in-context offset is the first of them); w starts at 0, so a fresh policy scores as
+        without it. See ``context_offsets``."""
         super().__init__()
         if not 1 <= banner_size <= min(MAX_BANNER_SIZE, n_products):
             raise ValueError(
@@ -87,8 +96,10 @@ class BannerPolicy(nn.Module):
         # learner), so an update costs O(rows touched), not O(N D)
         self.item_in.sparse = self.uses_candidates
         self.has_context_bonus = bool(context_bonus) and self.uses_candidates
-        if self.has_context_bonus:  # 0 at the start: the same scores as without it
-            self.context_bonus = nn.Parameter(torch.zeros(()))
+        self.context_features = bool(context_features)
+        self.n_context_features = len(CONTEXT_FEATURES) if context_features else int(self.has_context_bonus)
+        if self.n_context_features:  # 0 at the start: the same scores as without it
+            self.context_weights = nn.Parameter(torch.zeros(self.n_context_features))
         if self.uses_candidates:
             # Large catalogues: output embeddings start at zero. Most products never appear in the
             # logs the baseline learns from; with a random init they keep random scores that push
@@ -126,17 +137,20 @@ class BannerPolicy(nn.Module):
     def forward(self, viewed: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """(B,) viewed ids, (B, H) history ids -> (B, N) logits. The signature MLflow logs and serving calls."""
         h = self._hidden(viewed, history, None)
-        return self.to_query(h) @ self.item_out.T + self.item_bias
+        return self._with_context(
+            ContextBatch(viewed, history), self.to_query(h) @ self.item_out.T + self.item_bias
+        )
 
     def logits(self, ctx: ContextBatch) -> torch.Tensor:
         """(B, N) logits for a batch of contexts."""
         h = self._hidden(*_parts(ctx))
-        return self.to_query(h) @ self.item_out.T + self.item_bias
+        return self._with_context(ctx, self.to_query(h) @ self.item_out.T + self.item_bias)
 
     def logits_and_value(self, ctx: ContextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) logits and (B,) critic value, sharing one encoder pass."""
         h = self._hidden(*_parts(ctx))
-        return self.to_query(h) @ self.item_out.T + self.item_bias, self.value_head(h).squeeze(-1)
+        logits = self._with_context(ctx, self.to_query(h) @ self.item_out.T + self.item_bias)
+        return logits, self.value_head(h).squeeze(-1)
 
     def query(self, ctx: ContextBatch) -> torch.Tensor:
         """(B, D) context representation (used as features by the linear bandit baseline)."""
@@ -195,20 +209,67 @@ class BannerPolicy(nn.Module):
     # 100k: a fixed w = 5 on the reference's greedy banners closes 0.397 of the gap, a learned one
     # reached 0.352 at 409,600 impressions (0.200 without it).
 
+    @property
+    def joins_context(self) -> bool:
+        """True when the context's own products join the candidates (candidate path, context weights)."""
+        return self.uses_candidates and self.n_context_features > 0
+
     def context_products(self, ctx: ContextBatch) -> torch.Tensor:
         """(B, 1 + H) the viewed product and the history, PAD (-1) where absent."""
         return torch.cat([ctx.viewed.unsqueeze(1), ctx.history], 1)
 
     def context_offsets(self, ctx: ContextBatch, ids: torch.Tensor) -> torch.Tensor:
-        """(B, M) logit offset of candidate ids (B, M): w * CONTEXT_BONUS_SCALE where the id is one of
-        the context's products, 0 elsewhere (and always 0 without ``has_context_bonus``)."""
-        if not self.has_context_bonus:
+        """(B, M) logit offset of candidate ids (B, M): w . f(x, j) * CONTEXT_BONUS_SCALE over the
+        context features of each id (0 outside the context, and always 0 without context weights)."""
+        if not self.n_context_features:
             return torch.zeros(ids.shape)
         own = self.context_products(ctx)  # (B, 1+H)
-        inside = ids == own[:, :1]
-        for j in range(1, own.shape[1]):  # 1+H passes over (B, M): no (B, M, 1+H) temporary
-            inside |= ids == own[:, j : j + 1]
-        return inside.to(self.context_bonus.dtype) * (self.context_bonus * CONTEXT_BONUS_SCALE)
+        f = torch.zeros(*ids.shape, self.n_context_features)  # (B, M, F)
+        for j, weight in enumerate(_slot_features(own.shape[1], self.n_context_features)):
+            f += (ids == own[:, j : j + 1]).unsqueeze(-1) * weight  # one (B, M) pass per context slot
+        f[..., 0] = f[..., 0].clamp_max(1.0)  # in_context is an indicator, recency a maximum
+        if self.n_context_features > 1:
+            f[..., 3] = _recency(ids, own)
+        return f @ self.context_weights * CONTEXT_BONUS_SCALE
+
+    def _with_context(self, ctx: ContextBatch, logits: torch.Tensor) -> torch.Tensor:
+        """(B, N) logits plus the context features' offsets (scattered onto the context's products)."""
+        if not self.context_features:
+            return logits
+        own = self.context_products(ctx)  # (B, 1+H), PAD -1 goes to a spare column N
+        safe = torch.where(own >= 0, own, self.n_products)
+        w = self.context_weights * CONTEXT_BONUS_SCALE  # (F,)
+        slots = own.shape[1]
+        recency = torch.zeros(slots)
+        recency[1:] = 1.0 - torch.arange(slots - 1, dtype=torch.float32) / (slots - 1)
+        wide = logits.new_zeros(len(own), self.n_products + 1)
+        inside = wide.scatter(1, safe, 1.0)  # indicator, not a count
+        viewed = wide.scatter(1, safe[:, :1], 1.0)
+        count = wide.scatter_add(1, safe[:, 1:], torch.ones_like(safe[:, 1:], dtype=wide.dtype))
+        latest = wide.scatter_reduce(1, safe, recency.expand(len(own), -1), reduce="amax")
+        offsets = inside * w[0] + viewed * w[1] + count * w[2] + latest * w[3]
+        return logits + offsets[:, : self.n_products]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Policies saved with the single context bonus (a scalar ``context_bonus``) load as its special
+        case, the in-context weight; policies saved before context weights existed start them at 0."""
+        old = state_dict.pop(prefix + "context_bonus", None)
+        if old is not None:
+            state_dict[prefix + "context_weights"] = old.reshape(1)
+        if self.n_context_features and prefix + "context_weights" not in state_dict:
+            state_dict[prefix + "context_weights"] = torch.zeros(self.n_context_features)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def __setstate__(self, state):
+        """Unpickling (an MLflow pytorch model) a policy from before context weights: the same upgrade."""
+        super().__setstate__(state)
+        if "context_features" in self.__dict__:
+            return
+        old = self._parameters.pop("context_bonus", None)
+        self.context_features = False
+        self.n_context_features = 0 if old is None else 1
+        if old is not None:
+            self.context_weights = nn.Parameter(old.detach().reshape(1), requires_grad=old.requires_grad)
 
     @torch.no_grad()
     def _search(self, ctx: ContextBatch, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -216,7 +277,7 @@ class BannerPolicy(nn.Module):
         bonus top-(M + 1 + H) U context products, deduplicated, first M + 1 + H (context first). Scores
         only from exact search, which reads the live table; the IVF index ranks by the table of the
         version it was built from (rebuilt at each evaluation), so its ids are scored by the caller."""
-        if not self.has_context_bonus:
+        if not self.joins_context:
             if self.retriever.kind != "exact":
                 return self.retriever.search(q), None
             logits, ids = self.retriever.search_scored(q)
@@ -235,7 +296,7 @@ class BannerPolicy(nn.Module):
     @torch.no_grad()
     def candidates(self, ctx: ContextBatch) -> torch.Tensor:
         """(B, M) candidate ids per context, best first (all N products when not ``uses_candidates``;
-        the context's products first, then the top, with ``has_context_bonus``)."""
+        the context's products first, then the top, with ``joins_context``)."""
         if not self.uses_candidates:
             return torch.arange(self.n_products).expand(len(ctx), -1)
         return self._search(ctx, self.query(ctx))[0]
@@ -329,7 +390,31 @@ class BannerPolicy(nn.Module):
             "banner_size": self.banner_size,
             "categorical_vocab": self.categorical_vocab,
             "context_bonus": self.has_context_bonus,
+            "context_features": self.context_features,
         }
+
+
+def _slot_features(slots: int, n_features: int) -> list[torch.Tensor]:
+    """(F,) feature increments of a match at each context slot (0: viewed, 1..: history, most recent
+    first): in_context 1 everywhere, viewed 1 at slot 0, history_count 1 at the others (recency apart)."""
+    out = []
+    for j in range(slots):
+        f = torch.zeros(n_features)
+        f[0] = 1.0
+        if n_features > 1:
+            f[1 if j == 0 else 2] = 1.0
+        out.append(f)
+    return out
+
+
+def _recency(ids: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """(B, M) recency of ids in the history part of own (B, 1+H): 1 - p/H for the most recent position
+    p it was bought at, 0 if never."""
+    slots = own.shape[1]
+    out = torch.zeros(ids.shape)
+    for j in range(slots - 1, 0, -1):  # oldest first, so the most recent match wins
+        out = torch.where(ids == own[:, j : j + 1], 1.0 - (j - 1) / (slots - 1), out)
+    return out
 
 
 def _parts(ctx: ContextBatch) -> tuple:

@@ -7,7 +7,8 @@ better held-out value and the best epoch is kept; with 0 all ``baseline.epochs``
 
 Which targets suit a shop differs (next purchase, never a context product, is right in our simulator
 and wrong where re-showing the viewed product wins), so ``baseline.history_weights`` lists
-next-purchase weights to try: one reference per weight, the best held-out sampled value kept.
+next-purchase weights and ``baseline.context_weights`` re-showing weights to try: one reference per
+pair, the best held-out sampled value kept.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ReferenceFit:
     epoch: int
     curve: list[dict[str, float]] = field(default_factory=list)
     history_weight: float = 1.0
+    context_weight: float = 0.0
     tried: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -50,17 +52,29 @@ def fit_reference(
     with ``cfg.history_weights``, one fit per weight and the best held-out sampled value kept."""
     fits = []
     for w in cfg.history_weights or [cfg.history_weight]:
-        one = cfg.model_copy(update={"history_weight": w})
-        fit = _fit_one(
-            train, held, scheme, n_products, policy_cfg, one, seed, progress, banner_size, categorical_vocab
-        )
-        fits.append(fit)
+        for c in cfg.context_weights or [cfg.context_weight]:
+            one = cfg.model_copy(update={"history_weight": w, "context_weight": c})
+            fit = _fit_one(
+                train,
+                held,
+                scheme,
+                n_products,
+                policy_cfg,
+                one,
+                seed,
+                progress,
+                banner_size,
+                categorical_vocab,
+            )
+            fits.append(fit)
     tried = [
         {
             "history_weight": f.history_weight,
+            "context_weight": f.context_weight,
             "heldout_sampled": f.heldout.sampled.value,
             "heldout_sampled_low": f.heldout.sampled.ci_low,
             "heldout_sampled_high": f.heldout.sampled.ci_high,
+            "heldout_greedy": f.heldout.greedy.value,
         }
         for f in fits
     ]
@@ -100,4 +114,6 @@ def _fit_one(
     ref, epoch = (last, cfg.epochs) if best["policy"] is None else (best["policy"], best["epoch"])
     if ref is not last:
         ref.refresh_candidates()
-    return ReferenceFit(ref, heldout_values(ref, held, scheme, seed), epoch, curve, cfg.history_weight)
+    return ReferenceFit(
+        ref, heldout_values(ref, held, scheme, seed), epoch, curve, cfg.history_weight, cfg.context_weight
+    )

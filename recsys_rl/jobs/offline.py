@@ -169,21 +169,9 @@ def offline_job(
     tracking.setup(cfg.tracking)
     with tracking.start_run(cfg, scheme.name, data_source, run_name=f"offline-{scheme.name}") as run:
         start = time.perf_counter()
-        best = BestCheck(held, scheme, cfg.seed)
-        last, history = offline_finetune(
-            reference,
-            train,
-            scheme,
-            cfg.train,
-            cfg.seed,
-            progress=progress,
-            on_check=best,
-            checks=CHECKS,
-            **extra,
+        policy, history, best_step = best_finetune(
+            reference, train, held, scheme, cfg, progress=progress, **extra
         )
-        policy = last if best.policy is None else best.policy
-        if best.policy is not None:
-            policy.refresh_candidates()
         seconds = time.perf_counter() - start
         for i, row in enumerate(history[:: max(1, len(history) // 200)]):
             tracking.log_metrics(row, step=i)
@@ -200,7 +188,7 @@ def offline_job(
         warning = runaway_warning("the fine-tune", in_sample, values.sampled)
         if warning is not None:
             print(warning, file=sys.stderr)
-        tracking.log_metrics({"fine_tune_best_step": best.step, "fine_tune_steps": len(history)}, step=0)
+        tracking.log_metrics({"fine_tune_best_step": best_step, "fine_tune_steps": len(history)}, step=0)
         if env is not None:
             ev = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
             final = ev(policy.eval())
@@ -212,6 +200,36 @@ def offline_job(
         return finish_run(
             run, cfg, table, fine_tuned_metrics(table), len(history), policy, reference, seconds
         )
+
+
+def best_finetune(
+    reference: BannerPolicy,
+    train: LoggedBatch,
+    held: HeldOutLogs,
+    scheme,
+    cfg: RunConfig,
+    progress: bool = True,
+    **extra,
+) -> tuple[BannerPolicy, list[dict[str, float]], int]:
+    """(the fine-tune kept, its training history, the step kept): ``offline_finetune`` on ``train``,
+    checked ``CHECKS`` times on ``held``, stopped after ``PATIENCE`` checks without a better held-out
+    sampled value, the best check kept. ``extra``: slot rows' positions and behaviour_item_prob."""
+    best = BestCheck(held, scheme, cfg.seed)
+    last, history = offline_finetune(
+        reference,
+        train,
+        scheme,
+        cfg.train,
+        cfg.seed,
+        progress=progress,
+        on_check=best,
+        checks=CHECKS,
+        **extra,
+    )
+    if best.policy is None:
+        return last, history, best.step
+    best.policy.refresh_candidates()
+    return best.policy, history, best.step
 
 
 def _estimate_row(e) -> dict[str, float]:

@@ -163,3 +163,15 @@ def test_fine_tune_stops_after_patience_checks_without_a_better_held_out_value(l
     stops = [check(step, ref) for step in range(10, 10 * (PATIENCE + 2), 10)]  # the same value each time
     assert stops == [False] * PATIENCE + [True] and check.step == 10
     assert check.value == heldout_value(ref, held, SCHEME).value
+
+
+def test_reference_target_mixes_pair_next_purchase_and_re_showing_weights(logs):
+    split = time_split(len(logs), 0.2)
+    train, held = split_logs(logs, split)
+    cfg = BASELINE.model_copy(
+        update={"epochs": 1, "history_weights": [1.0, 0.0], "context_weights": [0.0, 2.0]}
+    )
+    fit = fit_reference(train, held, SCHEME, 200, POLICY, cfg, 0, progress=False)
+    values = {(t["history_weight"], t["context_weight"]): t["heldout_sampled"] for t in fit.tried}
+    assert set(values) == {(1.0, 0.0), (1.0, 2.0), (0.0, 0.0), (0.0, 2.0)}
+    assert (fit.history_weight, fit.context_weight) == max(values, key=values.get)

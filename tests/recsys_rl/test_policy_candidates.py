@@ -117,7 +117,7 @@ def test_context_bonus_candidates_hold_the_context_and_the_learner_moves_the_bon
     top = p.logits(ctx).topk(32, dim=1).indices
     assert (top.unsqueeze(2) == cand.unsqueeze(1)).any(2).all()  # and the whole top-M
     with torch.no_grad():
-        p.context_bonus.fill_(0.2)
+        p.context_weights.fill_(0.2)
     cand, logits = p.candidates_and_logits(ctx)
     inside = (cand.unsqueeze(2) == own.unsqueeze(1)).any(2)
     want = p.score(p.query(ctx), cand) + 2.0 * inside
@@ -135,9 +135,9 @@ def test_context_bonus_candidates_hold_the_context_and_the_learner_moves_the_bon
         ctx.repeat_interleave(2), BannerBatch(items, logp), OutcomeBatch(clicks, clicks, clicks)
     )
     learner = Learner(p, ref, load_reward("ctr"), load_run(None, {"train.epochs": 1}).train, seed=0)
-    before = p.context_bonus.item()
+    before = p.context_weights.item()
     learner.update(batch, group_size=2, candidates=cand)
-    assert p.context_bonus.item() > before
+    assert p.context_weights.item() > before
     assert not BannerPolicy(
         400, 8, 16, candidates=32, full_catalogue_max=10**6, context_bonus=True
     ).has_context_bonus
