@@ -22,22 +22,28 @@ from recsys_rl import slate
 
 @dataclass
 class PreferenceTerms:
-    """loss: scalar to backprop; chosen, rejected: (P,) implicit rewards times beta (TRL's
-    rewards/chosen and rewards/rejected, detached)."""
+    """loss: scalar to backprop; chosen, rejected: implicit rewards times beta (TRL's rewards/chosen and
+    rewards/rejected, detached): (P,) each when ``paired``, else the desirable and the undesirable
+    examples of an unpaired batch (KTO), of any sizes."""
 
     loss: torch.Tensor
     chosen: torch.Tensor
     rejected: torch.Tensor
+    paired: bool = True
 
     def metrics(self) -> dict[str, float]:
-        """TRL's preference metrics: rewards/chosen, /rejected, /margins, /accuracies (batch means)."""
-        margin = self.chosen - self.rejected
+        """TRL's preference metrics: rewards/chosen, /rejected, /margins (batch means) and /accuracies:
+        the share of pairs ranked right (unpaired: of all desirable x undesirable pairs)."""
+        if self.paired:
+            right = (self.chosen > self.rejected).float().mean()
+        else:
+            right = (self.chosen[:, None] > self.rejected[None, :]).float().mean()
         return {
             "loss": self.loss.item(),
             "rewards/chosen": self.chosen.mean().item(),
             "rewards/rejected": self.rejected.mean().item(),
-            "rewards/margins": margin.mean().item(),
-            "rewards/accuracies": (margin > 0).float().mean().item(),
+            "rewards/margins": (self.chosen.mean() - self.rejected.mean()).item(),
+            "rewards/accuracies": right.item(),
         }
 
 
@@ -114,7 +120,7 @@ def kto_loss(
     lam = torch.where(desirable, torch.as_tensor(lambda_d), torch.as_tensor(lambda_u)).to(rewards.dtype)
     losses = lam * (1.0 - v)
     r = beta * rewards.detach()
-    return PreferenceTerms(_mean(losses, weights), r[desirable], r[~desirable])
+    return PreferenceTerms(_mean(losses, weights), r[desirable], r[~desirable], paired=False)
 
 
 def sdpo_loss(
