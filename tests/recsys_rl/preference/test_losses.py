@@ -113,3 +113,16 @@ def test_item_rewards_of_one_context_differ_by_the_logit_differences():
     logits, ref = t(1.0, 2.0, 3.0)[None], t(0.0, 0.0, 1.0)[None]
     r = item_reward(logits, ref, torch.tensor([[0, 2]]))
     assert math.isclose((r[0, 1] - r[0, 0]).item(), (3.0 - 1.0) - (1.0 - 0.0), rel_tol=1e-12)
+
+
+def test_unpaired_accuracy_is_the_share_of_desirable_undesirable_pairs_ranked_right():
+    terms = kto_loss(
+        t(0.3, -0.2, 0.1, 0.5),
+        torch.tensor([True, False, False, True]),
+        t(0.0)[0],
+        beta=1.0,
+        lambda_d=1.0,
+        lambda_u=1.0,
+    )
+    m = terms.metrics()  # desirable 0.3, 0.5 against undesirable -0.2, 0.1: all four pairs right
+    assert m["rewards/accuracies"] == 1.0 and math.isclose(m["rewards/margins"], 0.4 - (-0.05), rel_tol=1e-12)
