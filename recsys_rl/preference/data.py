@@ -58,7 +58,7 @@ class Unpaired:
 
 
 def in_banner(logs: LoggedBatch, scheme: RewardScheme, examination: torch.Tensor | None = None) -> InBanner:
-    """One example per (banner, slot) with a positive grade. ``examination`` (K,): probability that a
+    """One example per (banner, slot) with a positive grade and an examined lower-graded neighbour. ``examination`` (K,): probability that a
     user examines each slot (the position bias; default 1 everywhere)."""
     grade = position_rewards(scheme, logs.outcomes)  # (n, K)
     k = grade.shape[1]
@@ -67,8 +67,11 @@ def in_banner(logs: LoggedBatch, scheme: RewardScheme, examination: torch.Tensor
         raise ValueError(f"examination: {len(exam)} slot probabilities for banners of {k}")
     rows, slot = (grade > 0).nonzero(as_tuple=True)  # (P,)
     lower = grade[rows] < grade[rows, slot].unsqueeze(1)  # (P, K)
+    examined = lower * exam
+    keep = examined.sum(1) > 0  # a slot graded at least as high as every examined neighbour rejects none
+    rows, slot, examined = rows[keep], slot[keep], examined[keep]
     items = logs.banners.items[rows]
-    return InBanner(rows, items.gather(1, slot[:, None]).squeeze(1), items, lower * exam)
+    return InBanner(rows, items.gather(1, slot[:, None]).squeeze(1), items, examined)
 
 
 def context_pairs(

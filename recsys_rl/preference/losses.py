@@ -139,8 +139,9 @@ def sdpo_loss(
     loss 0. rejected reports the examination-weighted mean of beta r_j."""
     has = examined.sum(-1) > 0  # (P,)
     log_e = torch.where(examined > 0, examined.clamp_min(1e-30).log(), torch.full_like(examined, -torch.inf))
-    z = torch.logsumexp(beta * (negatives - chosen.unsqueeze(-1)) + log_e, -1)  # (P,)
-    losses = torch.where(has, F.softplus(torch.where(has, z, torch.zeros_like(z))), torch.zeros_like(z))
+    x = beta * (negatives - chosen.unsqueeze(-1)) + log_e  # (P, J)
+    x = torch.where(has.unsqueeze(-1), x, torch.zeros_like(x))  # no all -inf row: its gradient is nan
+    losses = torch.where(has, F.softplus(torch.logsumexp(x, -1)), torch.zeros_like(chosen))
     w_neg = examined / examined.sum(-1, keepdim=True).clamp_min(1e-30)
     rejected = beta * (w_neg * negatives.detach()).sum(-1)
     return PreferenceTerms(_mean(losses, weights), beta * chosen.detach()[has], rejected[has])

@@ -81,8 +81,15 @@ def test_an_unexamined_slot_contributes_no_rejection():
     seen_only.loss.backward()
     assert math.isclose(seen_only.loss.item(), math.log1p(math.e), rel_tol=1e-12)
     assert neg.grad[0, 1].item() == 0.0 and neg.grad[0, 0].item() > 0
-    nothing_seen = sdpo_loss(t(0.0), t(1.0, 7.0)[None], t(0.0, 0.0)[None], beta=1.0)
-    assert nothing_seen.loss.item() == 0.0 and len(nothing_seen.rejected) == 0
+    chosen = t(0.0, 0.0).requires_grad_()
+    nothing_seen = sdpo_loss(
+        chosen, t(1.0, 7.0, 1.0, 7.0).view(2, 2), t(0.0, 0.0, 1.0, 0.0).view(2, 2), beta=1.0
+    )
+    nothing_seen.loss.backward()
+    assert math.isclose(nothing_seen.loss.item(), math.log1p(math.e) / 2, rel_tol=1e-12)
+    assert (
+        len(nothing_seen.rejected) == 1 and chosen.grad[0].item() == 0.0 and torch.isfinite(chosen.grad).all()
+    )
 
 
 def test_importance_weights_are_clipped_then_self_normalised():
