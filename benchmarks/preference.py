@@ -20,6 +20,10 @@ Design, and why:
   KL 3 and loses value: -0.03 at KL 7.9, -0.17 at KL 15.6); KTO best 0.061 at beta 1 (KL 2.21). So on
   this world no preference objective reaches the reward-model path or the top-K correction yet; DPO is
   the best of them and ~6x faster than the reward-model path.
+  --betas 0.1,0.3 --weighting both (same logs): DPO 0.286 at KL 1.18 (beta 0.3), weighted 0.296 at KL
+  1.20; S-DPO at beta 0.3 0.013 (KL 5.5), weighted 0.203 (KL 6.6); beta 0.1 -0.097 (KL 12.1), weighted
+  0.176 (KL 12.8); KTO at beta 0.3 0.016 (KL 4.0), weighted 0.025. Importance weights help every
+  objective here, S-DPO most (the exploring logger is not the reference the losses assume).
 
     python benchmarks/preference.py [--impressions 100000] [--seed 0] [--betas 0.05,0.1,0.2,0.5]
         [--objectives sdpo,kto,dpo] [--steps 2000] [--epsilon 0.1] [--weighting none|importance|both]
