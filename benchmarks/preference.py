@@ -24,6 +24,9 @@ Design, and why:
   1.20; S-DPO at beta 0.3 0.013 (KL 5.5), weighted 0.203 (KL 6.6); beta 0.1 -0.097 (KL 12.1), weighted
   0.176 (KL 12.8); KTO at beta 0.3 0.016 (KL 4.0), weighted 0.025. Importance weights help every
   objective here, S-DPO most (the exploring logger is not the reference the losses assume).
+  A logger far from the reference (--epsilon 0.5 --betas 0.3,1.0 --weighting both): top-K 0.435;
+  DPO best 0.189 (KL 1.13), weighted 0.250 (KL 1.13); S-DPO best 0.065 (KL 1.07), weighted 0.113
+  (KL 2.01): the importance-weighted variant beats the unweighted one at every beta.
 
     python benchmarks/preference.py [--impressions 100000] [--seed 0] [--betas 0.05,0.1,0.2,0.5]
         [--objectives sdpo,kto,dpo] [--steps 2000] [--epsilon 0.1] [--weighting none|importance|both]
