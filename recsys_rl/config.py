@@ -279,6 +279,36 @@ class TrainConfig(_Strict):
     )
 
 
+class PreferenceConfig(_Strict):
+    """Preference optimisation from logs (train --logs --objective dpo|ipo|kto|sdpo): no reward model."""
+
+    objective: Literal["dpo", "ipo", "kto", "sdpo"] = Field(
+        "sdpo",
+        description="dpo / ipo: pairs of banners of one viewed product; kto: unpaired banners; "
+        "sdpo: the chosen product against the shown-and-ignored ones of its banner",
+    )
+    beta: float = Field(
+        0.1, gt=0, description="inverse temperature of the implicit reward (larger: closer to the reference)"
+    )
+    weighting: Literal["none", "importance"] = Field(
+        "none", description="importance: weight examples by pi_ref / mu from the logged propensities"
+    )
+    weight_clip: float = Field(10.0, gt=0, description="largest importance weight (before self-normalising)")
+    margin: float = Field(
+        0.0, ge=0, description="dpo: margin per unit of grade difference between the banners"
+    )
+    examination: list[float] | None = Field(
+        None, description="sdpo: probability a user examines each slot (position bias); null: 1 everywhere"
+    )
+    pair_rounds: int = Field(
+        4, ge=1, description="dpo / ipo: shuffles within each viewed product that make pairs"
+    )
+    steps: int = Field(2000, ge=1, description="gradient steps")
+    minibatch_size: int = Field(512, ge=1, description="preference examples per step")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+
+
 class WarmStartConfig(_Strict):
     """Warm start from the logs that trained the reference: a reward model fitted on them scores
     virtual banners on the logged contexts and the same KL-constrained learner moves the policy before
@@ -387,6 +417,7 @@ class RunConfig(_Strict):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     warm_start: WarmStartConfig = Field(default_factory=WarmStartConfig)
     dyna: DynaConfig = Field(default_factory=DynaConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

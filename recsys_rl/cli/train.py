@@ -209,6 +209,14 @@ def train_cmd(
     n_products: Annotated[
         int | None, typer.Option("--n-products", min=1, help="with --mapping: catalogue size")
     ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(
+            "--objective",
+            help="with --logs: topk (off-policy correction, train.*), or preference optimisation "
+            "dpo|ipo|kto|sdpo (preference.*)",
+        ),
+    ] = "topk",
 ) -> None:
     """Fine-tune with the KL-constrained objective: online against the simulator, or from --logs alone."""
     from recsys_rl import tracking
@@ -219,13 +227,15 @@ def train_cmd(
         ov["reward"] = reward
     cfg = load_run(config, ov)
     ref = load_policy(reference).frozen_copy() if reference else None
+    if objective != "topk" and (logs is None or reward_model is not None):
+        raise ValueError("--objective: needs --logs and no --reward-model (preferences come from the logs)")
     if reward_model is not None:
         if logs is None:
             raise ValueError("--reward-model: needs --logs (the logged contexts to fine-tune on)")
         use_threads(cfg)
         return train_with_reward_model(cfg, logs, reward_model, ref, sim_config, quiet, mapping)
     if logs is not None:
-        return _train_on_logs(cfg, logs, ref, sim_config, quiet, mapping, n_products)
+        return _train_on_logs(cfg, logs, ref, sim_config, quiet, mapping, n_products, objective)
     from recsys_rl.jobs.train import train_job
 
     sim = run_simulator(cfg)
@@ -234,11 +244,17 @@ def train_cmd(
     _print_result(res, tracking.tracking_uri(cfg.tracking))
 
 
-def _train_on_logs(cfg, logs: Path, ref, sim_config: Path | None, quiet: bool, mapping, n_products) -> None:
+def _train_on_logs(
+    cfg, logs: Path, ref, sim_config: Path | None, quiet: bool, mapping, n_products, objective: str
+) -> None:
     """`train --logs`: the logs job, judged on held-out logs (and on --sim-config's simulator exactly)."""
-    from recsys_rl.jobs.offline import offline_job, refuse_settings_unused_on_logs
+    from recsys_rl.jobs.offline import OBJECTIVES, offline_job, refuse_settings_unused_on_logs
 
-    refuse_settings_unused_on_logs(cfg, reference_given=ref is not None, env_given=sim_config is not None)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective: {objective!r} is none of {', '.join(OBJECTIVES)}")
+    refuse_settings_unused_on_logs(
+        cfg, reference_given=ref is not None, env_given=sim_config is not None, objective=objective
+    )
     use_threads(cfg)
     env = simulator_at(sim_config) if sim_config is not None else None
     slots = None
@@ -260,6 +276,7 @@ def _train_on_logs(cfg, logs: Path, ref, sim_config: Path | None, quiet: bool, m
         progress=not quiet,
         n_products=n_products,
         slots=slots,
+        objective=objective,
     )
     print_table(
         res.table[[c for c in res.table.columns if c in LOGS_SHOW]],

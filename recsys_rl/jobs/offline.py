@@ -23,6 +23,7 @@ from recsys_rl.config import RunConfig, builtin_rewards, load_reward
 from recsys_rl.env import Environment
 from recsys_rl.evaluation import Evaluator
 from recsys_rl.finetune.logs import offline_finetune
+from recsys_rl.finetune.preference import preference_finetune
 from recsys_rl.guard_rails import iips_value, snips_value
 from recsys_rl.holdout import (
     HeldOutLogs,
@@ -72,6 +73,10 @@ WHY_NOT = {  # train.<key>: why the logs fine-tune has no use for it
     "eval_every": f"the fine-tune is checked on the held-out rows {CHECKS} times over its run",
     "kl_hard_limit": "nothing is guard-railed or rolled back on this path",
 }
+OBJECTIVES = ("topk", "dpo", "ipo", "kto", "sdpo")
+"""train --logs --objective: the top-K off-policy correction (train.*) or a preference objective
+(preference.*, ``recsys_rl.finetune.preference``)."""
+
 SECTION_WHY = {  # sections the logs job never reads
     "sim": "the simulator to judge on is --sim-config",
     "warm_start": "the warm start runs before simulator or live fine-tuning only",
@@ -80,11 +85,19 @@ SECTION_WHY = {  # sections the logs job never reads
 }
 
 
-def _why_unused(section: str, key: str, *, reference_given: bool, env_given: bool) -> str | None:
+def _why_unused(
+    section: str, key: str, *, reference_given: bool, env_given: bool, objective: str = "topk"
+) -> str | None:
     if section == "train":
         if key == "eval_users":
             return None if env_given else "no exact evaluation without --sim-config"
+        if objective != "topk":
+            return f"--objective {objective} reads preference.*, not train.*"
         return WHY_NOT.get(key)
+    if section == "preference":
+        if key == "objective":
+            return "the objective is --objective"
+        return "only with --objective dpo|ipo|kto|sdpo" if objective == "topk" else None
     if section == "baseline" and key == "holdout_fraction":
         return None  # the split of the logs, made whether or not the reference is given
     if section in ("policy", "baseline"):
@@ -92,7 +105,9 @@ def _why_unused(section: str, key: str, *, reference_given: bool, env_given: boo
     return SECTION_WHY.get(section)
 
 
-def refuse_settings_unused_on_logs(cfg: RunConfig, *, reference_given: bool, env_given: bool) -> None:
+def refuse_settings_unused_on_logs(
+    cfg: RunConfig, *, reference_given: bool, env_given: bool, objective: str = "topk"
+) -> None:
     """Raise ``ValueError`` ('<section>.<key>: does not apply to train --logs (<why>)') for the first
     setting the user gave that the logs job would ignore, so every accepted setting is honoured.
 
@@ -109,7 +124,9 @@ def refuse_settings_unused_on_logs(cfg: RunConfig, *, reference_given: bool, env
                 call_default_factory=True
             ):
                 continue
-            why = _why_unused(section, key, reference_given=reference_given, env_given=env_given)
+            why = _why_unused(
+                section, key, reference_given=reference_given, env_given=env_given, objective=objective
+            )
             if why is not None:
                 raise ValueError(f"{section}.{key}: does not apply to train --logs ({why})")
 
@@ -124,6 +141,7 @@ def offline_job(
     n_products: int | None = None,
     progress: bool = True,
     slots=None,
+    objective: str = "topk",
 ) -> JobResult:
     """Fine-tune from logs alone; judge on held-out logs (SNIPS) and, when an env is given, exactly,
     beside the classic yardsticks (popularity, co-visitation, re-show the context, IPS logistic
@@ -131,8 +149,16 @@ def offline_job(
 
     The latest ``baseline.holdout_fraction`` of the logs is held out from both. ``slots``: the
     ``ImportedLogs`` of slot rows (one displayed item per row) that ``logs`` comes from: training uses
-    item-level examples and the held-out value is IIPS on the logged slot propensities.
+    item-level examples and the held-out value is IIPS on the logged slot propensities. ``objective``:
+    "topk" (the top-K off-policy correction) or a preference objective of ``OBJECTIVES``, trained with
+    ``cfg.preference`` and judged the same way.
     """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: {objective!r} is none of {', '.join(OBJECTIVES)}")
+    if objective != "topk":  # the run's logged config names the objective it trained
+        cfg = cfg.model_copy(
+            update={"preference": cfg.preference.model_copy(update={"objective": objective})}
+        )
     torch.manual_seed(cfg.seed)
     scheme = load_reward(cfg.reward)
     split = time_split(len(logs), cfg.baseline.holdout_fraction)
@@ -167,10 +193,11 @@ def offline_job(
     else:
         value = snips_value(holdout, scheme)
     tracking.setup(cfg.tracking)
-    with tracking.start_run(cfg, scheme.name, data_source, run_name=f"offline-{scheme.name}") as run:
+    name = f"offline-{scheme.name}" if objective == "topk" else f"offline-{objective}-{scheme.name}"
+    with tracking.start_run(cfg, scheme.name, data_source, run_name=name) as run:
         start = time.perf_counter()
         policy, history, best_step = best_finetune(
-            reference, train, held, scheme, cfg, progress=progress, **extra
+            reference, train, held, scheme, cfg, progress=progress, objective=objective, **extra
         )
         seconds = time.perf_counter() - start
         for i, row in enumerate(history[:: max(1, len(history) // 200)]):
@@ -209,23 +236,38 @@ def best_finetune(
     scheme,
     cfg: RunConfig,
     progress: bool = True,
+    objective: str = "topk",
     **extra,
 ) -> tuple[BannerPolicy, list[dict[str, float]], int]:
     """(the fine-tune kept, its training history, the step kept): ``offline_finetune`` on ``train``,
     checked ``CHECKS`` times on ``held``, stopped after ``PATIENCE`` checks without a better held-out
-    sampled value, the best check kept. ``extra``: slot rows' positions and behaviour_item_prob."""
+    sampled value, the best check kept. ``extra``: slot rows' positions and behaviour_item_prob.
+    ``objective``: "topk" (the off-policy top-K correction) or a preference objective (dpo, ipo, kto,
+    sdpo: ``preference_finetune`` with ``cfg.preference``), checked and kept alike."""
     best = BestCheck(held, scheme, cfg.seed)
-    last, history = offline_finetune(
-        reference,
-        train,
-        scheme,
-        cfg.train,
-        cfg.seed,
-        progress=progress,
-        on_check=best,
-        checks=CHECKS,
-        **extra,
-    )
+    if objective == "topk":
+        last, history = offline_finetune(
+            reference,
+            train,
+            scheme,
+            cfg.train,
+            cfg.seed,
+            progress=progress,
+            on_check=best,
+            checks=CHECKS,
+            **extra,
+        )
+    else:
+        last, history = preference_finetune(
+            reference,
+            train,
+            scheme,
+            cfg.preference,
+            cfg.seed,
+            progress=progress,
+            on_check=best,
+            checks=CHECKS,
+        )
     if best.policy is None:
         return last, history, best.step
     best.policy.refresh_candidates()

@@ -1,0 +1,1 @@
+"""Preference optimisation on logged banners: DPO, IPO, KTO and in-banner softmax DPO (no reward model)."""
