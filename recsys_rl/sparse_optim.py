@@ -193,3 +193,12 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
         else:
             g.mul_(scale)
     return float(total)
+
+
+def clip_gradients(module: nn.Module, opt: MixedAdam, sparse: list[nn.Parameter], max_norm: float) -> None:
+    """Clip before ``opt.step()``: the sparse-aware clip when the module has sparse item tables, torch's
+    own ``clip_grad_norm_`` otherwise (so full-catalogue runs keep their exact seeded numbers)."""
+    if sparse:
+        clip_grad_norm(opt.params, max_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)

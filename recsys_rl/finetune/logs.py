@@ -23,7 +23,7 @@ from recsys_rl.policy import BannerPolicy, trainable_copy
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import LoggedBatch
 from recsys_rl.rewards import position_rewards
-from recsys_rl.sparse_optim import MixedAdam, clip_grad_norm
+from recsys_rl.sparse_optim import MixedAdam, clip_gradients
 
 
 def show_rates(logs: LoggedBatch, n_products: int) -> torch.Tensor:
@@ -99,10 +99,7 @@ def offline_finetune(
             )
             opt.zero_grad(set_to_none=True)
             terms.total.backward()
-            if sparse:
-                clip_grad_norm(opt.params, cfg.max_grad_norm)
-            else:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            clip_gradients(policy, opt, sparse, cfg.max_grad_norm)
             opt.step()
             kl_ctl.update(terms.kl.item())
             row = {

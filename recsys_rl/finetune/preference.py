@@ -36,7 +36,7 @@ from recsys_rl.preference.losses import (
 )
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import LoggedBatch
-from recsys_rl.sparse_optim import MixedAdam, clip_grad_norm
+from recsys_rl.sparse_optim import MixedAdam, clip_gradients
 
 CHUNK = 4096
 """Contexts per reference pass when the importance weights are computed up front."""
@@ -124,10 +124,7 @@ def preference_finetune(
             terms = _loss(cfg, ex, idx, rows, logits, ref_logits, items_all, w, lam_d, lam_u)
             opt.zero_grad(set_to_none=True)
             terms.loss.backward()
-            if sparse:
-                clip_grad_norm(opt.params, cfg.max_grad_norm)
-            else:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            clip_gradients(policy, opt, sparse, cfg.max_grad_norm)
             opt.step()
             with torch.no_grad():
                 drawn = slate.gumbel_topk(logits, k, g)

@@ -8,6 +8,7 @@ value) and the OPE estimators that take logits treat a classic like the referenc
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Protocol
 
 import torch
@@ -32,7 +33,7 @@ class Classic(Protocol):
         ...
 
 
-class ScoredClassic:
+class ScoredClassic(ABC):
     """Base of the classics: ``greedy`` from ``logits``, and the (N, K) sizes every classic carries."""
 
     name = "classic"
@@ -40,8 +41,9 @@ class ScoredClassic:
     def __init__(self, n_products: int, banner_size: int) -> None:
         self.n_products, self.banner_size = n_products, banner_size
 
+    @abstractmethod
     def logits(self, ctx: ContextBatch) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, N) scores of every product for each context."""
 
     def greedy(self, ctx: ContextBatch, k: int | None = None) -> torch.Tensor:
         return slate.greedy(self.logits(ctx), self.banner_size if k is None else k)
