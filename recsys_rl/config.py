@@ -298,7 +298,9 @@ class PreferenceConfig(_Strict):
         0.0, ge=0, description="dpo: margin per unit of grade difference between the banners"
     )
     examination: list[float] | None = Field(
-        None, description="sdpo: probability a user examines each slot (position bias); null: 1 everywhere"
+        None,
+        description="sdpo: probability a user examines each slot (position bias); null: 1 everywhere, "
+        "or the reward model's fitted curve with `train --objective sdpo --reward-model URI`",
     )
     pair_rounds: int = Field(
         4, ge=1, description="dpo / ipo: shuffles within each viewed product that make pairs"

@@ -124,6 +124,22 @@ def _model_and_world(cfg, reward_model: str, reference, sim_config: Path | None)
     return model, env
 
 
+def with_fitted_examination(cfg, reward_model: str):
+    """``cfg`` with ``preference.examination`` set to the reward model's fitted position curve (K,),
+    so in-banner DPO counts an ignored neighbour as rejected only as often as its slot is examined.
+    A curve given in the config as well is refused: two sources for one setting."""
+    if cfg.preference.examination is not None:
+        raise ValueError(
+            "--reward-model: preference.examination is set too; give the curve or the reward model, not both"
+        )
+    from recsys_rl.reward_model import load_reward_model
+
+    _setup_tracking_for_load(cfg)
+    curve = load_reward_model(reward_model).examination().detach()
+    pref = cfg.preference.model_copy(update={"examination": [round(float(e), 6) for e in curve]})
+    return cfg.model_copy(update={"preference": pref})
+
+
 def train_with_reward_model(
     cfg,
     logs: Path,

@@ -22,7 +22,11 @@ from recsys_rl.cli.common import (
     simulator_at,
     use_threads,
 )
-from recsys_rl.cli.reward_model import sweep_with_reward_model, train_with_reward_model
+from recsys_rl.cli.reward_model import (
+    sweep_with_reward_model,
+    train_with_reward_model,
+    with_fitted_examination,
+)
 from recsys_rl.config import load_reward, load_run
 
 QUICKSTART_DIR = Path("recsys-rl-quickstart")
@@ -195,7 +199,9 @@ def train_cmd(
     reward_model: Annotated[
         str | None,
         typer.Option(
-            "--reward-model", help="with --logs: RL against this reward model (models:/banner-reward-model/1)"
+            "--reward-model",
+            help="with --logs: RL against this reward model (models:/banner-reward-model/1); with "
+            "--objective sdpo: its fitted examination curve weighs the in-banner negatives",
         ),
     ] = None,
     set_: Annotated[
@@ -227,8 +233,15 @@ def train_cmd(
         ov["reward"] = reward
     cfg = load_run(config, ov)
     ref = load_policy(reference).frozen_copy() if reference else None
-    if objective != "topk" and (logs is None or reward_model is not None):
-        raise ValueError("--objective: needs --logs and no --reward-model (preferences come from the logs)")
+    if objective != "topk" and logs is None:
+        raise ValueError("--objective: needs --logs (preferences come from the logs)")
+    if objective == "sdpo" and reward_model is not None:
+        cfg, reward_model = with_fitted_examination(cfg, reward_model), None
+    if objective != "topk" and reward_model is not None:
+        raise ValueError(
+            f"--reward-model: --objective {objective} takes its preferences from the logs alone "
+            "(only sdpo reads a reward model: its fitted examination curve)"
+        )
     if reward_model is not None:
         if logs is None:
             raise ValueError("--reward-model: needs --logs (the logged contexts to fine-tune on)")

@@ -93,6 +93,11 @@ def preference_finetune(
     """Train a copy of ``reference`` for ``cfg.steps`` minibatches of preference examples built from
     ``logs``. History rows: loss, kl, kl_per_slot, beta and TRL's rewards/chosen, /rejected, /margins,
     /accuracies. on_check(step, policy) at ``checks`` evenly spaced steps: True stops training."""
+    if cfg.objective == "sdpo" and logs.banners.items.shape[1] == 1:
+        raise ValueError(
+            "preference.objective: sdpo compares the products of one banner, and these logs hold one "
+            "displayed item per row with no impression key to group them; use kto or dpo"
+        )
     ex, log_ratio = _examples(reference, logs, scheme, cfg, seed)
     if len(ex) == 0:
         raise ValueError(f"preference.objective: {cfg.objective} finds no preference in these logs")

@@ -184,7 +184,9 @@ def offline_job(
     extra, value_name = {}, "snips_value"
     if slots is not None and slots.slot_rows:
         pos = torch.from_numpy(slots.positions)
-        mu = torch.from_numpy(slots.behaviour_marginals).float() * slots.banner_size  # P(shown in the banner)
+        mu = (
+            torch.tensor(slots.behaviour_marginals, dtype=torch.float32) * slots.banner_size
+        )  # P(shown in the banner)
         extra = {"positions": pos[split.train_rows], "behaviour_item_prob": mu[split.train_rows]}
         value = iips_value(
             holdout, scheme, held.positions, held.behaviour_marginals, slots.banner_size, cfg.seed
