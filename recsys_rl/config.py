@@ -397,6 +397,18 @@ class OnlineConfig(_Strict):
         0.02, ge=0, description="relative drop of the reward model's value that blocks a registration"
     )
     poll_s: float = Field(1.0, gt=0, description="sleep when too few impressions are ready")
+    max_exposure_gini_rise: float | None = Field(
+        None,
+        ge=0,
+        description="refuse a version whose exposure Gini on recent contexts exceeds the current version's "
+        "by more than this (unset: unchecked)",
+    )
+    max_tail_share_drop: float | None = Field(
+        None,
+        ge=0,
+        description="refuse a version whose long-tail share of exposure falls below the current version's "
+        "by more than this (unset: unchecked)",
+    )
     checkpoint_dir: str = Field("online-checkpoint", min_length=1, description="trainer state + offset")
     alias: str = Field("champion", min_length=1, description="registry alias that serving follows")
     retry_s: float = Field(

@@ -46,3 +46,14 @@ def served_banners(
             banners.append(ids.gather(1, pick) if restricted else pick)
             rows.append(torch.arange(i, i + len(ctx)))
     return torch.cat(rows), torch.cat(banners)
+
+
+@torch.no_grad()
+def policy_exposure(
+    policy, contexts: ContextBatch, examination: torch.Tensor, samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(N,) a ``BannerPolicy``'s served exposure over contexts: ``samples`` banners each, as it serves."""
+    scorer = policy if policy.uses_candidates else policy.logits
+    k = policy.banner_size
+    _, items = served_banners(scorer, contexts, k, samples, generator, policy.n_products)
+    return banner_exposure(items, examination, policy.n_products)
