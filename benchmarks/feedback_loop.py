@@ -32,8 +32,10 @@ from simulator import Simulator
 from simulator.logged import generate_logs
 
 MITIGATED = {"debias": True, "exposure_cap": 3.0, "exploration_floor": 0.05}
-"""Measured: adding anchor="round0" as well holds the Gini flat but stops the gap growing with the rounds
-(final gap 0.41 against the plain loop's 0.57), so the benchmark leaves the KL on the latest reference."""
+"""Measured (seed 0, 10 rounds; plain loop: Gini rise 0.417, final gap 0.575), each mitigated variant's
+Gini rise / final gap: this one 0.164 / 0.448; with anchor="round0" too -0.027 / 0.408; debias and
+floor only 0.246 / 0.474; exposure cap only 0.225 / 0.484. None keeps the gap within 0.02 of the plain
+loop's: the plain loop's value grows with its concentration."""
 
 
 def main() -> None:
