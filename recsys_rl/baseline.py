@@ -26,12 +26,16 @@ from recsys_rl.sparse_optim import MixedAdam
 
 
 def supervised_examples(
-    logs: LoggedBatch, cfg: BaselineConfig
+    logs: LoggedBatch, cfg: BaselineConfig, click_weights: torch.Tensor | None = None
 ) -> tuple[ContextBatch, torch.Tensor, torch.Tensor]:
-    """(contexts, targets (M,), weights (M,)) built with array ops from the logs."""
+    """(contexts, targets (M,), weights (M,)) built with array ops from the logs.
+
+    click_weights: (B, K) multiplier of each logged click's weight (e.g. propensity weights), or None."""
     ctx, out, items = logs.contexts, logs.outcomes, logs.banners.items
     row, pos = (out.clicks > 0).nonzero(as_tuple=True)  # one example per click
     fb_w = 1.0 + cfg.purchase_weight * (out.units[row, pos] > 0).float()
+    if click_weights is not None:
+        fb_w = fb_w * click_weights[row, pos]
     parts = [(ctx[row], items[row, pos], fb_w)]
     if cfg.history_weight > 0:
         has = ctx.history[:, 0] != PAD
@@ -105,13 +109,17 @@ def train_baseline(
     banner_size: int | None = None,
     categorical_vocab: list[list[str]] | None = None,
     on_epoch: Callable[[int, BannerPolicy], bool] | None = None,
+    click_weights: torch.Tensor | None = None,
+    init: BannerPolicy | None = None,
 ) -> BannerPolicy:
     """Fit a BannerPolicy to predict logged clicks/purchases and next purchases; returns it frozen.
 
     banner_size: K of the policy (default: the logged banners'; give it for slot rows, whose batch
     holds one product per row); user features are used when the logged contexts have them;
     categorical_vocab: the vocabulary the contexts' categorical codes were made with (saved in the policy);
-    on_epoch(epoch, policy) after each pass (epoch from 1, the policy in training): True stops training."""
+    on_epoch(epoch, policy) after each pass (epoch from 1, the policy in training): True stops training;
+    click_weights: (B, K) multiplier of each logged click's weight (``supervised_examples``);
+    init: continue training a copy of this policy (incremental retraining on new logs) instead of a fresh one."""
     torch.manual_seed(seed)  # parameter init
     g = torch.Generator().manual_seed(seed)
     policy = BannerPolicy(
@@ -128,12 +136,14 @@ def train_baseline(
         n_user_features=0 if logs.contexts.user_features is None else logs.contexts.user_features.shape[1],
         categorical_vocab=categorical_vocab,
     )
+    if init is not None:
+        policy.load_state_dict(init.state_dict())
     if policy.context_features and not cfg.learn_context_weights:
         # measured: purchase targets teach "never re-show" (weights of -1 to -2 nats) even where
         # re-showing wins, and a fine-tune cannot undo that within its KL budget; left at 0 the reference
         # scores as without them and the fine-tune learns them from rewards
         policy.context_weights.requires_grad_(False)
-    ctx, targets, weights = supervised_examples(logs, cfg)
+    ctx, targets, weights = supervised_examples(logs, cfg, click_weights)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")
     opt = MixedAdam(policy, policy.sparse_parameters(), cfg.lr, weight_decay=cfg.weight_decay)

@@ -399,12 +399,71 @@ class OnlineConfig(_Strict):
         0.02, ge=0, description="relative drop of the reward model's value that blocks a registration"
     )
     poll_s: float = Field(1.0, gt=0, description="sleep when too few impressions are ready")
+    max_exposure_gini_rise: float | None = Field(
+        None,
+        ge=0,
+        description="refuse a version whose exposure Gini on recent contexts exceeds the current version's "
+        "by more than this (unset: unchecked)",
+    )
+    max_tail_share_drop: float | None = Field(
+        None,
+        ge=0,
+        description="refuse a version whose long-tail share of exposure falls below the current version's "
+        "by more than this (unset: unchecked)",
+    )
     checkpoint_dir: str = Field("online-checkpoint", min_length=1, description="trainer state + offset")
     alias: str = Field("champion", min_length=1, description="registry alias that serving follows")
     retry_s: float = Field(
         1.0, gt=0, description="first wait before retrying an unavailable event store or MLflow (doubles)"
     )
     retry_max_s: float = Field(30.0, gt=0, description="longest wait between those retries")
+
+
+class LoopConfig(_Strict):
+    """The closed feedback loop (``recsys-rl loop``): serve, log, retrain the reference, fine-tune, again.
+
+    Each mitigation is a setting, off by default, so the plain loop is what production does unguarded."""
+
+    rounds: int = Field(10, ge=1, description="rounds after round 0 (each: serve, log, retrain, fine-tune)")
+    impressions_per_round: int = Field(
+        20_000, ge=100, description="banners the current policy serves (and logs) per round"
+    )
+    finetune_impressions: int = Field(
+        40_000, ge=1, description="fine-tuning budget per round against the round's reference"
+    )
+    retrain_epochs: int = Field(
+        1, ge=1, description="passes of the reference's retraining over each round's new logs"
+    )
+    debias: bool = Field(
+        False,
+        description="retrain the reference with clipped, self-normalised inverse-exposure propensity "
+        "weights on logged clicks",
+    )
+    weight_clip: float = Field(
+        10.0, gt=1, description="with debias: propensity weights clipped to [1/clip, clip] before normalising"
+    )
+    anchor: Literal["latest", "round0"] = Field(
+        "latest", description="the KL holds the policy to the latest retrained reference, or to round 0's"
+    )
+    exposure_cap: float = Field(
+        0.0,
+        ge=0,
+        description="exposure term: products exposed more than cap x the mean exposure (last round's "
+        "served exposure) cost exposure_weight per unit of excess in the reward (0: off)",
+    )
+    exposure_weight: float = Field(0.5, ge=0, description="with exposure_cap: reward per unit of excess")
+    exploration_floor: float = Field(
+        0.0, ge=0, lt=1, description="share of served banners drawn uniformly from the catalogue"
+    )
+    eval_users: int = Field(2048, ge=16, description="contexts in each round's exact evaluation and audit")
+
+    @model_validator(mode="after")
+    def _cap_above_mean(self) -> LoopConfig:
+        if 0 < self.exposure_cap <= 1:
+            raise ValueError(
+                f"exposure_cap: must exceed 1 (the mean exposure) or be 0, got {self.exposure_cap}"
+            )
+        return self
 
 
 class RunConfig(_Strict):
@@ -424,6 +483,7 @@ class RunConfig(_Strict):
     dyna: DynaConfig = Field(default_factory=DynaConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
 
     @model_validator(mode="after")
     def _dyna_needs_warm_start(self) -> RunConfig:

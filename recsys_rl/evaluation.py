@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from recsys_rl import slate
+from recsys_rl.audit.on_env import EnvAudit
+from recsys_rl.audit.world import AuditWorld
 from recsys_rl.config import RewardScheme
 from recsys_rl.env import Environment
 from recsys_rl.records import BANNER_SIZE, ContextBatch
@@ -147,6 +149,8 @@ class Evaluator:
 
     ``oracle_gap_closed`` = (policy - reference) / (oracle - reference) on the training scheme's
     expected reward: 0 is the reference, 1 is the best any policy could do knowing the true user.
+    With an ``audit`` world every row also carries the bias audit (``recsys_rl.audit``) of the
+    served banners, and ``exposures`` keeps each row's (N,) exposure for the Lorenz curve.
     """
 
     def __init__(
@@ -157,16 +161,28 @@ class Evaluator:
         schemes: dict[str, RewardScheme],
         n_users: int,
         seed: int,
+        audit: AuditWorld | None = None,
     ):
         self.env, self.reference, self.scheme, self.seed = env, reference, train_scheme, seed
         self.schemes = {**schemes, train_scheme.name: train_scheme}
         self.eval_set = make_eval_set(env, n_users, seed)
         self.k = int(getattr(env, "banner_size", BANNER_SIZE))
-        self.reference_metrics = self.score_banners(
-            greedy_banners(_scorer(reference), self.eval_set.contexts, env.n_products, self.k)
-        )
+        ref_greedy = greedy_banners(_scorer(reference), self.eval_set.contexts, env.n_products, self.k)
+        self.reference_metrics = self.score_banners(ref_greedy)
         oracle = env.oracle(self.eval_set.users, train_scheme)
         self.oracle_metrics = self.score_banners(oracle)
+        self.audit = None
+        if audit is not None:
+            users, contexts = self.eval_set.users, self.eval_set.contexts
+            self.audit = EnvAudit(env, audit, users, contexts, train_scheme, seed)
+        self.exposures: dict[str, torch.Tensor] = {}
+        if self.audit is not None:
+            self.audit.reference_values = self.audit.values(ref_greedy)
+            self.audit.oracle_values = self.audit.values(oracle)
+            m, self.exposures["reference"] = self.audit.of_policy(_scorer(reference), self.k)
+            self.reference_metrics.update(m, **self.audit.segment_figures(ref_greedy))
+            m, self.exposures["oracle"] = self.audit.of_banners(oracle)
+            self.oracle_metrics.update(m, **self.audit.segment_figures(oracle))
 
     def score_banners(self, banners: torch.Tensor) -> dict[str, float]:
         return banner_metrics(self.env, self.eval_set.users, banners, self.schemes)
@@ -178,9 +194,11 @@ class Evaluator:
 
     def __call__(self, policy) -> dict[str, float]:
         """All metrics of a policy with a ``logits(ContextBatch)`` method (greedy banners)."""
-        m = self.score_banners(
-            greedy_banners(_scorer(policy), self.eval_set.contexts, self.env.n_products, self.k)
-        )
+        greedy = greedy_banners(_scorer(policy), self.eval_set.contexts, self.env.n_products, self.k)
+        m = self.score_banners(greedy)
+        if self.audit is not None:
+            audit, self.exposures["fine-tuned"] = self.audit.of_policy(_scorer(policy), self.k)
+            m.update(audit, **self.audit.segment_figures(greedy))
         g = torch.Generator().manual_seed(self.seed + 1)
         m["kl_to_reference"], m["entropy"] = divergence(
             _scorer(policy), self.reference, self.eval_set.contexts, g, k=self.k

@@ -2,7 +2,8 @@
 
 A candidate is registered only if its parameters are finite, its KL to the reference on recent
 contexts is within the hard budget, and its estimated value is not below the current version's by more
-than a tolerance. The value estimate is pluggable: exact on the simulator, or off-policy (SNIPS) on
+than a tolerance; optionally, its exposure is not more concentrated than the current version's by more
+than allowed (``recsys_rl.audit.guard``). The value estimate is pluggable: exact on the simulator, or off-policy (SNIPS) on
 recent logs when the live path has no simulator.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from recsys_rl import slate
+from recsys_rl.audit.guard import ExposureGuard
 from recsys_rl.config import RewardScheme
 from recsys_rl.evaluation import divergence
 from recsys_rl.ope.estimators import snips
@@ -34,6 +36,7 @@ class GuardReport:
     current_value: float
     reasons: list[str] = field(default_factory=list)
     reward_model_value: float = math.nan  # the reward model's value of the candidate, when checked
+    exposure: dict[str, float] = field(default_factory=dict)  # the exposure guard's figures, when checked
 
 
 def finite(policy: BannerPolicy) -> bool:
@@ -48,6 +51,8 @@ class GuardRails:
     # optional: a learned reward model's value on the recent contexts (recsys_rl.reward_model.guard)
     reward_model_value: Callable[[LoggedBatch], ValueFn] | None = None
     reward_model_tolerance: float = 0.02
+    # optional: refuse a version that concentrates exposure (recsys_rl.audit.guard)
+    exposure: ExposureGuard | None = None
 
     def check(
         self,
@@ -83,7 +88,11 @@ class GuardRails:
                     f"reward-model value {rm_value:.4f} below current {rm_current:.4f} by more than "
                     f"{self.reward_model_tolerance:.0%}"
                 )
-        return GuardReport(not reasons, kl, value, current_value, reasons, rm_value)
+        exposure = {}
+        if self.exposure is not None:
+            exposure, why = self.exposure.check(candidate, current, logged.contexts, seed)
+            reasons += why
+        return GuardReport(not reasons, kl, value, current_value, reasons, rm_value, exposure)
 
 
 def iips_value(

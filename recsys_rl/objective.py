@@ -130,3 +130,15 @@ def topk_offpolicy_loss(
     zero = torch.zeros((), dtype=logp_item.dtype)
     clip_frac = (p / behaviour_item_prob > weight_clip).float().mean()
     return LossTerms(policy_loss + beta * kl_mean, policy_loss, kl_mean, zero, zero, clip_frac, weight.max())
+
+
+def exposure_cap_penalty(
+    items: torch.Tensor, examination: torch.Tensor, exposure: torch.Tensor, cap: float
+) -> torch.Tensor:
+    """(B,) the exposure term subtracted from each banner's reward (before the weight that scales it).
+
+    items (B, K); examination (K,); exposure (N,) the products' served exposure so far. A product's
+    excess is max(0, exposure_j / mean(exposure) - cap); a banner pays the examination-weighted sum of
+    its products' excess, so putting an over-exposed product where it is looked at costs the most."""
+    excess = (exposure / exposure.mean().clamp_min(1e-12) - cap).clamp_min(0.0).to(examination.dtype)
+    return (excess[items] * examination[: items.shape[1]]).sum(-1)

@@ -28,13 +28,17 @@ def reward(scheme: RewardScheme, out: OutcomeBatch) -> torch.Tensor:
     return position_rewards(scheme, out).sum(-1)
 
 
-def expected_reward(scheme: RewardScheme, exp: ExpectedOutcome) -> torch.Tensor:
-    """Per-banner exact expected reward: (B,)."""
-    per_pos = (
+def expected_reward_per_position(scheme: RewardScheme, exp: ExpectedOutcome) -> torch.Tensor:
+    """Exact expected reward of each banner position: (B, K)."""
+    return (
         scheme.click * exp.click
         + scheme.purchase * exp.purchase
         + scheme.multi_purchase * exp.multi
         + scheme.units * exp.units
         + scheme.revenue * exp.revenue
     )
-    return per_pos.sum(-1)
+
+
+def expected_reward(scheme: RewardScheme, exp: ExpectedOutcome) -> torch.Tensor:
+    """Per-banner exact expected reward: (B,)."""
+    return expected_reward_per_position(scheme, exp).sum(-1)

@@ -354,6 +354,8 @@ class BannerBatcher:
                     j.future.set_result(impressions[n])
                 else:
                     j.future.set_exception(error)
+            if error is None and impressions:  # after the answers: a metric never holds a request up
+                self.metrics.observe_banners([i.items for i in impressions])
 
     async def drain(self) -> None:
         """Finish the requests already queued, then stop the worker (shutdown)."""

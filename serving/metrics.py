@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, mult
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from serving.exposure import ExposureCollector, ExposureSync, ServedExposure
 from serving.model_holder import ModelHolder
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -214,11 +215,15 @@ class ServingMetrics:
         holder.poll_listeners.append(self._on_poll)
         self._children: dict = {}
         self.holder_sync: HolderSync | None = None
+        self.served_exposure = ServedExposure()
+        self.exposure_sync: ExposureSync | None = None
         if self.multiprocess_dir is None:
             r.register(_HolderCollector(holder))
+            r.register(ExposureCollector(self.served_exposure))
             self._exposition = r
         else:
             self.holder_sync = HolderSync(holder, r)
+            self.exposure_sync = ExposureSync(self.served_exposure, r)
             self._exposition = CollectorRegistry()
             multiprocess.MultiProcessCollector(self._exposition, path=self.multiprocess_dir)
 
@@ -226,6 +231,7 @@ class ServingMetrics:
         """The registry /metrics renders (brought up to date first in multiprocess mode)."""
         if self.holder_sync is not None:
             self.holder_sync.sync()
+            self.exposure_sync.sync()
             _mark_dead_workers(self.multiprocess_dir)
         return self._exposition
 
@@ -233,6 +239,11 @@ class ServingMetrics:
         """Multiprocess bookkeeping when this worker stops: its live gauges leave the aggregate."""
         if self.multiprocess_dir is not None:
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
+
+    def observe_banners(self, banners: list[list[int]]) -> None:
+        """Served banners into the exposure figures (catalogue size: the served model's)."""
+        cur = self._holder.current
+        self.served_exposure.observe(banners, cur.n_products if cur is not None else 0)
 
     def _on_poll(self, ok: bool) -> None:
         if not ok:

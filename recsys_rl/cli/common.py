@@ -73,6 +73,20 @@ def run_simulator(cfg: RunConfig):
     return Simulator(cfg.sim)
 
 
+def audit_world(sim):
+    """The simulator's exact position bias, popularity, categories and price-sensitive users as the
+    engine's ``AuditWorld`` (users more price-sensitive than the median are ``price_sensitive``)."""
+    from recsys_rl.audit.world import AuditWorld
+
+    sensitivity = sim.population.sensitivity
+    return AuditWorld(
+        examination=sim.position_bias,
+        popularity=sim.popularity,
+        categories=sim.catalogue.category,
+        user_groups={"price_sensitive": sensitivity > sensitivity.median()},
+    )
+
+
 def simulated_logs(cfg: RunConfig, sim, workdir: Path, progress: bool = True):
     """``baseline.logged_impressions`` logged from the behaviour policy on ``sim``, read back."""
     from recsys_rl.logdata.parquet import read_logs

@@ -10,6 +10,7 @@ import typer
 
 from recsys_rl.cli.common import friendly
 from recsys_rl.cli.evaluate import evaluate
+from recsys_rl.cli.loop import loop_cmd
 from recsys_rl.cli.reward_model import train_reward_model
 from recsys_rl.cli.serve import drive, register, serve, train_online
 from recsys_rl.cli.simulate import simulate
@@ -33,3 +34,4 @@ app.command("sweep")(sweep_cmd)
 app.command("quickstart")(quickstart_cmd)
 app.command("train-online")(train_online)
 app.command("register")(register)
+app.command("loop")(loop_cmd)

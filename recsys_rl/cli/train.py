@@ -12,6 +12,7 @@ import typer
 
 from recsys_rl.cli.common import (
     MAPPING_HELP,
+    audit_world,
     console,
     friendly,
     logs_with_catalogue,
@@ -41,6 +42,10 @@ SIM_SHOW = [
     "reward_graded",
     "kl_to_reference",
     "coverage",
+    "exposure_gini",
+    "tail_share",
+    "popularity_lift",
+    "calibration_kl",
     "oracle_gap_closed",
 ]
 LOGS_SHOW = (
@@ -253,7 +258,15 @@ def train_cmd(
 
     sim = run_simulator(cfg)
     batch = None if ref else simulated_logs(cfg, sim, workdir, not quiet)
-    res = train_job(cfg, sim, logs=batch, reference=ref, data_source="simulator", progress=not quiet)
+    res = train_job(
+        cfg,
+        sim,
+        logs=batch,
+        reference=ref,
+        data_source="simulator",
+        progress=not quiet,
+        audit=audit_world(sim),
+    )
     _print_result(res, tracking.tracking_uri(cfg.tracking))
 
 
@@ -461,7 +474,13 @@ def quickstart_cmd(
     save_policy(ref, workdir / "reference.pt")
     console.rule("3/4 fine-tune with the graded reward, KL-constrained to the reference")
     res = train_job(
-        cfg, sim, reference=ref, data_source="simulator", run_name="quickstart-graded", progress=not quiet
+        cfg,
+        sim,
+        reference=ref,
+        data_source="simulator",
+        run_name="quickstart-graded",
+        progress=not quiet,
+        audit=audit_world(sim),
     )
     console.rule("4/4 evaluate")
     _print_result(res, tracking.tracking_uri(cfg.tracking))

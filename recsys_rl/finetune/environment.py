@@ -82,11 +82,13 @@ def finetune(
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
     dyna: Dyna | None = None,
+    reward_fn: Callable[[LoggedBatch], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Fine-tune ``policy`` in place for ``cfg.total_impressions``; evaluate every ``cfg.eval_every`` updates.
 
     ``on_eval(impressions, metrics)`` receives every evaluation (the MLflow logger hooks in here).
     ``dyna``: model-based virtual updates after each real one (``recsys_rl.finetune.dyna``), None for none.
+    ``reward_fn``: (B,) rewards of a batch instead of the scheme's (e.g. with an exposure term), or None.
     """
     learner = Learner(policy, reference, scheme, cfg, seed)
     g = torch.Generator().manual_seed(seed + 7)
@@ -117,7 +119,8 @@ def finetune(
                 dyna.observe(fresh)
             batch, cand = replay.with_replay(fresh, cand)
             positions = positions if batch is fresh else None  # replayed rows: the learner finds them
-            stats = learner.update(batch, cfg.banners_per_context, cand, positions=positions)
+            rewards = None if reward_fn is None else reward_fn(batch)
+            stats = learner.update(batch, cfg.banners_per_context, cand, rewards=rewards, positions=positions)
             if dyna is not None:
                 stats.update(dyna.after_update(learner, policy, cfg.banners_per_context))
             seen += per_update

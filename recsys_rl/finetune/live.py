@@ -31,13 +31,14 @@ import mlflow
 import torch
 
 from recsys_rl import registration, tracking
+from recsys_rl.audit.guard import ExposureGuard
 from recsys_rl.config import RunConfig, load_reward, per_banner
 from recsys_rl.events import EventStore, StoreUnavailable
 from recsys_rl.finetune.replay import ReplayBuffer
 from recsys_rl.guard_rails import GuardRails, ValueFn, snips_value
 from recsys_rl.learner import Learner
 from recsys_rl.policy import BannerPolicy, trainable_copy
-from recsys_rl.records import LoggedBatch
+from recsys_rl.records import POSITION_BIAS_CURVE, LoggedBatch
 
 CHECKPOINT = "trainer.pt"
 
@@ -73,6 +74,13 @@ class OnlineTrainer:
             cfg.online.value_tolerance,
             cfg.online.min_value_gain,
         )
+        oc = cfg.online
+        if oc.max_exposure_gini_rise is not None or oc.max_tail_share_drop is not None:
+            self.guards.exposure = ExposureGuard(
+                torch.tensor(POSITION_BIAS_CURVE[: reference.banner_size]),
+                oc.max_exposure_gini_rise,
+                oc.max_tail_share_drop,
+            )
         if cfg.online.reward_model:  # optional extra guard rail: the learned reward model's value
             from recsys_rl.reward_model.guard import reward_model_guard
 
@@ -208,6 +216,7 @@ class OnlineTrainer:
             candidate, self.current, self.reference, logged, self.value_fn(logged), self.cfg.seed
         )
         out = {"guard_kl": rep.kl, "guard_value": rep.value, "guard_current_value": rep.current_value}
+        out.update(rep.exposure)
         if not rep.passed:
             self.log(f"update {self.updates}: not registered: {'; '.join(rep.reasons)}")
             out["registered"] = 0.0

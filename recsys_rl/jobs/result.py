@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from recsys_rl import tracking
+from recsys_rl.audit.report import AUDIT_METRICS
 from recsys_rl.config import RunConfig
 from recsys_rl.evaluation import Evaluator
 from recsys_rl.policy import BannerPolicy
@@ -32,6 +33,7 @@ TABLE_COLUMNS = [
     "entropy",
     "coverage",
     "oracle_gap_closed",
+    *AUDIT_METRICS,
 ]
 
 
@@ -68,6 +70,7 @@ def comparison_table(evaluator: Evaluator, final: dict[str, float]) -> pd.DataFr
     return df[
         [c for c in TABLE_COLUMNS if c in df.columns]
         + [c for c in df.columns if c.startswith("reward_") and c not in TABLE_COLUMNS]
+        + [c for c in df.columns if c.startswith("segment_")]
     ]
 
 

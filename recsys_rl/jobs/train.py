@@ -9,6 +9,8 @@ import mlflow
 import torch
 
 from recsys_rl import tracking
+from recsys_rl.audit.plots import lorenz_figure
+from recsys_rl.audit.world import AuditWorld
 from recsys_rl.baseline import train_baseline
 from recsys_rl.config import RunConfig, builtin_rewards, load_reward, per_banner
 from recsys_rl.env import Environment
@@ -30,8 +32,12 @@ def train_job(
     run_name: str | None = None,
     experiment: str | None = None,
     progress: bool = True,
+    audit: AuditWorld | None = None,
 ) -> JobResult:
-    """One tracked run: (train the baseline from ``logs`` unless given) -> fine-tune on ``env`` -> evaluate."""
+    """One tracked run: (train the baseline from ``logs`` unless given) -> fine-tune on ``env`` -> evaluate.
+
+    With an ``audit`` world every evaluation carries the bias audit and the run gets the exposure
+    Lorenz curves (reference, fine-tuned, oracle) as ``exposure_lorenz.png``."""
     torch.manual_seed(cfg.seed)
     scheme = load_reward(cfg.reward)
     if reference is None:
@@ -39,7 +45,9 @@ def train_job(
             raise ValueError("train_job needs logs to train the baseline from, or a trained reference")
         reference = train_baseline(logs, env.n_products, cfg.policy, cfg.baseline, cfg.seed, progress)
     policy = trainable_copy(reference)
-    evaluator = Evaluator(env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
+    evaluator = Evaluator(
+        env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000, audit=audit
+    )
     tracking.setup(cfg.tracking, experiment)
     if cfg.warm_start.enabled and logs is None:
         raise ValueError("warm_start.enabled: needs the logs that trained the reference")
@@ -82,6 +90,8 @@ def train_job(
             per_banner(cfg.train.kl_target, reference.banner_size),
         )
         tracking.log_figure(fig, "learning_curves.png")
+        if evaluator.exposures:
+            tracking.log_figure(lorenz_figure(evaluator.exposures), "exposure_lorenz.png")
         table = comparison_table(evaluator, result.final)
         return finish_run(
             run, cfg, table, result.final, result.impressions, policy, reference, result.seconds

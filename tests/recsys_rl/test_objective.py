@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from recsys_rl import slate
@@ -82,3 +83,12 @@ def test_adaptive_beta_moves_toward_target():
     assert ctl2.update(0.2) < 0.1
     fixed = AdaptiveKL(beta=0.1, target=1.0, horizon=10, adaptive=False)
     assert fixed.update(3.0) == 0.1
+
+
+def test_the_exposure_cap_charges_banners_for_over_exposed_products_where_they_are_examined():
+    from recsys_rl.objective import exposure_cap_penalty
+
+    exposure = torch.tensor([6.0, 1.0, 1.0, 0.0])  # mean 2: product 0 at 3x the mean
+    exam = torch.tensor([1.0, 0.5])
+    pen = exposure_cap_penalty(torch.tensor([[0, 1], [1, 0], [2, 3]]), exam, exposure, cap=2.0)
+    assert pen.tolist() == pytest.approx([1.0, 0.5, 0.0])  # excess of product 0: 3 - 2

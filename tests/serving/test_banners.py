@@ -274,3 +274,18 @@ def test_a_feature_only_context_with_categories_is_served_under_the_models_vocab
         ctx.user_categories = torch.tensor([[0, 2]])
         assert unseen.json()["items"] == policy.greedy(ctx)[0].tolist()
     assert missing.status_code == 422 and fields(missing) == ["user_categories"]
+
+
+def _gauge(text: str, name: str) -> float:
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def test_metrics_show_how_concentrated_served_exposure_is(client):
+    assert _gauge(client.get("/metrics").text, "recsys_served_exposure_products") == 0.0
+    for _ in range(3):
+        serve_banner(client, mode="deterministic")  # the same five products each time
+    text = client.get("/metrics").text
+    assert _gauge(text, "recsys_served_exposure_products") == 5.0
+    # five of 50 products hold all exposure: Gini at least 1 - 5/50 of the maximum
+    assert _gauge(text, "recsys_served_exposure_gini") > 0.85
+    assert 0 < _gauge(text, "recsys_served_exposure_top_share") <= 1

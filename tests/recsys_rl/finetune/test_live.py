@@ -193,3 +193,16 @@ def test_warm_start_from_logs_is_guard_checked_at_the_first_update_and_replay_re
     # a restart resumes from the checkpoint: no second warm start, so no logs needed
     t2 = OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=lambda s: None)
     assert t2.updates == 2
+
+
+def test_the_exposure_guard_refuses_a_version_that_concentrates_exposure(tmp_path, reference):
+    store = open_store(f"sqlite:///{tmp_path}/events.db")
+    serve_traffic(store, reference, 600, seed=4)
+    cfg = config(tmp_path, register_every=1, value_tolerance=10.0, max_exposure_gini_rise=0.05)
+    tracking.setup(cfg.tracking)
+    t = OnlineTrainer(cfg, store, reference, clock=lambda: T0 + 1000, log=lambda s: None)
+    with torch.no_grad():
+        t.policy.item_bias[:5] += 20.0  # what any fine-tune would do that learned to show five products
+    stats = t.step()
+    assert stats["registered"] == 0.0
+    assert stats["guard_gini"] > stats["guard_current_gini"] + 0.05

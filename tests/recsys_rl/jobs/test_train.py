@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from recsys_rl.baseline import train_baseline
+from recsys_rl.cli.common import audit_world
 from recsys_rl.config import RunConfig, TrackingConfig, per_banner
 from recsys_rl.jobs.train import train_job
 from recsys_rl.logdata.parquet import read_logs
@@ -24,7 +25,7 @@ def job(tmp_path_factory):
     )
     logs = read_logs(small_logs_dir(str(root)))
     ref = train_baseline(logs, SMALL.n_products, POLICY, BASELINE, seed=0, progress=False)
-    res = train_job(cfg, small_sim(), reference=ref, progress=False)
+    res = train_job(cfg, small_sim(), reference=ref, progress=False, audit=audit_world(small_sim()))
     return cfg, res
 
 
@@ -99,3 +100,17 @@ def test_a_warm_started_job_logs_the_warm_start_and_needs_the_logs(tmp_path):
     assert 0 < m["warm_start_kl"] <= per_banner(cfg.train.kl_hard_limit, 5) and m["warm_start_updates"] > 0
     with pytest.raises(ValueError, match="warm_start.enabled"):
         train_job(cfg, small_sim(), reference=res.reference, progress=False)
+
+
+def test_every_row_carries_the_bias_audit_and_the_run_the_lorenz_curves(job):
+    cfg, res = job
+    table = res.table
+    for m in ("exposure_gini", "tail_share", "popularity_lift", "calibration_kl", "jaccard"):
+        assert table[m].notna().all(), m
+    assert ((table["exposure_gini"] > 0) & (table["exposure_gini"] < 1)).all()
+    assert {"segment_light_buyers_gap_closed", "segment_price_sensitive_value"} <= set(table.columns)
+    assert table.loc["oracle", "segment_heavy_buyers_gap_closed"] == pytest.approx(1.0)
+    run = mlflow.MlflowClient(cfg.tracking.tracking_uri).get_run(res.run_id)
+    assert "final_exposure_gini" in run.data.metrics and "exposure_gini" in run.data.metrics
+    arts = {a.path for a in mlflow.MlflowClient(cfg.tracking.tracking_uri).list_artifacts(res.run_id)}
+    assert "exposure_lorenz.png" in arts
