@@ -39,3 +39,21 @@ def oracle_banners(
         g = reward_given_examination(catalogue_rates(users[start : start + step]), scheme)
         out[start : start + step] = torch.topk(g, k, dim=1, sorted=True).indices
     return out
+
+
+def oracle_within(
+    rates: Callable[[torch.Tensor, torch.Tensor], Rates],
+    users: torch.Tensor,
+    candidates: torch.Tensor,
+    scheme: RewardScheme,
+    k: int = BANNER_SIZE,
+) -> torch.Tensor:
+    """(B, k) the oracle banner restricted to each user's candidates (B, M): the ceiling a policy over
+    that candidate set can reach. ``rates(users, items)`` gives Rates of the (B, M) items (``Simulator.rates``)."""
+    out = torch.empty(len(users), k, dtype=torch.long)
+    step = max(1, (1 << 22) // max(candidates.shape[1], 1))
+    for start in range(0, len(users), step):
+        cand = candidates[start : start + step]
+        g = reward_given_examination(rates(users[start : start + step], cand), scheme)
+        out[start : start + step] = cand.gather(1, torch.topk(g, k, dim=1, sorted=True).indices)
+    return out
