@@ -175,8 +175,8 @@ def worker(size: str, args) -> dict:
 def candidate_ceiling(sim, ev, policy, scheme) -> dict:
     """Per candidate source and for the policy's whole union, on the evaluation users: ``recall``, the
     share of the oracle banner's products inside the set, and ``gap``, the gap closed by the best
-    banner the true reward can pick inside it (``oracle_within``): what a policy over that set can reach
-    at most. The sources are each measured alone (the policy's top-M at its own M)."""
+    banner the true reward can pick inside it (``oracle_within``, its value exact under the default
+    position-based examination): what a policy over that set can reach at most. The sources are each measured alone (the policy's top-M at its own M)."""
     import torch
 
     from recsys_rl.candidates.context import context_products
@@ -197,12 +197,8 @@ def candidate_ceiling(sim, ev, policy, scheme) -> dict:
     out = {}
     for name, ids in sets.items():
         recall = membership(oracle, [ids])[..., 0].mean().item()
-        fill = ids.clamp_min(0)  # pads: product 0 (a banner from the set plus maybe one stray product)
-        if ids.shape[1] < ev.k:
-            out[name] = {"recall": recall, "gap": float("nan"), "width": ids.shape[1]}
-            continue
-        best = oracle_within(sim.rates, users, fill, scheme, ev.k)
-        gap = ev.gap_closed(ev.score_banners(best)[f"reward_{scheme.name}"])
+        _, gains = oracle_within(sim.rates, users, ids, scheme, ev.k)
+        gap = ev.gap_closed((gains * sim.position_bias[: ev.k]).sum(1).mean().item())
         out[name] = {"recall": recall, "gap": gap, "width": ids.shape[1]}
     return out
 
