@@ -102,3 +102,23 @@ def test_the_reference_gets_the_sources_of_its_logs_with_zero_weights():
     assert ref.sources is not None and torch.equal(ref.source_weights, torch.zeros(3))
     v = int(world_logs().contexts.viewed[0])
     assert ref.sources.neighbour_table[v, :3].tolist() == [(v + 1) % N, (v + 2) % N, -1]  # 16 kept (default)
+
+
+def test_on_the_full_catalogue_path_the_sources_change_nothing():
+    """At or below policy.full_catalogue_max every product is scored: no sources are built."""
+    cfg = load_run(None, {"baseline.epochs": 1})
+    off = cfg.policy.model_copy(
+        update={
+            "embed_dim": 8,
+            "hidden_dim": 16,
+            "sources": cfg.policy.sources.model_copy(update={"cooccurrence": 0}),
+        }
+    )
+    on = cfg.policy.model_copy(update={"embed_dim": 8, "hidden_dim": 16})
+    a = train_baseline(
+        world_logs(), N, on, cfg.baseline, 0, progress=False, item_category=CATEGORY.repeat(N // 12)
+    )
+    b = train_baseline(world_logs(), N, off, cfg.baseline, 0, progress=False)
+    assert a.sources is None and not a.uses_candidates
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
