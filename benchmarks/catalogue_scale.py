@@ -17,10 +17,13 @@ top-M candidates, and report
   fine-tuned 1M policy, one uvicorn worker, 1 torch thread.
 
     python benchmarks/catalogue_scale.py [--sizes 1k,100k,1m] [--impressions 2000000] [--impressions-1m 200000]
+        [--eval-users N] [--set policy.sources.cooccurrence=0 ...]  (reduced runs: a budget, fewer users)
 
 Last line:
 ``scale: train_ips_100k=<n> full_ips_100k=<n> speedup_100k=<x> rss_mb_100k=<n> gap_100k=<x>
-train_ips_1m=<n> rss_mb_1m=<n> gap_1m=<x> recall_1m=<x> serve_p99_ms_1m=<x> serve_rps_1m=<n>``
+train_ips_1m=<n> rss_mb_1m=<n> gap_1m=<x> recall_1m=<x> serve_p99_ms_1m=<x> serve_rps_1m=<n>
+oracle_recall_100k=<x> oracle_recall_1m=<x>`` (oracle recall: the share of the oracle banners' products
+inside the fine-tuned policy's candidate union; each source's recall and ceiling gap on the lines above).
 Targets (issue 11): 100k >= 5,000 impressions/s, >= 20x full, <= 4 GB, gap >= 0.3 within 2M;
 1M >= 2,000 impressions/s, <= 8 GB, recall >= 0.95, p99 <= 25 ms.
 """

@@ -41,7 +41,6 @@ def oracle_banners(
     return out
 
 
-
 def oracle_within(
     rates: Callable[[torch.Tensor, torch.Tensor], Rates],
     users: torch.Tensor,
