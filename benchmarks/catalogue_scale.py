@@ -17,10 +17,13 @@ top-M candidates, and report
   fine-tuned 1M policy, one uvicorn worker, 1 torch thread.
 
     python benchmarks/catalogue_scale.py [--sizes 1k,100k,1m] [--impressions 2000000] [--impressions-1m 200000]
+        [--eval-users N] [--set policy.sources.cooccurrence=0 ...]  (reduced runs: a budget, fewer users)
 
 Last line:
 ``scale: train_ips_100k=<n> full_ips_100k=<n> speedup_100k=<x> rss_mb_100k=<n> gap_100k=<x>
-train_ips_1m=<n> rss_mb_1m=<n> gap_1m=<x> recall_1m=<x> serve_p99_ms_1m=<x> serve_rps_1m=<n>``
+train_ips_1m=<n> rss_mb_1m=<n> gap_1m=<x> recall_1m=<x> serve_p99_ms_1m=<x> serve_rps_1m=<n>
+oracle_recall_100k=<x> oracle_recall_1m=<x>`` (oracle recall: the share of the oracle banners' products
+inside the fine-tuned policy's candidate union; each source's recall and ceiling gap on the lines above).
 Targets (issue 11): 100k >= 5,000 impressions/s, >= 20x full, <= 4 GB, gap >= 0.3 within 2M;
 1M >= 2,000 impressions/s, <= 8 GB, recall >= 0.95, p99 <= 25 ms.
 """
@@ -59,6 +62,7 @@ class TimedEvaluator:
 
 def worker(size: str, args) -> dict:
     import torch
+    import yaml
 
     from recsys_rl.baseline import train_baseline
     from recsys_rl.candidates import exact_topk, recall_at_m, recall_with_ties
@@ -77,9 +81,12 @@ def worker(size: str, args) -> dict:
         "train.total_impressions": impressions,
         "baseline.logged_impressions": args.logged,
         "baseline.epochs": args.baseline_epochs,
-        "train.eval_users": EVAL_USERS[size],
+        "train.eval_users": args.eval_users or EVAL_USERS[size],
         "train.eval_every": args.eval_every,
     }
+    for item in args.set:
+        key, _, value = item.partition("=")
+        over[key] = yaml.safe_load(value)
     cfg = load_run(None, over)
     torch.set_num_threads(cfg.torch_threads)
     out: dict = {"size": size}
@@ -91,13 +98,17 @@ def worker(size: str, args) -> dict:
             generate_logs(sim, cfg.baseline.logged_impressions, d, seed=args.seed, progress=False)
         )
     t = time.perf_counter()
-    ref = train_baseline(logs, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False)
+    ref = train_baseline(
+        logs, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, progress=False, item_category=sim.category
+    )
     out["baseline_s"] = time.perf_counter() - t
     del logs
     scheme = load_reward("graded")
     t = time.perf_counter()
     ev = Evaluator(sim, ref, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000)
     out["evaluator_s"] = time.perf_counter() - t
+    if ref.uses_candidates:
+        out["ceiling_ref"] = candidate_ceiling(sim, ev, ref, scheme)
     timed = TimedEvaluator(ev, size)
     curve = []
 
@@ -124,6 +135,9 @@ def worker(size: str, args) -> dict:
         retrieval=policy.retriever.kind if policy.uses_candidates else "full",
     )
     out["rss_mb"] = rss_mb()  # the candidate path's peak, before the full-path comparison
+    if policy.uses_candidates:
+        policy.refresh_candidates()
+        out["ceiling"] = candidate_ceiling(sim, ev, policy, scheme)
     if size == "100k" and args.full_impressions:
         full = BannerPolicy(**{**ref.hparams(), "full_catalogue_max": sim.n_products})
         # the full path has no context bonus (a candidate-path parameter): the same network otherwise
@@ -158,6 +172,37 @@ def worker(size: str, args) -> dict:
         save_policy(policy, path)
         del sim, ev, timed, res, ref
         out.update(serve(path, sim_n=policy.n_products, seconds=args.serve_seconds))
+    return out
+
+
+def candidate_ceiling(sim, ev, policy, scheme) -> dict:
+    """Per candidate source and for the policy's whole union, on the evaluation users: ``recall``, the
+    share of the oracle banner's products inside the set, and ``gap``, the gap closed by the best
+    banner the true reward can pick inside it (``oracle_within``, its value exact under the default
+    position-based examination): what a policy over that set can reach at most. The sources are each measured alone (the policy's top-M at its own M)."""
+    import torch
+
+    from recsys_rl.candidates.context import context_products
+    from recsys_rl.candidates.union import membership
+    from simulator.oracle import oracle_within
+
+    users, ctx = ev.eval_set.users, ev.eval_set.contexts
+    oracle = sim.oracle(users, scheme)
+    with torch.no_grad():
+        sets = {"union": policy.candidates(ctx), "policy_top": policy.retriever.search(policy.query(ctx))}
+        sets["context"] = context_products(ctx)
+        if policy.sources is not None:
+            for name, lst in zip(
+                ("cooccurrence", "category", "popular"), policy.sources.lists(ctx), strict=True
+            ):
+                if lst.shape[1]:
+                    sets[name] = lst
+    out = {}
+    for name, ids in sets.items():
+        recall = membership(oracle, [ids])[..., 0].mean().item()
+        _, gains = oracle_within(sim.rates, users, ids, scheme, ev.k)
+        gap = ev.gap_closed((gains * sim.position_bias[: ev.k]).sum(1).mean().item())
+        out[name] = {"recall": recall, "gap": gap, "width": ids.shape[1]}
     return out
 
 
@@ -225,6 +270,15 @@ def main() -> None:
     ap.add_argument("--logged", type=int, default=100_000)
     ap.add_argument("--baseline-epochs", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument(
+        "--eval-users", type=int, default=0, help="evaluation users (0: 4096 / 2048 / 512 by size)"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="config override key=value (e.g. policy.sources.cooccurrence=0), repeatable",
+    )
     ap.add_argument("--serve-seconds", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-1m", type=Path, help="also save the fine-tuned 1M policy here")
@@ -262,6 +316,14 @@ def main() -> None:
                 else ""
             )
         )
+        for key in ("ceiling_ref", "ceiling"):
+            if key in r:
+                print(
+                    f"  {size} {key} (set: oracle recall / ceiling gap / width): "
+                    + " ".join(
+                        f"{n}:{c['recall']:.3f}/{c['gap']:.3f}/{c['width']}" for n, c in r[key].items()
+                    )
+                )
         if "nprobe_sweep" in r:
             print(
                 f"  {size} nprobe (recall, ms per query): "
@@ -279,8 +341,14 @@ def main() -> None:
         f"speedup_100k={speed:.1f} rss_mb_100k={a.get('rss_mb', nan):.0f} gap_100k={a.get('gap', nan):.3f} "
         f"train_ips_1m={b.get('train_ips', nan):.0f} rss_mb_1m={b.get('rss_mb', nan):.0f} "
         f"gap_1m={b.get('gap', nan):.3f} recall_1m={b.get('recall', nan):.4f} "
-        f"serve_p99_ms_1m={b.get('serve_p99_ms', nan):.2f} serve_rps_1m={b.get('serve_rps', nan):.0f}"
+        f"serve_p99_ms_1m={b.get('serve_p99_ms', nan):.2f} serve_rps_1m={b.get('serve_rps', nan):.0f} "
+        f"oracle_recall_100k={_recall(a):.3f} oracle_recall_1m={_recall(b):.3f}"
     )
+
+
+def _recall(r: dict) -> float:
+    """Oracle recall of the fine-tuned policy's candidate union (nan when the size did not run)."""
+    return r.get("ceiling", {}).get("union", {}).get("recall", float("nan"))
 
 
 if __name__ == "__main__":

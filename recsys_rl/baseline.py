@@ -18,7 +18,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from recsys_rl.config import BaselineConfig, PolicyConfig
+from recsys_rl.candidates.sources import build_sources
+from recsys_rl.config import BaselineConfig, PolicyConfig, SourcesConfig
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
 from recsys_rl.records import PAD, ContextBatch, LoggedBatch
@@ -49,6 +50,26 @@ def supervised_examples(
         parts.append((v_ctx, v_ctx.viewed, torch.full((len(v_ctx),), cfg.context_weight)))
     contexts, targets, weights = zip(*parts, strict=True)
     return _concat(contexts), torch.cat(targets), torch.cat(weights)
+
+
+def attach_sources(
+    policy: BannerPolicy, logs: LoggedBatch, cfg: SourcesConfig, item_category: torch.Tensor | None
+) -> None:
+    """Give a candidate-path policy the extra sources of these logs; their weights stay 0 in the
+    reference (the fine-tune learns them from rewards, as the context weights)."""
+    sources = build_sources(
+        logs,
+        policy.n_products,
+        cfg.cooccurrence,
+        cfg.neighbours,
+        cfg.category,
+        cfg.category_products,
+        cfg.popular,
+        item_category,
+    )
+    if sources.width:
+        policy.attach_sources(sources)
+        policy.source_weights.requires_grad_(False)
 
 
 def _concat(parts: tuple[ContextBatch, ...]) -> ContextBatch:
@@ -111,6 +132,7 @@ def train_baseline(
     on_epoch: Callable[[int, BannerPolicy], bool] | None = None,
     click_weights: torch.Tensor | None = None,
     init: BannerPolicy | None = None,
+    item_category: torch.Tensor | None = None,
 ) -> BannerPolicy:
     """Fit a BannerPolicy to predict logged clicks/purchases and next purchases; returns it frozen.
 
@@ -119,7 +141,8 @@ def train_baseline(
     categorical_vocab: the vocabulary the contexts' categorical codes were made with (saved in the policy);
     on_epoch(epoch, policy) after each pass (epoch from 1, the policy in training): True stops training;
     click_weights: (B, K) multiplier of each logged click's weight (``supervised_examples``);
-    init: continue training a copy of this policy (incremental retraining on new logs) instead of a fresh one."""
+    init: continue training a copy of this policy (incremental retraining on new logs) instead of a fresh one;
+    item_category: (N,) long category of each product (the item table), for the category source."""
     torch.manual_seed(seed)  # parameter init
     g = torch.Generator().manual_seed(seed)
     policy = BannerPolicy(
@@ -143,6 +166,8 @@ def train_baseline(
         # re-showing wins, and a fine-tune cannot undo that within its KL budget; left at 0 the reference
         # scores as without them and the fine-tune learns them from rewards
         policy.context_weights.requires_grad_(False)
+    if policy.uses_candidates:
+        attach_sources(policy, logs, policy_cfg.sources, item_category)
     ctx, targets, weights = supervised_examples(logs, cfg, click_weights)
     if (targets < 0).any() or (targets >= n_products).any():
         raise ValueError(f"logs: product ids must be in [0, {n_products}); found {int(targets.max())}")

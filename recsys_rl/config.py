@@ -156,6 +156,26 @@ class RewardScheme(_Strict):
         return self
 
 
+class SourcesConfig(_Strict):
+    """Extra candidate sources beside the policy's top-M (large catalogues; see docs/concepts/candidates.md).
+
+    Each is built from the logs the reference learns from and saved with the policy; each width is
+    the candidates per context it adds at most (0: off), on top of ``policy.candidates``."""
+
+    cooccurrence: int = Field(
+        64, ge=0, le=4096, description="co-occurrence neighbours of the context's products per context"
+    )
+    neighbours: int = Field(16, ge=0, le=1024, description="co-occurrence neighbours kept per product")
+    category: int = Field(
+        32,
+        ge=0,
+        le=4096,
+        description="best products of the context's categories per context (needs an item table)",
+    )
+    category_products: int = Field(32, ge=0, le=4096, description="best products kept per category")
+    popular: int = Field(16, ge=0, le=4096, description="most engaged products, the same for every context")
+
+
 class PolicyConfig(_Strict):
     """The banner policy network (also the baseline's architecture)."""
 
@@ -186,6 +206,10 @@ class PolicyConfig(_Strict):
         False,
         description="every catalogue size: learned logit offsets for a candidate being in the context, "
         "the viewed product, its count and recency in the history (context products join the candidates)",
+    )
+    sources: SourcesConfig = Field(
+        default_factory=SourcesConfig,
+        description="large catalogues: extra candidate sources (co-occurrence, category, popular) in the union",
     )
 
 

@@ -1,7 +1,9 @@
 """Exact evaluation of banner policies on an environment: the same metrics whatever the training reward.
 
 Greedy (top-K) banners are scored with the environment's exact expectations, so numbers carry no
-sampling noise; KL and entropy are exact per position along banners sampled from the policy.
+sampling noise; KL and entropy are exact per position along banners sampled from the policy. Beside
+the greedy value, every evaluation reports the value of one seeded draw of the served (sampling)
+distribution per user (``sampled_gap_closed``), so a gap cannot be bought by flattening the logits.
 All rates are per impression (summed over the K positions of a banner; K = the environment's
 ``banner_size``, 5 by default).
 
@@ -140,6 +142,36 @@ def greedy_banners(
     return torch.cat([fn(contexts[i : i + step]) for i in range(0, len(contexts), step)])
 
 
+@torch.no_grad()
+def sampled_banners(
+    logits_fn,
+    contexts: ContextBatch,
+    generator: torch.Generator,
+    n_products: int | None = None,
+    k: int | None = None,
+) -> torch.Tensor:
+    """(E, k) banners drawn from the policy's sampling distribution (what it serves), as
+    ``greedy_banners`` but a Plackett–Luce draw instead of the top-k: the value of the served policy,
+    which scaling the logits down cannot keep while it cuts the KL."""
+    k = banner_size_of(logits_fn) if k is None else k
+    if _restricted(logits_fn):
+        step = CHUNK
+
+        def fn(ctx):
+            ids, logits = logits_fn.candidates_and_logits(ctx)
+            return ids.gather(1, slate.gumbel_topk(logits, k, generator))
+
+    else:
+        if not callable(logits_fn) or hasattr(logits_fn, "greedy"):
+            logits_fn = logits_fn.logits
+        step = CHUNK if n_products is None else _chunk(n_products)
+
+        def fn(ctx):
+            return slate.gumbel_topk(logits_fn(ctx), k, generator)
+
+    return torch.cat([fn(contexts[i : i + step]) for i in range(0, len(contexts), step)])
+
+
 def _scorer(policy):
     return policy if _restricted(policy) else policy.logits
 
@@ -205,4 +237,10 @@ class Evaluator:
         )
         m["kl_per_slot"] = m["kl_to_reference"] / self.k  # the unit of train.kl_target
         m["oracle_gap_closed"] = self.gap_closed(m[f"reward_{self.scheme.name}"])
+        key = f"reward_{self.scheme.name}"
+        drawn = sampled_banners(_scorer(policy), self.eval_set.contexts, g, self.env.n_products, self.k)
+        m[f"sampled_{key}"] = banner_metrics(
+            self.env, self.eval_set.users, drawn, {self.scheme.name: self.scheme}
+        )[key]
+        m["sampled_gap_closed"] = self.gap_closed(m[f"sampled_{key}"])
         return m

@@ -20,6 +20,9 @@ from torch import nn
 
 from recsys_rl import slate
 from recsys_rl.candidates import RetrievalConfig, Retriever
+from recsys_rl.candidates.context import context_products
+from recsys_rl.candidates.sources import SOURCE_NAMES, CandidateSources
+from recsys_rl.candidates.union import membership, union
 from recsys_rl.records import BANNER_SIZE, MAX_BANNER_SIZE, BannerBatch, ContextBatch
 from recsys_rl.sparse_optim import gathered_scores, sparse_rows, sparse_scores
 
@@ -53,12 +56,15 @@ class BannerPolicy(nn.Module):
         categorical_vocab: list[list[str]] | None = None,
         context_bonus: bool = False,
         context_features: bool = False,
+        sources: dict | None = None,
     ):
         """``context_bonus`` (candidate path only): the context's own products join its candidates and
         get one learned logit offset, for being in the context. ``context_features`` (every catalogue
         size): each candidate's logit gets w . f(x, j) * CONTEXT_BONUS_SCALE for the ``CONTEXT_FEATURES``
         f (the in-context offset is the first of them); w starts at 0, so a fresh policy scores as
-        without it. See ``context_offsets``."""
+        without it. See ``context_offsets``. ``sources`` (candidate path only): the ``CandidateSources``
+        spec of the extra candidate sources (co-occurrence, category, popular; their tables are loaded
+        or attached with ``attach_sources``), each with one learned logit weight for listing a candidate."""
         super().__init__()
         if not 1 <= banner_size <= min(MAX_BANNER_SIZE, n_products):
             raise ValueError(
@@ -100,6 +106,9 @@ class BannerPolicy(nn.Module):
         self.n_context_features = len(CONTEXT_FEATURES) if context_features else int(self.has_context_bonus)
         if self.n_context_features:  # 0 at the start: the same scores as without it
             self.context_weights = nn.Parameter(torch.zeros(self.n_context_features))
+        self.sources: CandidateSources | None = None
+        if sources and self.uses_candidates:
+            self.attach_sources(CandidateSources(n_products, **sources))
         if self.uses_candidates:
             # Large catalogues: output embeddings start at zero. Most products never appear in the
             # logs the baseline learns from; with a random init they keep random scores that push
@@ -209,6 +218,29 @@ class BannerPolicy(nn.Module):
     # 100k: a fixed w = 5 on the reference's greedy banners closes 0.397 of the gap, a learned one
     # reached 0.352 at 409,600 impressions (0.200 without it).
 
+    def attach_sources(self, sources: CandidateSources) -> None:
+        """Use these extra candidate sources (a new version's tables) with a weight per source, 0 at
+        the start (the same scores as without them) unless the policy already has weights."""
+        self.sources = sources
+        if not hasattr(self, "source_weights"):
+            self.source_weights = nn.Parameter(torch.zeros(len(SOURCE_NAMES)))
+
+    def extra_width(self, ctx: ContextBatch) -> int:
+        """Candidates per context beyond the policy's top-M: the context's 1 + H products and the sources'."""
+        extra = 1 + ctx.history.shape[1] if self.joins_context else 0
+        return extra + (self.sources.width if self.sources is not None else 0)
+
+    def source_offsets(self, ctx: ContextBatch, ids: torch.Tensor, lists: list | None = None) -> torch.Tensor:
+        """(B, M) logit offset w_s * CONTEXT_BONUS_SCALE summed over the sources that list each id (B, M)."""
+        if self.sources is None:
+            return torch.zeros(ids.shape)
+        f = membership(ids, self.sources.lists(ctx) if lists is None else lists)  # (B, M, S)
+        return f @ self.source_weights * CONTEXT_BONUS_SCALE
+
+    def candidate_offsets(self, ctx: ContextBatch, ids: torch.Tensor) -> torch.Tensor:
+        """(B, M) every feature offset of candidate ids: the context's and the sources'."""
+        return self.context_offsets(ctx, ids) + self.source_offsets(ctx, ids)
+
     @property
     def joins_context(self) -> bool:
         """True when the context's own products join the candidates (candidate path, context weights)."""
@@ -216,7 +248,7 @@ class BannerPolicy(nn.Module):
 
     def context_products(self, ctx: ContextBatch) -> torch.Tensor:
         """(B, 1 + H) the viewed product and the history, PAD (-1) where absent."""
-        return torch.cat([ctx.viewed.unsqueeze(1), ctx.history], 1)
+        return context_products(ctx)
 
     def context_offsets(self, ctx: ContextBatch, ids: torch.Tensor) -> torch.Tensor:
         """(B, M) logit offset of candidate ids (B, M): w . f(x, j) * CONTEXT_BONUS_SCALE over the
@@ -273,25 +305,21 @@ class BannerPolicy(nn.Module):
 
     @torch.no_grad()
     def _search(self, ctx: ContextBatch, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """((B, M') candidate ids, (B, M') their scores q . e + b or None): the top-M, or with the context
-        bonus top-(M + 1 + H) U context products, deduplicated, first M + 1 + H (context first). Scores
-        only from exact search, which reads the live table; the IVF index ranks by the table of the
-        version it was built from (rebuilt at each evaluation), so its ids are scored by the caller."""
-        if not self.joins_context:
+        """((B, M') candidate ids, (B, M') their scores q . e + b or None): the top-M, or the union
+        (``candidates.union``) of the context's products (with the context bonus or features), the
+        stored sources' lists and the top-M', M' = M + their widths. Scores only from exact search
+        without extra sources, which reads the live table; otherwise the caller scores the ids."""
+        if not self.extra_width(ctx):
             if self.retriever.kind != "exact":
                 return self.retriever.search(q), None
             logits, ids = self.retriever.search_scored(q)
             return ids, logits
-        extra = 1 + ctx.history.shape[1]
-        width = min(self.retriever.m + extra, self.n_products)
-        top = self.retriever.search(q, width)  # (B, width) distinct
-        pool = torch.cat([self.context_products(ctx), top], 1)  # (B, extra + width)
-        srt = pool.sort(dim=1, stable=True)  # a repeat sorts after its first occurrence
-        repeat = torch.zeros_like(pool, dtype=torch.bool)
-        repeat[:, 1:] = srt.values[:, 1:] == srt.values[:, :-1]
-        bad = torch.zeros_like(repeat).scatter_(1, srt.indices, repeat) | (pool < 0)
-        key = bad.long() * pool.shape[1] + torch.arange(pool.shape[1])  # valid first, in order
-        return pool.gather(1, key.argsort(1)[:, :width]), None
+        width = min(self.retriever.m + self.extra_width(ctx), self.n_products)
+        parts = [self.context_products(ctx)] if self.joins_context else []
+        if self.sources is not None:
+            parts += self.sources.lists(ctx)
+        parts.append(self.retriever.search(q, width))  # (B, width) distinct
+        return union(parts, width), None
 
     @torch.no_grad()
     def candidates(self, ctx: ContextBatch) -> torch.Tensor:
@@ -309,19 +337,19 @@ class BannerPolicy(nn.Module):
         q = self.query(ctx)
         ids, logits = self._search(ctx, q)
         if logits is None:
-            logits = self.score(q, ids) + self.context_offsets(ctx, ids)
+            logits = self.score(q, ids) + self.candidate_offsets(ctx, ids)
         return ids, logits
 
     def candidate_logits(self, ctx: ContextBatch, ids: torch.Tensor) -> torch.Tensor:
         """(B, M) logits of candidate ids (B, M) (differentiable)."""
-        return self.score(self.query(ctx), ids) + self.context_offsets(ctx, ids)
+        return self.score(self.query(ctx), ids) + self.candidate_offsets(ctx, ids)
 
     def candidate_logits_and_value(
         self, ctx: ContextBatch, ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, M) candidate logits and (B,) critic value, sharing one encoder pass."""
         h = self._hidden(*_parts(ctx))
-        logits = self.score(self.to_query(h), ids) + self.context_offsets(ctx, ids)
+        logits = self.score(self.to_query(h), ids) + self.candidate_offsets(ctx, ids)
         return logits, self.value_head(h).squeeze(-1)
 
     def value(self, ctx: ContextBatch) -> torch.Tensor:
@@ -391,6 +419,7 @@ class BannerPolicy(nn.Module):
             "categorical_vocab": self.categorical_vocab,
             "context_bonus": self.has_context_bonus,
             "context_features": self.context_features,
+            "sources": None if self.sources is None else dict(self.sources.spec),
         }
 
 

@@ -53,6 +53,11 @@ class Simulator:
         """(N,) smoothed share of users considering each product; sums to 1."""
         return self.population.popularity
 
+    @property
+    def category(self) -> torch.Tensor:
+        """(N,) long category of each product: the item table a shop's candidate sources read."""
+        return self.catalogue.category
+
     def sample_users(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) user ids, uniform over the population."""
         return torch.randint(0, self.n_users, (n,), generator=generator)

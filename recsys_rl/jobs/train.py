@@ -43,7 +43,15 @@ def train_job(
     if reference is None:
         if logs is None:
             raise ValueError("train_job needs logs to train the baseline from, or a trained reference")
-        reference = train_baseline(logs, env.n_products, cfg.policy, cfg.baseline, cfg.seed, progress)
+        reference = train_baseline(
+            logs,
+            env.n_products,
+            cfg.policy,
+            cfg.baseline,
+            cfg.seed,
+            progress,
+            item_category=getattr(env, "category", None),  # the item table, where the environment has one
+        )
     policy = trainable_copy(reference)
     evaluator = Evaluator(
         env, reference, scheme, builtin_rewards(), cfg.train.eval_users, cfg.seed + 1000, audit=audit

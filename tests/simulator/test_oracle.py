@@ -77,3 +77,24 @@ def test_oracle_scores_large_catalogue_in_blocks():
     g = torch.Generator().manual_seed(1)
     rand = random_banners(300, sim.n_products, g)
     assert (_value(sim, users, banners, SCHEMES[0]) >= _value(sim, users, rand, SCHEMES[0])).all()
+
+
+def test_the_oracle_within_a_candidate_set_beats_its_other_banners_and_its_gains_are_its_value(sim):
+    from simulator.oracle import oracle_within
+
+    scheme, users = SCHEMES[0], torch.arange(32)
+    g = torch.Generator().manual_seed(1)
+    cand = torch.stack([torch.randperm(sim.n_products, generator=g)[:12] for _ in users])
+    cand[:, -2:] = -1  # pads are never chosen
+    banners, gains = oracle_within(sim.rates, users, cand, scheme)
+    bias = sim.position_bias[: banners.shape[1]]
+    assert torch.allclose((gains * bias).sum(1), _value(sim, users, banners, scheme), rtol=1e-5)
+    for u in range(len(users)):  # ten other banners of the same 10 candidates never beat it
+        valid = cand[u, :10]
+        one = _value(sim, users[u].repeat(10), torch.stack([valid.roll(-i)[:5] for i in range(10)]), scheme)
+        assert _value(sim, users[u : u + 1], banners[u : u + 1], scheme) >= one.max() - 1e-5
+        assert set(banners[u].tolist()) <= set(valid.tolist())
+    full, _ = oracle_within(sim.rates, users, torch.arange(sim.n_products).expand(32, -1), scheme)
+    assert torch.equal(full, sim.oracle(users, scheme))
+    few, few_gains = oracle_within(sim.rates, users[:1], torch.tensor([[3, -1, 5, -1, -1, -1]]), scheme)
+    assert few[0, 2:].tolist() == [-1, -1, -1] and (few_gains[0, 2:] == 0).all()

@@ -1,4 +1,4 @@
-"""Candidate sets: per context, the top-M products by the policy's score q . e_j + b_j.
+"""The policy's own source: per context, the top-M products by its score q . e_j + b_j.
 
 At 10^5-10^6 products nothing on a hot path may hold a (B, N) score matrix, let alone (B, K, N).
 The policy therefore retrieves M candidates per context (M ~ 256-1024) and is *defined* as the
