@@ -23,7 +23,7 @@ from recsys_rl import tracking
 from recsys_rl.config import RewardScheme, RunConfig, SearchConfig, with_overrides
 from recsys_rl.distributed.cluster import connect
 from recsys_rl.distributed.payload import policy_bytes
-from recsys_rl.distributed.trial import TRIAL_TAG, TrialSetup, evaluation_points, run_trial, trial_label
+from recsys_rl.distributed.trial import TrialSetup, evaluation_points, run_trial, trial_label
 from recsys_rl.env import Environment
 from recsys_rl.policy import BannerPolicy
 from recsys_rl.progress import progress_bar
@@ -178,7 +178,7 @@ def ray_sweep(
                     for k, v in r.metrics.items()
                     if isinstance(v, int | float) and not isinstance(v, bool)
                 }
-        close_child_runs(exp_id, parent.info.run_id, results)
+        close_child_runs(exp_id, parent.info.run_id, results, _impressions(base))
         table = pd.DataFrame.from_dict(rows, orient="index").sort_index()
         mlflow.log_metrics({"trials": float(len(results)), "trials_failed": float(errors)})
     return RaySweepResult(table, parent.info.run_id, len(results), errors, path)
@@ -196,6 +196,13 @@ def _evaluations(base: RunConfig) -> int:
             base.ray.evaluations,
         )
     )
+
+
+def _impressions(base: RunConfig) -> int:
+    """Impressions a trial that runs to its end has seen (whole updates only)."""
+    t = base.train
+    per_update = t.contexts_per_batch * t.banners_per_context
+    return max(1, t.total_impressions // per_update) * per_update
 
 
 def _scheduler(search: SearchConfig | None, max_t: int):
@@ -225,23 +232,21 @@ def _progress_callback(advance, metric: str):
     return Progress()
 
 
-def close_child_runs(experiment_id: str, parent_run_id: str, results) -> None:
-    """End every child run a trial left RUNNING: FAILED if the trial failed for good, else FINISHED.
-
-    ASHA stops a trial between two reports, so its run is left open at its last evaluation; a trial
-    whose retries ran out leaves its run open too. Each is tagged with how its trial ended.
-    """
+def close_child_runs(experiment_id: str, parent_run_id: str, results, total_impressions: int) -> None:
+    """Tag how each trial ended and make its run's status say so: FAILED for a trial whose retries
+    ran out (or whose process died with its run open), FINISHED otherwise, ``stopped_early`` where
+    ASHA stopped it before ``total_impressions``."""
     client = mlflow.MlflowClient()
-    ok = {r.metrics.get("trial_id") for r in results if r.error is None and r.metrics}
+    ok = {r.metrics.get("mlflow_run_id") for r in results if r.error is None and r.metrics}
     children = client.search_runs(
         [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
     )
     for run in children:
-        if run.data.tags.get(TRIAL_TAG) not in ok:
+        if run.info.run_id not in ok:
             client.set_tag(run.info.run_id, "trial_outcome", "failed")
             client.set_terminated(run.info.run_id, "FAILED")
-        elif run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "trial_outcome", "stopped_early")
+            continue
+        done = run.data.metrics.get("impressions", 0) >= total_impressions
+        client.set_tag(run.info.run_id, "trial_outcome", "completed" if done else "stopped_early")
+        if run.info.status != "FINISHED":
             client.set_terminated(run.info.run_id, "FINISHED")
-        else:
-            client.set_tag(run.info.run_id, "trial_outcome", "completed")

@@ -93,6 +93,7 @@ def child_run(setup: TrialSetup, trial_id: str, params: dict, cfg: RunConfig, sc
 
 def run_trial(params: dict, setup: TrialSetup) -> None:
     """Tune's function trainable: ``params`` are dotted run-config overrides (grid and search values)."""
+    import ray
     from ray import tune
 
     cfg = with_overrides(setup.base, params)
@@ -124,40 +125,44 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     tracking.use(setup.tracking_uri, setup.experiment)
     trial_id = tune.get_context().get_trial_id()
     run_id = run_id or child_run(setup, trial_id, params, cfg, scheme.name)
-    with mlflow.start_run(run_id=run_id) as run:
+    # the run is open only while the trial writes to it, never across tune.report: Tune ends a trial
+    # it stops (ASHA, or at its last rung) inside report, and an open run would be marked FAILED
+    with mlflow.start_run(run_id=run_id):
+        # where each attempt ran: attempt 0 on one node, a retry after that node died on another
+        mlflow.set_tag(f"ray_node_attempt_{restores}", ray.get_runtime_context().get_node_id())
         if restores:
             mlflow.set_tag("resumed_from_update", str(done))
             mlflow.log_metric("restores", restores)
-        final: dict[str, float] = {}
-        for u in range(done + 1, n_updates + 1):
-            learner.set_progress((u - 1) / n_updates)
-            batch, cand, positions = collect_on_candidates(
-                policy, env, t.contexts_per_batch, t.banners_per_context, g
-            )
-            stats = learner.update(batch, t.banners_per_context, cand, positions=positions)
-            if u not in points:
-                continue
-            policy.refresh_candidates()
-            policy.eval()
-            final = {**evaluator(policy), **stats, "impressions": float(u * per_update)}
-            policy.train()
+    for u in range(done + 1, n_updates + 1):
+        learner.set_progress((u - 1) / n_updates)
+        batch, cand, positions = collect_on_candidates(
+            policy, env, t.contexts_per_batch, t.banners_per_context, g
+        )
+        stats = learner.update(batch, t.banners_per_context, cand, positions=positions)
+        if u not in points:
+            continue
+        policy.refresh_candidates()
+        policy.eval()
+        final = {**evaluator(policy), **stats, "impressions": float(u * per_update)}
+        policy.train()
+        with mlflow.start_run(run_id=run_id) as run:
             tracking.log_metrics(final, u * per_update)
-            state = {
-                "policy": policy.state_dict(),
-                "optimizer": learner.opt.state_dict(),
-                "beta": learner.kl_ctl.beta,
-                "learner_rng": learner.generator.get_state(),
-                "collect_rng": g.get_state(),
-                "update": u,
-                "run_id": run_id,
-                "restores": restores,
-            }
-            if u == n_updates:  # the run's tail before the last report: a stopped trial ends here anyway
+            if u == n_updates:
                 table = comparison_table(evaluator, final)
                 finish_run(run, cfg, table, final, u * per_update, policy, reference, 0.0)
-            with tempfile.TemporaryDirectory() as d:
-                torch.save(state, Path(d) / STATE_FILE)
-                tune.report(
-                    {**final, "restores": restores, "update": u, "mlflow_run_id": run_id},
-                    checkpoint=tune.Checkpoint.from_directory(d),
-                )
+        state = {
+            "policy": policy.state_dict(),
+            "optimizer": learner.opt.state_dict(),
+            "beta": learner.kl_ctl.beta,
+            "learner_rng": learner.generator.get_state(),
+            "collect_rng": g.get_state(),
+            "update": u,
+            "run_id": run_id,
+            "restores": restores,
+        }
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / STATE_FILE)
+            tune.report(
+                {**final, "restores": restores, "update": u, "mlflow_run_id": run_id},
+                checkpoint=tune.Checkpoint.from_directory(d),
+            )

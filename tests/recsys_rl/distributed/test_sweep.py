@@ -1,0 +1,127 @@
+"""Sweeps on a real two-node Ray cluster: every trial one MLflow child run, surviving a node's death."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+
+import mlflow
+import pytest
+
+from recsys_rl.config import SearchConfig, load_reward
+from recsys_rl.distributed.sweep import grid_points, ray_sweep
+from recsys_rl.distributed.trial import TRIAL_TAG
+from simulator import Simulator
+from tests.recsys_rl.distributed.conftest import tiny_reference, tiny_run
+
+pytestmark = pytest.mark.ray
+
+
+def children(uri: str, parent: str):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_run(parent).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+def test_a_sweep_of_four_trials_runs_on_both_nodes_with_one_child_run_each(two_nodes, tmp_path):
+    cfg = tiny_run(tmp_path)
+    grid = grid_points([load_reward("graded"), load_reward("ctr")], [None], [0.1, 0.3], [None])
+    res = ray_sweep(
+        cfg,
+        tiny_reference(),
+        functools.partial(Simulator, cfg.sim),
+        grid,
+        address="auto",
+        experiment="sweep-test",
+        name="four",
+        progress=False,
+    )
+    assert (res.trials, res.errors) == (4, 0)
+    runs = children(cfg.tracking.tracking_uri, res.parent_run_id)
+    assert len(runs) == 4
+    assert len({r.data.tags[TRIAL_TAG] for r in runs}) == 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["ray_node_attempt_0"] for r in runs} == {two_nodes.head_id, two_nodes.worker.node_id}
+    assert {r.data.params["train.kl_target"] for r in runs} == {"0.1", "0.3"}
+    assert all(r.data.metrics["impressions"] == cfg.train.total_impressions for r in runs)
+    assert sorted(res.table.index) == sorted(
+        f"{s} kl_target={t}" for s in ("graded", "ctr") for t in (0.1, 0.3)
+    )
+
+
+def test_asha_stops_trailing_trials_and_their_runs_are_closed(two_nodes, tmp_path):
+    cfg = tiny_run(tmp_path)
+    search = SearchConfig(
+        scheduler="asha",
+        num_samples=4,
+        grace_period=1,
+        reduction_factor=4,
+        space={"train.lr": {"loguniform": [1e-5, 1e-2]}},
+    )
+    res = ray_sweep(
+        cfg,
+        tiny_reference(),
+        functools.partial(Simulator, cfg.sim),
+        grid_points([load_reward("graded")], [None], [None], [None]),
+        address="auto",
+        experiment="asha-test",
+        name="asha",
+        search=search,
+        progress=False,
+    )
+    assert (res.trials, res.errors) == (4, 0)
+    runs = children(cfg.tracking.tracking_uri, res.parent_run_id)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.params["train.lr"] for r in runs}) == 4  # drawn, not fixed
+    outcomes = sorted(r.data.tags["trial_outcome"] for r in runs)
+    assert "stopped_early" in outcomes and "completed" in outcomes
+
+
+def test_a_killed_worker_node_does_not_lose_or_duplicate_a_trial(two_nodes, tmp_path):
+    cfg = tiny_run(tmp_path, updates=24, evaluations=6)
+    uri = cfg.tracking.tracking_uri
+    grid = grid_points([load_reward("graded")], [None], [None], [0, 1, 2, 3])
+    out: dict = {}
+
+    def sweep():
+        out["res"] = ray_sweep(
+            cfg,
+            tiny_reference(),
+            functools.partial(Simulator, cfg.sim),
+            grid,
+            address="auto",
+            experiment="kill-test",
+            name="kill",
+            progress=False,
+        )
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    worker, victim = two_nodes.worker.node_id, None
+    deadline = time.time() + 90
+    mlflow.set_tracking_uri(uri)
+    while victim is None and time.time() < deadline and thread.is_alive():
+        time.sleep(0.5)
+        exp = mlflow.get_experiment_by_name("kill-test")
+        runs = [] if exp is None else mlflow.MlflowClient().search_runs([exp.experiment_id])
+        for r in runs:
+            on_worker = r.data.tags.get("ray_node_attempt_0") == worker
+            if on_worker and r.data.metrics.get("impressions", 0) >= 2 * 512 * 4:  # two checkpoints
+                victim = r.info.run_id
+    assert victim is not None, "no trial reached its second checkpoint on the worker node"
+    killed = two_nodes.replace_worker()
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    res = out["res"]
+    assert (res.trials, res.errors) == (4, 0)
+    runs = {r.info.run_id: r for r in children(uri, res.parent_run_id)}
+    assert len(runs) == 4 and {r.info.status for r in runs.values()} == {"FINISHED"}
+    v = runs[victim]
+    assert v.data.tags["ray_node_attempt_0"] == killed
+    assert v.data.metrics["restores"] >= 1
+    assert int(v.data.tags["resumed_from_update"]) >= 8  # from its checkpoint, not from the start
+    assert v.data.tags["ray_node_attempt_1"] != killed
+    assert all(r.data.metrics["impressions"] == cfg.train.total_impressions for r in runs.values())
+    history = mlflow.MlflowClient().get_metric_history(victim, "impressions")
+    assert max(h.value for h in history) == cfg.train.total_impressions
