@@ -189,8 +189,8 @@ def _train_loop(config: dict) -> None:
         if u % t.eval_every and u != n_updates:
             continue
         metrics = {**stats, "impressions": float(u * per_update), "workers": float(world)}
+        policy.refresh_candidates()  # on every rank: the workers' policies stay one version
         if evaluator is not None:
-            policy.refresh_candidates()
             policy.eval()
             metrics.update(evaluator(policy))
             policy.train()
