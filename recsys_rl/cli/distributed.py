@@ -51,7 +51,7 @@ def sweep_on_ray(
 ) -> None:
     """`sweep --ray ADDRESS`: the reference trained here once, each grid x search point a Tune trial."""
     from recsys_rl.baseline import train_baseline
-    from recsys_rl.distributed.sweep import grid_points, ray_sweep
+    from recsys_rl.distributed.sweep import check_search, grid_points, ray_sweep
     from simulator import Simulator
 
     if resume and not name:
@@ -64,6 +64,8 @@ def sweep_on_ray(
         _ints(seeds, "--seeds"),
     )
     space = load(SearchConfig, search) if search is not None else None
+    if space is not None:
+        check_search(space, cfg)
     sim = run_simulator(cfg)
     batch = simulated_logs(cfg, sim, workdir, not quiet)
     ref = train_baseline(batch, sim.n_products, cfg.policy, cfg.baseline, cfg.seed, not quiet)

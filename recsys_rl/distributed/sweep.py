@@ -64,15 +64,27 @@ def grid_points(
     return out
 
 
+def check_search(search: SearchConfig, base: RunConfig) -> None:
+    """Every key of ``search.space`` a run-config field that takes both ends of its range (or every
+    choice): an unknown key or an out-of-range value fails here, named, before anything runs."""
+    for key, dist in search.space.items():
+        (kind, args), *_ = dist.items()
+        for value in args if kind == "choice" else (args[0], args[-1] - (kind == "randint")):
+            try:
+                with_overrides(base, {key: value})
+            except ValueError as e:
+                raise ValueError(f"--search: space: {key}: {e}") from None
+
+
 def search_space(search: SearchConfig, base: RunConfig) -> dict:
-    """Tune distributions of ``search.space``; each key is checked against the run config first."""
+    """Tune distributions of ``search.space`` (checked by ``check_search`` first)."""
     from ray import tune
 
+    check_search(search, base)
     make = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
     space = {}
     for key, dist in search.space.items():
         (kind, args), *_ = dist.items()
-        with_overrides(base, {key: args[0]})  # an unknown key or a bad value fails here, named
         space[key] = tune.choice(args) if kind == "choice" else make[kind](*args)
     return space
 

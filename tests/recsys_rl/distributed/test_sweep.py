@@ -8,11 +8,13 @@ import time
 
 import mlflow
 import pytest
+import yaml
 
 from recsys_rl.config import SearchConfig, load_reward
 from recsys_rl.distributed.sweep import grid_points, ray_sweep
 from recsys_rl.distributed.trial import TRIAL_TAG
 from simulator import Simulator
+from tests.cli import run_cli
 from tests.recsys_rl.distributed.conftest import tiny_reference, tiny_run
 
 pytestmark = pytest.mark.ray
@@ -24,30 +26,47 @@ def children(uri: str, parent: str):
     return client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
 
 
-def test_a_sweep_of_four_trials_runs_on_both_nodes_with_one_child_run_each(two_nodes, tmp_path):
+def test_sweep_cli_runs_four_trials_on_both_nodes_with_one_child_run_each(two_nodes, tmp_path):
     cfg = tiny_run(tmp_path)
-    grid = grid_points([load_reward("graded"), load_reward("ctr")], [None], [0.1, 0.3], [None])
-    res = ray_sweep(
-        cfg,
-        tiny_reference(),
-        functools.partial(Simulator, cfg.sim),
-        grid,
-        address="auto",
-        experiment="sweep-test",
-        name="four",
-        progress=False,
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    res = run_cli(
+        [
+            "sweep",
+            "--ray",
+            two_nodes.cluster.address,
+            "--config",
+            "run.yaml",
+            "--rewards",
+            "graded,ctr",
+            "--kl-targets",
+            "0.1,0.3",
+            "--experiment",
+            "sweep-test",
+            "--name",
+            "four",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        timeout=300,
     )
-    assert (res.trials, res.errors) == (4, 0)
-    runs = children(cfg.tracking.tracking_uri, res.parent_run_id)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "4 trials (0 failed)" in res.stdout
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name("sweep-test").experiment_id
+    (parent,) = client.search_runs([exp], filter_string="tags.ray_sweep = 'four'")
+    runs = children(cfg.tracking.tracking_uri, parent.info.run_id)
     assert len(runs) == 4
     assert len({r.data.tags[TRIAL_TAG] for r in runs}) == 4
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {r.data.tags["ray_node_attempt_0"] for r in runs} == {two_nodes.head_id, two_nodes.worker.node_id}
-    assert {r.data.params["train.kl_target"] for r in runs} == {"0.1", "0.3"}
+    assert sorted((r.data.params["reward"], r.data.params["train.kl_target"]) for r in runs) == [
+        ("ctr", "0.1"),
+        ("ctr", "0.3"),
+        ("graded", "0.1"),
+        ("graded", "0.3"),
+    ]
     assert all(r.data.metrics["impressions"] == cfg.train.total_impressions for r in runs)
-    assert sorted(res.table.index) == sorted(
-        f"{s} kl_target={t}" for s in ("graded", "ctr") for t in (0.1, 0.3)
-    )
+    assert (tmp_path / "recsys-rl-runs" / "four.csv").is_file()
 
 
 def test_asha_stops_trailing_trials_and_their_runs_are_closed(two_nodes, tmp_path):
