@@ -202,6 +202,37 @@ def _train_loop(config: dict) -> None:
             ray.train.report(metrics)
 
 
+def single_process_equivalent(
+    cfg: RunConfig, reference: BannerPolicy, env: Environment, workers: int
+) -> BannerPolicy:
+    """What ``data_parallel_finetune`` on ``workers`` workers computes, in this process: each update on
+    the workers' batches (their own generators) concatenated, one ``dp_step``. The exactness check."""
+    from recsys_rl.finetune.environment import collect_on_candidates
+    from recsys_rl.finetune.replay import concat
+
+    policy = trainable_copy(reference)
+    learner = Learner(policy, reference, load_reward(cfg.reward), cfg.train, cfg.seed)
+    gens = [worker_generator(cfg.seed, r) for r in range(workers)]
+    t = cfg.train
+    per_worker = max(1, t.contexts_per_batch // workers)
+    n_updates = max(1, t.total_impressions // (per_worker * workers * t.banners_per_context))
+    for u in range(1, n_updates + 1):
+        learner.set_progress((u - 1) / n_updates)
+        parts = [collect_on_candidates(policy, env, per_worker, t.banners_per_context, g) for g in gens]
+        cand = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
+        positions = None if parts[0][2] is None else torch.cat([p[2] for p in parts])
+        dp_step(learner, concat([p[0] for p in parts]), t.banners_per_context, cand, positions)
+        if u % t.eval_every == 0 or u == n_updates:
+            policy.refresh_candidates()
+    return policy
+
+
+def max_abs_diff(a: BannerPolicy, b: BannerPolicy) -> float:
+    """Largest absolute difference between two policies' parameters."""
+    pb = dict(b.named_parameters())
+    return max(float((p - pb[n]).abs().max()) for n, p in a.named_parameters())
+
+
 def data_parallel_finetune(
     cfg: RunConfig,
     reference: BannerPolicy,

@@ -8,35 +8,17 @@ import functools
 import pytest
 import torch
 
-from recsys_rl.config import PolicyConfig, load_reward, with_overrides
-from recsys_rl.distributed.data_parallel import data_parallel_finetune, dp_step, worker_generator
-from recsys_rl.finetune.environment import collect_on_candidates
-from recsys_rl.finetune.replay import concat
-from recsys_rl.learner import Learner
+from recsys_rl.config import PolicyConfig, with_overrides
+from recsys_rl.distributed.data_parallel import (
+    data_parallel_finetune,
+    max_abs_diff,
+    single_process_equivalent,
+)
 from recsys_rl.policy import trainable_copy
 from simulator import Simulator
 from tests.recsys_rl.distributed.conftest import tiny_reference, tiny_run
 
 pytestmark = pytest.mark.ray
-
-
-def one_process(cfg, reference, workers: int):
-    """The same updates in one process: each update on the workers' batches concatenated."""
-    env = Simulator(cfg.sim)
-    policy = trainable_copy(reference)
-    learner = Learner(policy, reference, load_reward(cfg.reward), cfg.train, cfg.seed)
-    gens = [worker_generator(cfg.seed, r) for r in range(workers)]
-    t = cfg.train
-    per_worker = t.contexts_per_batch // workers
-    n_updates = t.total_impressions // (per_worker * workers * t.banners_per_context)
-    for u in range(1, n_updates + 1):
-        learner.set_progress((u - 1) / n_updates)
-        parts = [collect_on_candidates(policy, env, per_worker, t.banners_per_context, g) for g in gens]
-        cand = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
-        pos = None if parts[0][2] is None else torch.cat([p[2] for p in parts])
-        dp_step(learner, concat([p[0] for p in parts]), t.banners_per_context, cand, pos)
-        policy.refresh_candidates()
-    return policy
 
 
 def test_two_workers_update_as_one_worker_on_the_concatenated_batch(two_nodes, tmp_path):
@@ -51,7 +33,8 @@ def test_two_workers_update_as_one_worker_on_the_concatenated_batch(two_nodes, t
         cfg, ref, functools.partial(Simulator, cfg.sim), workers=2, storage_path=str(tmp_path / "train")
     )
     assert metrics["workers"] == 2 and metrics["impressions"] == cfg.train.total_impressions
-    alone = one_process(cfg, ref, workers=2)
+    alone = single_process_equivalent(cfg, ref, Simulator(cfg.sim), workers=2)
+    assert max_abs_diff(alone, policy) <= 1e-5
     start = dict(ref.named_parameters())
     moved = 0.0
     for name, p in alone.named_parameters():
