@@ -19,7 +19,7 @@ Design, and why:
 - The figures need a quiet machine: two 1-CPU nodes on a 2-core host cannot gain if other work holds
   the cores. --quick shrinks every size to check that the script runs (its figures mean nothing).
 
-    python benchmarks/distributed.py [--impressions 200000] [--sim-impressions 2000000] [--quick]
+    python benchmarks/distributed.py [--impressions 300000] [--sim-impressions 2000000] [--quick]
 
 Last line: distributed: sweep_speedup=<x> trials=<n> runs_in_mlflow=<n> sim_speedup=<x> ddp_max_abs_diff=<x>
 """
@@ -153,7 +153,7 @@ def ddp_check(tmp: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--impressions", type=int, default=200_000, help="impressions per sweep trial")
+    ap.add_argument("--impressions", type=int, default=300_000, help="impressions per sweep trial")
     ap.add_argument("--sim-impressions", type=int, default=2_000_000, help="impressions of the sharded log")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     a = ap.parse_args()

@@ -169,6 +169,7 @@ def ray_sweep(
                         mode=mode,
                         num_samples=search.num_samples if search else 1,
                         scheduler=_scheduler(search, per_trial),
+                        reuse_actors=True,  # a worker process runs trial after trial: imports paid once
                     ),
                     run_config=tune.RunConfig(
                         name=name,
