@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import subprocess
 import threading
 import time
 
@@ -14,7 +15,7 @@ from recsys_rl.config import SearchConfig, load_reward
 from recsys_rl.distributed.sweep import grid_points, ray_sweep
 from recsys_rl.distributed.trial import TRIAL_TAG
 from simulator import Simulator
-from tests.cli import run_cli
+from tests.cli import CLI, run_cli
 from tests.recsys_rl.distributed.conftest import tiny_reference, tiny_run
 
 pytestmark = pytest.mark.ray
@@ -144,3 +145,35 @@ def test_a_killed_worker_node_does_not_lose_or_duplicate_a_trial(two_nodes, tmp_
     assert all(r.data.metrics["impressions"] == cfg.train.total_impressions for r in runs.values())
     history = mlflow.MlflowClient().get_metric_history(victim, "impressions")
     assert max(h.value for h in history) == cfg.train.total_impressions
+
+
+def test_an_interrupted_sweep_resumes_into_the_same_parent_run(two_nodes, tmp_path):
+    cfg = tiny_run(tmp_path, updates=16)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    args = ["sweep", "--ray", two_nodes.cluster.address, "--config", "run.yaml", "--rewards", "graded"]
+    args += ["--seeds", "0,1,2,3", "--experiment", "resume-test", "--name", "again", "--quiet"]
+    driver = subprocess.Popen(
+        [*CLI, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    deadline, reported = time.time() + 120, False
+    while not reported and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+        exp = mlflow.get_experiment_by_name("resume-test")
+        runs = [] if exp is None else mlflow.MlflowClient().search_runs([exp.experiment_id])
+        reported = any(r.data.metrics.get("impressions", 0) >= 2 * 512 * 4 for r in runs)
+    assert reported and driver.poll() is None, "the sweep ended before it could be interrupted"
+    driver.kill()  # the driver dies mid-sweep: its trials go with it
+    driver.wait()
+    res = run_cli([*args, "--resume"], cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "4 trials (0 failed)" in res.stdout
+    client = mlflow.MlflowClient(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name("resume-test").experiment_id
+    (parent,) = client.search_runs([exp], filter_string="tags.ray_sweep = 'again'")
+    assert parent.info.status == "FINISHED"
+    runs = children(cfg.tracking.tracking_uri, parent.info.run_id)
+    assert len(runs) == 4 and len({r.data.tags[TRIAL_TAG] for r in runs}) == 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.metrics["impressions"] == cfg.train.total_impressions for r in runs)
+    assert len(client.search_runs([exp])) == 5  # the parent and its four trials, nothing twice
