@@ -51,11 +51,12 @@ def sweep_on_ray(
 ) -> None:
     """`sweep --ray ADDRESS`: the reference trained here once, each grid x search point a Tune trial."""
     from recsys_rl.baseline import train_baseline
-    from recsys_rl.distributed.sweep import check_search, grid_points, ray_sweep
+    from recsys_rl.distributed.sweep import check_search, grid_points, ray_sweep, refuse_unsupported
     from simulator import Simulator
 
     if resume and not name:
         raise ValueError("--resume: give the --name of the sweep to resume")
+    refuse_unsupported(cfg)
     schemes = [load_reward(r) for r in rewards]
     grid = grid_points(
         schemes,

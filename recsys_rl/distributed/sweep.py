@@ -89,6 +89,16 @@ def search_space(search: SearchConfig, base: RunConfig) -> dict:
     return space
 
 
+def refuse_unsupported(base: RunConfig) -> None:
+    """A trial runs the plain simulator loop: settings it would silently ignore are refused instead."""
+    if base.warm_start.enabled or base.dyna.enabled:
+        raise ValueError(
+            "warm_start.enabled / dyna.enabled: not available in a --ray sweep yet (run without --ray)"
+        )
+    if base.train.replay_batches:
+        raise ValueError("train.replay_batches: not available in a --ray sweep yet (run without --ray)")
+
+
 def absolute_store(uri: str) -> str:
     """A relative ``sqlite:///file.db`` made absolute: trial processes do not share the driver's cwd."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -115,6 +125,7 @@ def ray_sweep(
     progress: bool = True,
 ) -> RaySweepResult:
     """Run (or with ``resume`` continue) the sweep ``name`` of ``grid`` x ``search`` on Ray Tune."""
+    refuse_unsupported(base)
     uri = absolute_store(tracking.tracking_uri(base.tracking))
     connect(address, base.ray, uri)
     from ray import tune

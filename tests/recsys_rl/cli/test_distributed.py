@@ -25,6 +25,7 @@ def last_line(res) -> str:
         (["--resume"], "error: --resume: needs --ray"),
         (["--ray", "local", "--resume"], "error: --resume: give the --name of the sweep to resume"),
         (["--ray", "local", "--seeds", "a,b"], "error: --seeds: expected comma-separated integers"),
+        (["--ray", "local", "--set", "train.replay_batches=2"], "error: train.replay_batches: not available"),
     ],
 )
 def test_sweep_ray_options_are_checked(tmp_path, monkeypatch, args, message):
