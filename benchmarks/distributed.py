@@ -10,6 +10,10 @@ Design, and why:
   (one MLflow child run each, checkpoints every evaluation). The Ray time includes starting the
   cluster: what a user waits for. sweep_speedup = serial seconds / Ray seconds; runs_in_mlflow counts
   the child runs under the sweep's parent. Trials of tens of seconds keep Ray's start-up (~10 s) small.
+  Measured on a loaded 2-core host (other jobs holding the cores; not the target conditions), 2026-12-06,
+  --impressions 100000 --sim-impressions 500000: serial 84.5 s, Ray 93.6 s (sweep_speedup 0.90),
+  runs_in_mlflow 8 of 8, sim 2.7 s vs 2.8 s (0.96: 62k-impression shards are too small to gain),
+  ddp_max_abs_diff 9.6e-07. The defaults (400k per trial, 8M simulated) are sized for the quiet run.
 - Sharded simulation: --sim-impressions impressions in 8 shards as Ray tasks with 1 and then 2 tasks in
   flight, after a warm-up that starts both worker processes and builds the world in each;
   sim_speedup = 1-worker seconds / 2-worker seconds. The rows are the same (the tests check).
@@ -19,7 +23,7 @@ Design, and why:
 - The figures need a quiet machine: two 1-CPU nodes on a 2-core host cannot gain if other work holds
   the cores. --quick shrinks every size to check that the script runs (its figures mean nothing).
 
-    python benchmarks/distributed.py [--impressions 300000] [--sim-impressions 2000000] [--quick]
+    python benchmarks/distributed.py [--impressions 400000] [--sim-impressions 8000000] [--quick]
 
 Last line: distributed: sweep_speedup=<x> trials=<n> runs_in_mlflow=<n> sim_speedup=<x> ddp_max_abs_diff=<x>
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -124,7 +129,9 @@ def sharded_simulation(cfg: SimConfig, impressions: int, tmp: Path, workers: int
     start = time.perf_counter()
     args = [(cfg.model_dump_json(), str(out), 0, i, n) for i, n in plan]
     run_tasks(generate_shard, args, workers=workers, progress=False)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    return seconds
 
 
 def ddp_check(tmp: Path) -> float:
@@ -153,8 +160,8 @@ def ddp_check(tmp: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--impressions", type=int, default=300_000, help="impressions per sweep trial")
-    ap.add_argument("--sim-impressions", type=int, default=2_000_000, help="impressions of the sharded log")
+    ap.add_argument("--impressions", type=int, default=400_000, help="impressions per sweep trial")
+    ap.add_argument("--sim-impressions", type=int, default=8_000_000, help="impressions of the sharded log")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
     a = ap.parse_args()
     impressions = 8192 if a.quick else a.impressions
