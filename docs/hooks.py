@@ -27,6 +27,7 @@ CONFIG_MODELS = [
     ("Reward model (`recsys-rl train-reward-model`)", "recsys_rl.reward_model.config:RewardModelConfig"),
     ("Column mapping of logged data (`--mapping`)", "recsys_rl.logdata.mapping:ColumnMapping"),
     ("Reward scheme (`configs/rewards/*.yaml`)", "recsys_rl.config:RewardScheme"),
+    ("Sweep search space (`recsys-rl sweep --ray --search`)", "recsys_rl.config:SearchConfig"),
 ]
 
 MARKER = re.compile(r"^<!-- generated: (\w+) -->$", re.MULTILINE)

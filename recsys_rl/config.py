@@ -490,6 +490,80 @@ class LoopConfig(_Strict):
         return self
 
 
+class RayConfig(_Strict):
+    """Ray settings for the ``--ray`` paths (optional extra ``[ray]``): the ones that bite on small machines."""
+
+    object_store_mb: int = Field(
+        256, ge=80, description="object store of a Ray started here, MiB (Ray's default takes 30% of RAM)"
+    )
+    include_dashboard: bool = Field(
+        False, description="start Ray's dashboard with a Ray started here (its processes cost ~0.5 GB)"
+    )
+    usage_stats: bool = Field(False, description="let Ray send usage statistics (RAY_USAGE_STATS_ENABLED)")
+    token_auth: bool = Field(
+        True,
+        description="a Ray started here requires its token (Ray's default since 2.59, kept in "
+        "~/.ray/auth_token); false sets RAY_AUTH_MODE=disabled. Joining a cluster that has token "
+        "authentication needs its token (RAY_AUTH_TOKEN or that file)",
+    )
+    num_cpus: int | None = Field(
+        None, ge=1, description="CPUs of a Ray started here (None: Ray counts the machine's)"
+    )
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs each sweep trial or simulation shard holds")
+    max_failures: int = Field(
+        2, ge=0, description="retries of a trial whose worker died; it resumes from its last checkpoint"
+    )
+    storage_path: str = Field(
+        "recsys-rl-ray",
+        min_length=1,
+        description="where Tune keeps trial checkpoints and sweep state: a directory every node can "
+        "reach (shared file system or s3://...) on a multi-node cluster",
+    )
+    evaluations: int = Field(
+        4,
+        ge=1,
+        description="evaluations per trial reported to Tune (ASHA decides at these), each a checkpoint",
+    )
+
+
+class SearchConfig(_Strict):
+    """A Tune search over run settings (``recsys-rl sweep --ray --search FILE``), beside the grid.
+
+    ``space`` maps a dotted run-config key to one distribution, e.g. ``train.lr: {loguniform: [1e-4,
+    1e-2]}``, ``train.kl_target: {choice: [0.1, 0.2]}``, ``train.contexts_per_batch: {randint: [128,
+    1024]}`` (upper bound excluded), ``train.clip_eps: {uniform: [0.1, 0.3]}``.
+    """
+
+    scheduler: Literal["fifo", "asha"] = Field(
+        "asha", description="asha stops trials that trail at an evaluation; fifo runs every trial to the end"
+    )
+    num_samples: int = Field(1, ge=1, description="random draws from the space per grid point")
+    metric: str = Field("oracle_gap_closed", min_length=1, description="evaluation metric Tune compares")
+    mode: Literal["max", "min"] = Field("max", description="whether larger or smaller metric is better")
+    grace_period: int = Field(
+        1, ge=1, description="ASHA: evaluations every trial gets before it can be stopped"
+    )
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: 1/this of the trials go on at each rung")
+    space: dict[str, dict[Literal["uniform", "loguniform", "randint", "choice"], list]] = Field(
+        default_factory=dict, description="dotted run-config key -> {distribution: arguments}"
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _one_distribution_each(cls, space: dict) -> dict:
+        for key, dist in space.items():
+            if len(dist) != 1:
+                raise ValueError(f"{key}: give exactly one of uniform, loguniform, randint, choice")
+            (kind, args), *_ = dist.items()
+            if kind == "choice" and not args:
+                raise ValueError(f"{key}: choice needs at least one value")
+            if kind != "choice" and (len(args) != 2 or not args[0] < args[1]):
+                raise ValueError(f"{key}: {kind} needs [low, high] with low < high, got {args}")
+            if kind == "loguniform" and args[0] <= 0:
+                raise ValueError(f"{key}: loguniform needs a positive low bound, got {args[0]}")
+        return space
+
+
 class RunConfig(_Strict):
     """A whole training job: simulator, reward, networks, training and tracking."""
 
@@ -508,6 +582,8 @@ class RunConfig(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
     def _dyna_needs_warm_start(self) -> RunConfig:
@@ -601,7 +677,15 @@ def load_run(path: str | os.PathLike | None = None, overrides: dict | None = Non
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: (top level): expected a mapping of keys, got {type(data).__name__}")
-    data = _resolve_sim(data)
+    return _run_with_overrides(_resolve_sim(data), overrides, source)
+
+
+def with_overrides(cfg: RunConfig, overrides: dict) -> RunConfig:
+    """``cfg`` with dotted-key overrides applied, validated again (a sweep trial's own config)."""
+    return _run_with_overrides(cfg.model_dump(), overrides, "<overrides>")
+
+
+def _run_with_overrides(data: dict, overrides: dict | None, source: str) -> RunConfig:
     for key, value in (overrides or {}).items():
         node = data
         parts = key.split(".")

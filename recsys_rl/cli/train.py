@@ -31,6 +31,7 @@ from recsys_rl.cli.reward_model import (
 from recsys_rl.config import load_reward, load_run
 
 QUICKSTART_DIR = Path("recsys-rl-quickstart")
+KL_BUDGETS = "0.05,0.1,0.2,0.4,0.8,1.6,3.2"  # --reward-model's default budgets (nats per displayed product)
 QUICKSTART_IMPRESSIONS = 500_000  # about a minute of fine-tuning on 2 cores; closes ~2/3 of the oracle gap
 
 SIM_SHOW = [
@@ -339,11 +340,13 @@ def sweep_cmd(
         ),
     ] = None,
     kl_targets: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--kl-targets", help="with --reward-model: budgets, nats per displayed product (train.kl_target)"
+            "--kl-targets",
+            help="KL budgets, nats per displayed product (train.kl_target): with --reward-model the "
+            f"budgets swept (default {KL_BUDGETS}), with --ray one axis of the grid",
         ),
-    ] = "0.05,0.1,0.2,0.4,0.8,1.6,3.2",
+    ] = None,
     logs: Annotated[
         Path | None,
         typer.Option("--logs", help="with --reward-model: logged contexts (80/20 train/held-out)"),
@@ -373,6 +376,27 @@ def sweep_cmd(
             help="with --reward-model: most runs of train.total_impressions a budget gets when it ends short of it",
         ),
     ] = 1,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="run each trial on Ray Tune: 'local' starts Ray here, 'auto' or HOST:PORT joins a cluster "
+            "(needs the [ray] extra)",
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="with --ray: comma-separated seeds, one grid axis")
+    ] = None,
+    search: Annotated[
+        Path | None,
+        typer.Option("--search", help="with --ray: search space YAML (random or ASHA search, see the docs)"),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="with --ray: the sweep's name (its Tune directory)")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="with --ray --name: continue that interrupted sweep")
+    ] = False,
 ) -> None:
     """A parent run with one nested run per reward scheme (x beta), sharing one baseline: compare them in the UI."""
     if reward_model is not None:  # over-optimisation sweep: recsys_rl.jobs.kl_sweep
@@ -383,7 +407,7 @@ def sweep_cmd(
         return sweep_with_reward_model(
             cfg,
             reward_model,
-            kl_targets,
+            kl_targets or KL_BUDGETS,
             logs,
             ref,
             sim_config,
@@ -393,6 +417,37 @@ def sweep_cmd(
             max_kl=max_kl,
             reach_rounds=reach_rounds,
         )
+    names = [r.strip() for r in rewards.split(",") if r.strip()]
+    for n in names:
+        load_reward(n)
+    if ray is not None:
+        from recsys_rl.cli.distributed import sweep_on_ray
+
+        return sweep_on_ray(
+            load_run(config, parse_overrides(set_)),
+            address=ray,
+            rewards=names,
+            betas=betas,
+            kl_targets=kl_targets,
+            seeds=seeds,
+            search=search,
+            name=name,
+            resume=resume,
+            experiment=experiment,
+            workdir=workdir,
+            show=SWEEP_SHOW,
+            quiet=quiet,
+        )
+    for option, value in (
+        ("--seeds", seeds),
+        ("--search", search),
+        ("--name", name),
+        ("--kl-targets", kl_targets),
+    ):
+        if value is not None:
+            raise ValueError(f"{option}: needs --ray (or --reward-model for --kl-targets)")
+    if resume:
+        raise ValueError("--resume: needs --ray")
     import mlflow
     import pandas as pd
 
@@ -400,9 +455,6 @@ def sweep_cmd(
     from recsys_rl.baseline import train_baseline
     from recsys_rl.jobs.train import train_job
 
-    names = [r.strip() for r in rewards.split(",") if r.strip()]
-    for n in names:
-        load_reward(n)
     beta_list = [None] if not betas else [float(b) for b in betas.split(",")]
     cfg = load_run(config, parse_overrides(set_))
     sim = run_simulator(cfg)

@@ -23,7 +23,7 @@ from recsys_rl.logdata.banners import import_banners
 from recsys_rl.logdata.contexts import read_contexts
 from recsys_rl.logdata.imported import ImportedLogs
 from recsys_rl.logdata.mapping import ColumnMapping, event_mapping, load_mapping
-from recsys_rl.logdata.parquet import FEEDBACK_FILE, IMPRESSIONS_FILE, LogFormatError
+from recsys_rl.logdata.parquet import FEEDBACK_FILE, IMPRESSIONS_FILE, LogFormatError, shard_files
 from recsys_rl.logdata.slots import import_slots
 from recsys_rl.logdata.table import read_table
 
@@ -46,7 +46,7 @@ def _locate(path: Path, mapping: ColumnMapping | None) -> tuple[Path, ColumnMapp
             )
         for suffix in (".parquet", ".csv"):
             imp, fb = (path / f"{Path(f).stem}{suffix}" for f in (IMPRESSIONS_FILE, FEEDBACK_FILE))
-            if imp.is_file():
+            if shard_files(imp):  # the file itself, or one per shard-* directory (a sharded log)
                 return imp, event_mapping(imp.name, fb.name), f"event schema ({path})"
         raise LogFormatError(f"{path}: no {IMPRESSIONS_FILE} (or impressions.csv) in this directory")
     if path.is_dir():

@@ -263,12 +263,43 @@ def write_logs(
     return Path(out_dir)
 
 
-def _read(path: Path, schema: pa.Schema) -> pa.Table:
-    """Read a Parquet file and check every schema column is present, of a compatible type and non-null."""
-    if not path.is_file():
-        raise LogFormatError(f"{path}: file not found")
+SHARD_GLOB = "shard-*"
+"""Sub-directories of a sharded log (``recsys-rl simulate --ray``): each a log directory of its own."""
+
+
+def shard_files(path: Path) -> list[Path]:
+    """``path`` when it is a file, else the file of that name in each ``shard-*`` directory beside it."""
+    if path.is_file():
+        return [path]
+    return sorted(s / path.name for s in path.parent.glob(SHARD_GLOB) if (s / path.name).is_file())
+
+
+def log_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(impression files, feedback files) of a log directory: its own pair, or each shard's, in order.
+
+    A sharded log is a directory of ``shard-*`` log directories; read together they are one log
+    (a pyarrow dataset over the files), whatever number of workers wrote them.
+    """
+    imp, fb = shard_files(root / IMPRESSIONS_FILE), shard_files(root / FEEDBACK_FILE)
+    if not imp and not fb:
+        raise LogFormatError(
+            f"{root}: not a log directory (expected {IMPRESSIONS_FILE} and {FEEDBACK_FILE} in it, "
+            f"or {SHARD_GLOB} directories holding them)"
+        )
+    return imp or [root / IMPRESSIONS_FILE], fb or [root / FEEDBACK_FILE]
+
+
+def _read(paths: list[Path], schema: pa.Schema) -> pa.Table:
+    """Read Parquet files as one table and check every schema column is present, of a compatible type
+    and non-null (errors name the first file, or the file at fault where pyarrow says which)."""
+    import pyarrow.dataset as ds
+
+    for path in paths:
+        if not path.is_file():
+            raise LogFormatError(f"{path}: file not found")
+    path = paths[0] if len(paths) == 1 else paths[0].parent.parent
     try:
-        table = pq.read_table(path)
+        table = ds.dataset([str(p) for p in paths], format="parquet").to_table()
     except (pa.ArrowException, OSError) as e:
         raise LogFormatError(f"{path}: not a readable Parquet file ({e})") from None
     columns = []
@@ -299,19 +330,23 @@ def _padded(values: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def _user_features(imp_path: Path, n: int) -> torch.Tensor | None:
+def _user_features(imp_paths: list[Path], n: int) -> torch.Tensor | None:
     """(n, F) float32 from the optional ``user_features`` column, or None when the log has none."""
-    if "user_features" not in pq.read_schema(imp_path).names:
+    import pyarrow.dataset as ds
+
+    if "user_features" not in pq.read_schema(imp_paths[0]).names:
         return None
-    col = pq.read_table(imp_path, columns=["user_features"]).column("user_features").combine_chunks()
+    table = ds.dataset([str(p) for p in imp_paths], format="parquet").to_table(columns=["user_features"])
+    col = table.column("user_features").combine_chunks()
     values, lengths = pc.list_flatten(col).to_numpy(), pc.list_value_length(col).to_numpy()
     if n and (lengths != lengths[0]).any():
-        raise LogFormatError(f"{imp_path}: user_features: every row needs {lengths[0]} values")
+        raise LogFormatError(f"{imp_paths[0]}: user_features: every row needs {lengths[0]} values")
     return torch.from_numpy(values.astype(np.float32).reshape(n, -1 if n else 0))
 
 
 def read_logs(path: str | os.PathLike) -> LoggedBatch:
-    """Load a log directory as one LoggedBatch: feedback joined back onto its impression and position.
+    """Load a log directory (or a directory of log shards) as one LoggedBatch: feedback joined back
+    onto its impression and position.
 
     History is PAD-padded to HISTORY_LEN; clicks (B, K) are 1 where a click event exists; units and
     revenue (B, K) sum the purchase events of that position (revenue = units * logged unit price).
@@ -322,9 +357,11 @@ def read_logs(path: str | os.PathLike) -> LoggedBatch:
         raise LogFormatError(
             f"{root}: not a log directory (expected {IMPRESSIONS_FILE} and {FEEDBACK_FILE} in it)"
         )
-    imp_path, fb_path = root / IMPRESSIONS_FILE, root / FEEDBACK_FILE
-    imp = _read(imp_path, IMPRESSION_SCHEMA)
-    fb = _read(fb_path, FEEDBACK_SCHEMA)
+    imp_paths, fb_paths = log_files(root)
+    imp = _read(imp_paths, IMPRESSION_SCHEMA)
+    fb = _read(fb_paths, FEEDBACK_SCHEMA)
+    imp_path = imp_paths[0] if len(imp_paths) == 1 else root
+    fb_path = fb_paths[0] if len(fb_paths) == 1 else root
     n = imp.num_rows
 
     hist_values, hist_len = _list_values(imp.column("history"))
@@ -384,7 +421,7 @@ def read_logs(path: str | os.PathLike) -> LoggedBatch:
     contexts = ContextBatch(
         viewed=torch.from_numpy(viewed.copy()),
         history=torch.from_numpy(_padded(hist_values, hist_len, HISTORY_LEN)),
-        user_features=_user_features(imp_path, n),
+        user_features=_user_features(imp_paths, n),
     )
     banners = BannerBatch(
         items=torch.from_numpy(items.copy()),

@@ -23,7 +23,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from recsys_rl.logdata.mapping import Columns
-from recsys_rl.logdata.parquet import LogFormatError
+from recsys_rl.logdata.parquet import LogFormatError, shard_files
 from recsys_rl.records import BANNER_SIZE, MAX_BANNER_SIZE
 
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -66,13 +66,15 @@ def _format(path: Path) -> str:
 
 def read_table(path: Path, list_columns: list[str], role: str) -> Table:
     """Read a Parquet or CSV table; in CSV the list-valued columns are kept as text to be parsed."""
-    if not path.is_file():
+    files = shard_files(path)  # a sharded log: the same file name in each shard-* directory beside it
+    if not files:
         raise LogFormatError(f"{path}: file not found")
     try:
         if _format(path) == "parquet":
-            return Table(path, pq.read_table(path), csv=False, role=role)
+            return Table(path, pa.concat_tables([pq.read_table(f) for f in files]), csv=False, role=role)
         opts = pcsv.ConvertOptions(column_types=dict.fromkeys(list_columns, pa.string()))
-        return Table(path, pcsv.read_csv(path, convert_options=opts), csv=True, role=role)
+        tables = [pcsv.read_csv(f, convert_options=opts) for f in files]
+        return Table(path, pa.concat_tables(tables), csv=True, role=role)
     except (pa.ArrowException, OSError) as e:
         raise LogFormatError(f"{path}: not a readable {_format(path)} file ({e})") from None
 

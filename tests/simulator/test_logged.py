@@ -57,3 +57,19 @@ def test_logs_of_a_contextual_exploring_recommender_carry_its_exact_propensities
         generate_logs(sim, 1200, tmp_path / "b", seed=4, chunk=500, progress=False, behaviour=behaviour)
     )
     assert torch.equal(again.banners.items, logged.banners.items)
+
+
+def test_shards_are_fixed_by_the_totals_and_seeded_apart(sim, tmp_path):
+    from simulator.logged import generate_shard, shard_plan, shard_seed
+
+    assert shard_plan(2500, 1000) == [(0, 1000), (1, 1000), (2, 500)]
+    assert len({shard_seed(7, i) for i in range(100)}) == 100 and shard_seed(7, 0) != shard_seed(8, 0)
+    for i, n in shard_plan(1500, 1000):
+        generate_shard(sim.cfg.model_dump_json(), str(tmp_path), 7, i, n)
+    both = read_logs(tmp_path)  # the directory of shards reads as one log
+    assert len(both) == 1500
+    first = read_logs(tmp_path / "shard-00000")
+    assert torch.equal(both.banners.items[:1000], first.banners.items)
+    assert not torch.equal(both.banners.items[:500], both.banners.items[1000:])
+    ids = pq.read_table(tmp_path / "shard-00001" / "impressions.parquet").column("impression_id")
+    assert ids[0].as_py() == "7.1-0"

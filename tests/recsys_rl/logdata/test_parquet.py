@@ -187,3 +187,17 @@ def test_history_with_pad_in_the_middle_is_refused_on_write(tmp_path):
             id_prefix="p",
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_without_a_log_or_shards_is_named(tmp_path):
+    (tmp_path / "shard-notes.txt").write_text("not a shard")
+    with pytest.raises(LogFormatError, match=r"not a log directory .* shard-\* directories"):
+        read_logs(tmp_path)
+
+
+def test_a_bad_shard_is_reported_with_the_log(tmp_path):
+    (tmp_path / "shard-00000").mkdir()
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "shard-00000" / "impressions.parquet")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "shard-00000" / "feedback.parquet")
+    with pytest.raises(LogFormatError, match="impression_id: missing column"):
+        read_logs(tmp_path)
