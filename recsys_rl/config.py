@@ -27,7 +27,6 @@ from pydantic import (
 
 from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, MAX_BANNER_SIZE, POSITION_BIAS_CURVE
 
-
 log = logging.getLogger("recsys_rl.config")
 
 OLD_KL_BUDGET_PER_SLOT = 2.0
