@@ -190,7 +190,7 @@ class PolicyConfig(_Strict):
         description="large catalogues: context products join the candidates with one learned logit offset",
     )
     context_features: bool = Field(
-        True,
+        False,
         description="every catalogue size: learned logit offsets for a candidate being in the context, "
         "the viewed product, its count and recency in the history (context products join the candidates)",
     )
