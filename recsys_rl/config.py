@@ -8,6 +8,7 @@ naming the file, the field and the problem.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,12 @@ from pydantic import (
 )
 
 from recsys_rl.records import BANNER_SIZE, HISTORY_LEN, MAX_BANNER_SIZE, POSITION_BIAS_CURVE
+
+log = logging.getLogger("recsys_rl.config")
+
+OLD_KL_BUDGET_PER_SLOT = 2.0
+"""A ``train.kl_target`` above this many nats per displayed product is most likely a budget written per
+banner before budgets were stated per slot (``kl_target: 3`` once meant 3 nats per banner, now 15 at K=5)."""
 
 
 class ConfigError(ValueError):
@@ -301,6 +308,18 @@ class TrainConfig(_Strict):
     weight_clip: float = Field(
         20.0, gt=0, description="train --logs: largest item-level importance weight pi / mu (clipped above)"
     )
+
+    @field_validator("kl_target")
+    @classmethod
+    def _warn_old_budget(cls, v: float) -> float:
+        if v > OLD_KL_BUDGET_PER_SLOT:
+            log.warning(
+                "train.kl_target: %g nats per displayed product (%g per banner of 5) looks like a budget "
+                "written per banner; budgets are per displayed product now (default 0.6)",
+                v,
+                per_banner(v, BANNER_SIZE),
+            )
+        return v
 
 
 class PreferenceConfig(_Strict):

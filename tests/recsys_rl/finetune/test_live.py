@@ -151,7 +151,9 @@ def test_a_required_gain_refuses_a_version_no_better_than_the_current(reference)
     ctx = sim.contexts(users, g)
     banners = reference.sample(ctx, generator=g)
     logged = LoggedBatch(ctx, banners, sim.respond(users, banners.items, g))
-    candidate = BannerPolicy(SMALL.n_products, POLICY.embed_dim, POLICY.hidden_dim)
+    candidate = BannerPolicy(
+        SMALL.n_products, POLICY.embed_dim, POLICY.hidden_dim, context_features=POLICY.context_features
+    )
     candidate.load_state_dict(reference.state_dict())
     values = {id(reference): 10.0, id(candidate): 10.05}  # the candidate is 0.5% better
 

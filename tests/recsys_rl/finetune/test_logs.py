@@ -46,3 +46,17 @@ def test_the_importance_weight_clip_is_the_train_weight_clip_setting(tmp_path):
         clip_frac[clip] = [h["clip_frac"] for h in history]
         assert all(h["kl_per_slot"] == h["kl"] / 5 for h in history)
     assert clip_frac[1e-3] == [1.0] * 4 and clip_frac[1e6] == [0.0] * 4
+
+
+def test_a_step_past_the_kl_budget_only_pulls_back_toward_the_reference(tmp_path):
+    logs = read_logs(small_logs_dir(str(tmp_path)))
+    ref = train_baseline(logs, SMALL.n_products, POLICY, BASELINE, 0, progress=False)
+    # no penalty at all: only the pull-back holds the policy near its budget of 0.25 nats per banner
+    cfg = small_train(
+        total_impressions=30_000, minibatch_size=512, kl_target=0.05, kl_beta=0.0, kl_adaptive=False
+    )
+    _, history = offline_finetune(ref, logs, load_reward("graded"), cfg, seed=0, progress=False)
+    kls = [h["kl"] for h in history]
+    budget = per_banner(cfg.kl_target, ref.banner_size)
+    assert max(kls) > budget  # the policy gradient does push past it
+    assert max(kls[len(kls) // 2 :]) < 2 * budget
